@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install everything diffasr needs on a fresh Debian machine:
+#   Debian packages (sclite, speech synthesis, text corpora, sox) and a Python 3.12
+#   virtual environment at tools/venv with torch, ESPnet, SpeechBrain and friends.
+# Usage: tools/install.sh [--no-apt] [--venv DIR]
+# Rerunnable: each part is skipped when already complete.
+set -euo pipefail
+
+tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+venv=${tools_dir}/venv
+do_apt=true
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-apt) do_apt=false; shift ;;
+    --venv) venv=$2; shift 2 ;;
+    *) echo "$0: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[$(date +%H:%M:%S)] tools/install.sh: $*"; }
+
+# Debian packages. sctk gives sclite; espeak-ng/flite are the voices of the embedded
+# corpus; fortunes/bible-kjv-text/wordnet give its sentences; sox resamples and
+# measures; ffmpeg-free audio I/O is done with soundfile (libsndfile ships in its wheel).
+apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min bible-kjv-text wordnet-base"
+if $do_apt; then
+  missing=""
+  for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    log "apt-get install$missing"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+  else
+    log "Debian packages present"
+  fi
+fi
+
+# Python 3.12: espnet for 3.11 pins setuptools<74, which clashes with torch>=2.13.
+find_python312() {
+  local c
+  for c in "${DIFFASR_PYTHON:-}" "$(command -v python3.12 || true)" \
+           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+           /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+      && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+stamp=${venv}/.diffasr_installed
+req=${tools_dir}/requirements.txt
+if [ -f "$stamp" ] && cmp -s "$stamp" "$req"; then
+  log "venv ${venv} up to date"
+else
+  py=$(find_python312) || {
+    echo "tools/install.sh: Python 3.12 not found (tried \$DIFFASR_PYTHON, python3.12 on PATH, pyenv versions 3.12.*)." >&2
+    echo "  Install it (e.g. 'pyenv install 3.12') or set DIFFASR_PYTHON=/path/to/python3.12." >&2
+    exit 1; }
+  log "creating venv ${venv} with ${py}"
+  [ -x "${venv}/bin/python" ] || "$py" -m venv "$venv"
+  "${venv}/bin/python" -m pip install -q --upgrade pip
+  log "pip install -r ${req} (several minutes on first run)"
+  "${venv}/bin/python" -m pip install -q -r "$req"
+  "${venv}/bin/python" -m pip install -q --no-deps -e "${tools_dir}/.."
+  cp "$req" "$stamp"
+fi
+log "done; activate with: . ${venv}/bin/activate (recipes do this in path.sh)"
