@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Stage 2: SentencePiece model and ESPnet token list from training transcripts.
+
+Writes OUTPUT_DIR/bpe.model and OUTPUT_DIR/tokens.txt. The token list follows
+ESPnet (`<blank>`, `<unk>`, pieces by frequency, ..., `<sos/eos>`) with `<mask>`
+placed just before `<sos/eos>`: the diffusion decoder's mask token; `<sos/eos>`
+doubles as the canvas end/pad fill. Both are looked up by name downstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import sentencepiece as spm
+from espnet2.bin.tokenize_text import tokenize
+
+from diffasr.datadir import read_kv
+
+SPECIAL_SYMBOLS = ["<blank>:0", "<unk>:1", "<mask>:-1", "<sos/eos>:-1"]
+
+
+def make_token_list(text: Path, output_dir: Path, nbpe: int, bpemode: str = "unigram",
+                    character_coverage: float = 1.0) -> Path:
+    transcripts = read_kv(text)  # raises naming file:line on a line without transcript
+    with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as tmp:
+        tmp = Path(tmp)
+        (tmp / "train.txt").write_text("".join(t + "\n" for t in transcripts.values()), encoding="utf-8")
+        # The vocabulary can be no larger than what the text supports; say so instead of
+        # letting sentencepiece fail with a terse message.
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(tmp / "train.txt"), vocab_size=nbpe, model_type=bpemode,
+                model_prefix=str(tmp / "bpe"), character_coverage=character_coverage,
+                input_sentence_size=100_000_000, shuffle_input_sentence=False,
+                minloglevel=2, num_threads=1,
+            )
+        except RuntimeError as e:
+            raise SystemExit(f"make_token_list.py: sentencepiece failed on {text} with --nbpe {nbpe}: {e}")
+        tokenize(
+            input=str(tmp / "train.txt"), output=str(tmp / "tokens.txt"), field=None, delimiter=None,
+            token_type="bpe", space_symbol="<space>", non_linguistic_symbols=None,
+            bpemodel=str(tmp / "bpe.model"), log_level="WARNING", write_vocabulary=True,
+            vocabulary_size=0, remove_non_linguistic_symbols=False, cutoff=0,
+            add_symbol=SPECIAL_SYMBOLS, cleaner=None, g2p=None, add_nonsplit_symbol=[],
+        )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("bpe.model", "bpe.vocab", "tokens.txt"):
+            shutil.copy(tmp / name, output_dir / f".{name}.tmp")
+            os.replace(output_dir / f".{name}.tmp", output_dir / name)
+    tokens = (output_dir / "tokens.txt").read_text().split()
+    logging.info(f"{output_dir / 'tokens.txt'}: {len(tokens)} tokens ({bpemode}, nbpe={nbpe})")
+    return output_dir / "tokens.txt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text", type=Path, required=True, help="Kaldi text file of the training set")
+    parser.add_argument("--output_dir", type=Path, required=True)
+    parser.add_argument("--nbpe", type=int, default=100)
+    parser.add_argument("--bpemode", choices=["unigram", "bpe", "char", "word"], default="unigram")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    make_token_list(args.text, args.output_dir, args.nbpe, args.bpemode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# diffasr's shared stage script (the role of ESPnet's egs2/TEMPLATE/asr1/asr.sh).
+# Corpus recipes link to it and call it from run.sh with their own options:
+#   ./asr.sh --stage 1 --stop-stage 7 --local_data_opts "--scale tiny"
+# Stages:
+#   1 data preparation (local/data.sh)         5 ASR training (collect stats, train)
+#   2 SentencePiece BPE token list             6 decoding of every test set
+#   3 speaker-encoder training (ECAPA)         7 sclite scoring and RESULTS.md
+#   4 enrollment speaker embeddings            8 model packing
+set -euo pipefail
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+min() { local a b; a=$1; for b in "$@"; do [ "$b" -le "$a" ] && a=$b; done; echo "$a"; }
+SECONDS=0
+run_args=$(printf '%q ' "$0" "$@")
+
+# General
+stage=1                 # first stage to run
+stop_stage=8            # last stage to run
+nj=2                    # parallel jobs for data preparation, embedding and decoding
+ngpu=0                  # GPUs per job (0: CPU)
+python=python3          # the interpreter path.sh activates
+skip_train=false        # skip stages 3-5 (use existing models)
+expdir=exp              # experiments go here
+dumpdir=dump            # features and statistics
+
+# Data
+local_data_opts=        # options passed to local/data.sh
+train_set=train         # training mixtures
+valid_set=dev           # validation mixtures
+test_sets="test test_clean"  # decoded and scored sets
+
+# Tokens
+token_type=bpe          # only bpe is wired through the stages
+nbpe=100                # SentencePiece vocabulary size
+bpemode=unigram         # unigram | bpe | char
+
+# Speaker encoder
+spk_config=conf/spk/ecapa_aam.yaml  # stage 3 config (AAM-softmax or triplet)
+spk_exp=                # speaker experiment dir (default: exp/spk_<config name>)
+
+# ASR
+asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
+asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
+asr_args=               # extra arguments for every training run
+inference_configs=      # decode configs; empty: conf/decode/decode_<model type>_*.yaml
+inference_args=         # extra arguments for decoding
+inference_model=valid.acc.ave.pth  # checkpoint to decode (train.py's averaged model)
+batch_size=8            # decoding batch size
+
+. ./path.sh
+. ./db.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+  log "Unexpected arguments: $*  (run $0 --help)"; exit 2
+fi
+
+token_listdir=data/token_list/${token_type}_${bpemode}${nbpe}
+bpemodel=${token_listdir}/bpe.model
+token_list=${token_listdir}/tokens.txt
+[ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
+
+asr_exp_of() { echo "${expdir}/${asr_tag_prefix}_$(basename "$1" .yaml | sed 's/^train_//')"; }
+model_type_of() { ${python} utils/yaml_get.py "$1" model espnet; }
+record_command() {
+  # Every experiment dir keeps the command that made it (as ESPnet writes exp/*/run.sh).
+  mkdir -p "$1"
+  printf '#!/usr/bin/env bash\n# %s\ncd %q\n%s"$@"; exit $?\n' "$(date)" "$PWD" "${run_args}" >"$1/run.sh"
+  chmod +x "$1/run.sh"
+}
+stage_begin() { log "Stage $1: $2"; stage_t0=${SECONDS}; }
+stage_end() { log "Stage $1 done in $((SECONDS - stage_t0)) s"; }
+want() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+
+# ---------------------------------------------------------------------------
+if want 1; then
+  stage_begin 1 "Data preparation: local/data.sh ${local_data_opts}"
+  # shellcheck disable=SC2086
+  local/data.sh ${local_data_opts}
+  stage_end 1
+fi
+
+# ---------------------------------------------------------------------------
+if want 2; then
+  stage_begin 2 "SentencePiece ${bpemode} (nbpe=${nbpe}) on data/${train_set}/text -> ${token_listdir}"
+  ${python} -m diffasr.bin.make_token_list --text "data/${train_set}/text" \
+    --output_dir "${token_listdir}" --nbpe "${nbpe}" --bpemode "${bpemode}"
+  stage_end 2
+fi
+
+# ---------------------------------------------------------------------------
+if want 3 && ! ${skip_train}; then
+  stage_begin 3 "Speaker encoder training: ${spk_config} -> ${spk_exp}"
+  record_command "${spk_exp}"
+  ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/train.log" \
+    ${python} -m diffasr.bin.spk_train --config "${spk_config}" \
+      --train_dir "data/sources_${train_set}" --valid_dir "data/sources_${valid_set}" \
+      --output_dir "${spk_exp}" --ngpu "${ngpu}"
+  ${python} -m diffasr.bin.spk_eval --model_dir "${spk_exp}" \
+    --data_dirs "data/sources_${valid_set}" "data/sources_test" --output_dir "${spk_exp}"
+  stage_end 3
+fi
+
+# ---------------------------------------------------------------------------
+if want 4; then
+  stage_begin 4 "Enrollment speaker embeddings with ${spk_exp}"
+  for dset in ${train_set} ${valid_set} ${test_sets}; do
+    ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/embed/${dset}/embed.log" \
+      ${python} -m diffasr.bin.spk_embed --model_dir "${spk_exp}" --data_dir "data/${dset}" \
+        --output_dir "${spk_exp}/embed/${dset}" --ngpu "${ngpu}"
+  done
+  stage_end 4
+fi
+
+# ---------------------------------------------------------------------------
+# Arguments naming the inputs of a set, as espnet2's data loader reads them.
+data_args() {  # data_args <option prefix> <set> [with_text=true]
+  local prefix=$1 dset=$2 with_text=${3:-true} args
+  args="--${prefix}_data_path_and_name_and_type data/${dset}/wav.scp,speech,sound"
+  ${with_text} && args+=" --${prefix}_data_path_and_name_and_type data/${dset}/text,text,text"
+  if [ -f "data/${dset}/enroll_embed.scp" ]; then
+    args+=" --${prefix}_data_path_and_name_and_type data/${dset}/enroll_embed.scp,enroll_embed,kaldi_ark"
+  fi
+  echo "${args}"
+}
+
+if want 5 && ! ${skip_train}; then
+  for asr_config in ${asr_configs}; do
+    asr_exp=$(asr_exp_of "${asr_config}")
+    stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
+    stage_begin 5 "ASR training: ${asr_config} -> ${asr_exp}"
+    record_command "${asr_exp}"
+    common_args="--token_type ${token_type} --token_list ${token_list} --bpemodel ${bpemodel}"
+    common_args+=" --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
+    if [ ! -f "${stats_dir}/train/feats_stats.npz" ]; then
+      log "Collecting feature statistics into ${stats_dir}"
+      # shellcheck disable=SC2046,SC2086
+      ${train_cmd} "${stats_dir}/collect_stats.log" \
+        ${python} -m diffasr.bin.asr_train --collect_stats true ${common_args} --ngpu 0 \
+          $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
+          --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
+          --output_dir "${stats_dir}" ${asr_args}
+    fi
+    # shellcheck disable=SC2046,SC2086
+    ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
+      ${python} -m diffasr.bin.asr_train ${common_args} \
+        $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
+        --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
+        --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
+        --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
+        --resume true --output_dir "${asr_exp}" ${asr_args}
+    stage_end 5
+  done
+fi
+
+# ---------------------------------------------------------------------------
+inference_configs_for() {  # the decode configs that fit a training config's model type
+  local mtype configs
+  if [ -n "${inference_configs}" ]; then echo "${inference_configs}"; return; fi
+  mtype=$(model_type_of "$1")
+  [ "${mtype}" = espnet ] && mtype=ar
+  configs=$(ls conf/decode/decode_"${mtype}"_*.yaml 2>/dev/null || true)
+  [ -n "${configs}" ] || { log "no conf/decode/decode_${mtype}_*.yaml for $1"; exit 1; }
+  echo "${configs}"
+}
+
+if want 6; then
+  for asr_config in ${asr_configs}; do
+    asr_exp=$(asr_exp_of "${asr_config}")
+    for inference_config in $(inference_configs_for "${asr_config}"); do
+      inference_tag=$(basename "${inference_config}" .yaml)
+      for dset in ${test_sets}; do
+        stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
+        decode_dir=${asr_exp}/${inference_tag}/${dset}
+        logdir=${decode_dir}/logdir
+        mkdir -p "${logdir}"
+        n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
+        ${python} utils/split_scp.py "data/${dset}/wav.scp" "${logdir}" "${n}"
+        # shellcheck disable=SC2046,SC2086
+        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
+          ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
+            --key_file "${logdir}/keys.JOB.scp" $(data_args data "${dset}" false) \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
+            --config "${inference_config}" --output_dir "${logdir}/output.JOB" ${inference_args}
+        ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
+        stage_end 6
+      done
+    done
+  done
+fi
+
+# ---------------------------------------------------------------------------
+if want 7; then
+  stage_begin 7 "Scoring with sclite and writing ${expdir}/RESULTS.md"
+  for asr_config in ${asr_configs}; do
+    asr_exp=$(asr_exp_of "${asr_config}")
+    for inference_config in $(inference_configs_for "${asr_config}"); do
+      inference_tag=$(basename "${inference_config}" .yaml)
+      for dset in ${test_sets}; do
+        ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${asr_exp}/${inference_tag}/${dset}"
+      done
+    done
+  done
+  ${python} -m diffasr.bin.make_results --exp_dir "${expdir}" --output "${expdir}/RESULTS.md"
+  cat "${expdir}/RESULTS.md"
+  stage_end 7
+fi
+
+# ---------------------------------------------------------------------------
+if want 8; then
+  log "Stage 8: model packing is not implemented yet"; exit 1
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"
