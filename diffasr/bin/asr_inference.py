@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Decode with a model trained by ``diffasr.bin.asr_train``.
+
+``model: diffusion`` decodes with the masked-diffusion sampler, ``model: espnet`` with
+ESPnet's joint CTC/attention beam search and ``model: maskctc`` with ESPnet's Mask-CTC
+inference.  Writes, sorted by utterance, into ``--output_dir``:
+
+- ``text``                 ``<utt> WORDS``
+- ``token``                ``<utt> tokens``
+- ``timing``               ``<utt> <decode_wall_seconds> <audio_seconds>``
+- ``word_confidence.ctm``  ``<utt> 1 <word_index> 1 <WORD> <confidence>``
+"""
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import kaldiio
+import numpy as np
+import torch
+import yaml
+from typeguard import typechecked
+
+from espnet2.asr.maskctc_model import MaskCTCInference, MaskCTCModel
+from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
+from espnet2.legacy.nets.beam_search import BeamSearch
+from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
+from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
+from espnet2.text.build_tokenizer import build_tokenizer
+from espnet2.text.token_id_converter import TokenIDConverter
+from espnet2.torch_utils.device_funcs import to_device
+from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+from espnet2.utils import config_argparse
+from espnet2.utils.types import str2bool, str2triple_str, str_or_none
+
+from diffasr.espnet2.model import CANVAS_MODES, DiffusionASRModel
+from diffasr.espnet2.task import ENROLL_EMBED, DiffASRTask
+from diffasr.diffusion.sampler import REMASKING
+
+WORD_BOUNDARY = "\u2581"  # SentencePiece's word-initial marker
+
+
+@dataclass
+class Recognition:
+    """One decoded utterance: text, its tokens and each token's confidence."""
+
+    text: str
+    tokens: List[str]
+    token_ids: List[int]
+    confidences: List[float]
+
+
+def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -> List[Tuple[str, float]]:
+    """Group SentencePiece pieces (or ``<space>``-separated characters) into words.
+
+    A word's confidence is the lowest confidence among its pieces.
+
+    >>> words_with_confidence(["\u2581HE", "LLO", "\u2581W", "ORLD"], [0.9, 0.5, 0.8, 0.7])
+    [('HELLO', 0.5), ('WORLD', 0.7)]
+    """
+    words: List[Tuple[str, float]] = []
+    current, lowest = "", 1.0
+    for token, confidence in zip(tokens, confidences):
+        starts_word = token.startswith(WORD_BOUNDARY) or token == "<space>"
+        if starts_word and current:
+            words.append((current, lowest))
+            current, lowest = "", 1.0
+        piece = token.replace(WORD_BOUNDARY, "").replace("<space>", "")
+        if piece:
+            current += piece
+            lowest = min(lowest, confidence)
+    if current:
+        words.append((current, lowest))
+    return words
+
+
+class Speech2Text:
+    """Batch speech (+ enrollment embedding) to text, tokens and token confidences.
+
+    >>> s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)
+    >>> results = s2t(speech, speech_lengths, enroll_embed)  # doctest: +SKIP
+    >>> results[0].text, results[0].confidences  # doctest: +SKIP
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        asr_train_config: str,
+        asr_model_file: Optional[str] = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        bpemodel: Optional[str] = None,
+        token_type: Optional[str] = None,
+        # masked diffusion
+        steps: int = 8,
+        block_length: Optional[int] = None,
+        remasking: str = "low_confidence",
+        threshold: Optional[float] = None,
+        temperature: float = 0.0,
+        canvas: Optional[str] = None,
+        canvas_length: Optional[int] = None,
+        canvas_margin: Optional[int] = None,
+        # ESPnet joint CTC/attention beam search
+        beam_size: int = 10,
+        ctc_weight: float = 0.3,
+        penalty: float = 0.0,
+        maxlenratio: float = 0.0,
+        minlenratio: float = 0.0,
+        # ESPnet Mask-CTC
+        maskctc_n_iterations: int = 10,
+        maskctc_threshold_probability: float = 0.99,
+    ):
+        model, train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        self.model = model.to(dtype=getattr(torch, dtype)).eval()
+        self.device = device
+        self.converter = TokenIDConverter(token_list=model.token_list)
+        token_type = token_type or train_args.token_type
+        bpemodel = bpemodel or getattr(train_args, "bpemodel", None)
+        if token_type == "bpe" and bpemodel is None:
+            raise ValueError("token_type bpe needs --bpemodel (none in the training config)")
+        self.tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
+        self.diffusion_options = dict(
+            steps=steps, block_length=block_length, remasking=remasking,
+            threshold=threshold, temperature=temperature,
+            canvas=canvas, canvas_length=canvas_length, canvas_margin=canvas_margin,
+        )
+        self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
+        self.beam_search, self.maskctc = None, None
+        if isinstance(model, MaskCTCModel):
+            self.maskctc = MaskCTCInference(model, maskctc_n_iterations, maskctc_threshold_probability)
+        elif not isinstance(model, DiffusionASRModel):
+            self.beam_search = self._build_beam_search(beam_size, ctc_weight, penalty, dtype)
+
+    def _build_beam_search(self, beam_size: int, ctc_weight: float, penalty: float, dtype: str):
+        model = self.model
+        scorers = dict(decoder=model.decoder, length_bonus=LengthBonus(len(model.token_list)))
+        weights = dict(decoder=1.0 - ctc_weight, length_bonus=penalty)
+        if ctc_weight > 0.0:
+            scorers["ctc"] = CTCPrefixScorer(ctc=model.ctc, eos=model.eos)
+            weights["ctc"] = ctc_weight
+        search = BeamSearch(
+            beam_size=beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
+            vocab_size=len(model.token_list), token_list=model.token_list,
+            pre_beam_score_key=None if ctc_weight == 1.0 else "full",
+        )
+        search.__class__ = BatchBeamSearch  # every scorer above is batch-capable
+        return search.to(device=self.device, dtype=getattr(torch, dtype)).eval()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: Optional[torch.Tensor] = None,
+        enroll_embed: Optional[torch.Tensor] = None,
+    ) -> List[Recognition]:
+        """Decode a batch: speech [B, T] (or [T]), lengths [B], enroll_embed [B, E]."""
+        if speech.dim() == 1:
+            speech = speech.unsqueeze(0)
+        if speech_lengths is None:
+            speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+        dtype = next(self.model.parameters()).dtype
+        speech = speech.to(self.device, dtype=dtype)
+        speech_lengths = speech_lengths.to(self.device)
+        if enroll_embed is not None:
+            enroll_embed = enroll_embed.to(self.device, dtype=dtype)
+
+        if isinstance(self.model, DiffusionASRModel):
+            ids, confidences, _ = self.model.diffusion_decode(
+                speech, speech_lengths, enroll_embed, **self.diffusion_options
+            )
+        else:
+            ids, confidences = self._espnet_decode(speech, speech_lengths)
+        return [self._result(i, c) for i, c in zip(ids, confidences)]
+
+    def _espnet_decode(self, speech, speech_lengths) -> Tuple[List[List[int]], List[List[float]]]:
+        encoder_out, encoder_out_lens = self.model.encode(speech, speech_lengths)
+        if isinstance(encoder_out, tuple):
+            encoder_out = encoder_out[0]
+        all_ids, all_confidences = [], []
+        for b in range(encoder_out.size(0)):
+            frames = encoder_out[b, : encoder_out_lens[b]]
+            if self.maskctc is not None:
+                ids = self.maskctc(frames).yseq[1:-1].tolist()  # drop the <mask> guards
+            else:
+                best = self.beam_search(
+                    x=frames, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio
+                )[0]
+                ids = best.yseq[1:-1].tolist()  # drop <sos> and <eos>
+            all_ids.append(ids)
+            all_confidences.append(self._teacher_forced_confidence(frames, ids))
+        return all_ids, all_confidences
+
+    def _teacher_forced_confidence(self, frames: torch.Tensor, ids: List[int]) -> List[float]:
+        """Decoder probability of each hypothesis token given the hypothesis context.
+
+        AR decoder: given the left context; Mask-CTC's MLM: given all other tokens.
+        """
+        if not ids:
+            return []
+        hyp = torch.tensor([ids], device=frames.device)
+        if self.maskctc is not None:
+            ys_in, targets = hyp, hyp
+        else:
+            ys_in = torch.nn.functional.pad(hyp, (1, 0), value=self.model.sos)[:, :-1]
+            targets = hyp
+        logits, _ = self.model.decoder(
+            frames.unsqueeze(0), torch.tensor([frames.size(0)], device=frames.device),
+            ys_in, torch.tensor([ys_in.size(1)], device=frames.device),
+        )
+        probs = logits.float().softmax(dim=-1).gather(-1, targets.unsqueeze(-1))
+        return probs.view(-1).tolist()
+
+    def _result(self, ids: List[int], confidences: List[float]) -> Recognition:
+        specials = {"<blank>", "<mask>", "<sos/eos>"}
+        keep = [
+            (i, c) for i, c in zip(ids, confidences)
+            if 0 <= i < len(self.model.token_list) and self.model.token_list[i] not in specials
+        ]
+        ids = [i for i, _ in keep]
+        tokens = self.converter.ids2tokens(ids)
+        return Recognition(
+            text=self.tokenizer.tokens2text(tokens),
+            tokens=list(tokens),
+            token_ids=ids,
+            confidences=[c for _, c in keep],
+        )
+
+
+def rotate_enroll_embeddings(enroll_scp: str, utt2spk: str) -> Dict[str, np.ndarray]:
+    """Give every utterance the enrollment embedding of an utterance by another speaker.
+
+    Utterances are sorted; utterance ``i`` takes the embedding of the first utterance
+    from ``i + n // 2`` onwards (cyclically) whose speaker differs, a deterministic
+    "wrong speaker" control for target-speaker decoding.
+    """
+    speakers = {}
+    with open(utt2spk, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != 2:
+                raise ValueError(f"{utt2spk}:{number}: expected '<utt> <spk>', got {line!r}")
+            speakers[fields[0]] = fields[1]
+    embeddings = dict(kaldiio.load_scp(enroll_scp))
+    utts = sorted(embeddings)
+    missing = [u for u in utts if u not in speakers]
+    if missing:
+        raise ValueError(f"{utt2spk} has no speaker for utterance {missing[0]!r} of {enroll_scp}")
+    n = len(utts)
+    rotated = {}
+    for i, utt in enumerate(utts):
+        for k in range(n):
+            other = utts[(i + n // 2 + k) % n]
+            if speakers[other] != speakers[utt]:
+                rotated[utt] = np.asarray(embeddings[other])
+                break
+        else:
+            raise ValueError(f"{enroll_scp}: every utterance has speaker {speakers[utt]!r}; cannot rotate")
+    return rotated
+
+
+def inference(
+    output_dir: str,
+    data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
+    asr_train_config: str,
+    asr_model_file: Optional[str],
+    key_file: Optional[str] = None,
+    batch_size: int = 1,
+    ngpu: int = 0,
+    dtype: str = "float32",
+    num_workers: int = 0,
+    seed: int = 0,
+    fs: int = 16000,
+    enroll_embed_override: Optional[str] = None,
+    utt2spk: Optional[str] = None,
+    **decode_options,
+) -> None:
+    """Decode every utterance of the data options and write the output files."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    set_all_random_seed(seed)
+    device = "cuda" if ngpu > 0 else "cpu"
+    speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, dtype=dtype, **decode_options)
+
+    override = None
+    if enroll_embed_override == "rotate":
+        sources = [path for path, name, _ in data_path_and_name_and_type if name == ENROLL_EMBED]
+        if not sources or utt2spk is None:
+            raise ValueError("--enroll_embed_override rotate needs an enroll_embed data option and --utt2spk")
+        override = rotate_enroll_embeddings(sources[0], utt2spk)
+    elif enroll_embed_override is not None:
+        raise ValueError(f"--enroll_embed_override must be 'rotate' or none, got {enroll_embed_override!r}")
+
+    train_args = load_train_args(asr_train_config)
+    loader = DiffASRTask.build_streaming_iterator(
+        data_path_and_name_and_type,
+        dtype=dtype,
+        batch_size=batch_size,
+        key_file=key_file,
+        num_workers=num_workers,
+        preprocess_fn=DiffASRTask.build_preprocess_fn(train_args, False),
+        collate_fn=DiffASRTask.build_collate_fn(train_args, False),
+        allow_variable_data_keys=False,
+        inference=True,
+    )
+
+    results: Dict[str, Tuple[Recognition, float, float]] = {}
+    started = time.perf_counter()
+    for keys, batch in loader:
+        if override is not None:
+            batch[ENROLL_EMBED] = torch.from_numpy(np.stack([override[k] for k in keys]))
+        batch = to_device(batch, device)
+        tic = time.perf_counter()
+        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED))
+        share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
+        for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
+            results[key] = (recognition, share, samples / fs)
+        logging.info(f"decoded {len(results)} utterances ({time.perf_counter() - started:.1f} s); "
+                     f"{keys[0]}: {recognitions[0].text}")
+    write_outputs(Path(output_dir), results)
+    logging.info(f"wrote {len(results)} utterances to {output_dir}")
+
+
+def load_train_args(asr_train_config: str) -> argparse.Namespace:
+    """The training options (token list, tokenizer, frontend) saved as config.yaml."""
+    with open(asr_train_config, encoding="utf-8") as f:
+        return argparse.Namespace(**yaml.safe_load(f))
+
+
+def write_outputs(output_dir: Path, results: Dict[str, Tuple[Recognition, float, float]]) -> None:
+    """Write text, token, timing and word_confidence.ctm, sorted by utterance."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    keys = sorted(results)
+    with (output_dir / "text").open("w", encoding="utf-8") as text, \
+            (output_dir / "token").open("w", encoding="utf-8") as token, \
+            (output_dir / "timing").open("w", encoding="utf-8") as timing, \
+            (output_dir / "word_confidence.ctm").open("w", encoding="utf-8") as ctm:
+        for key in keys:
+            recognition, seconds, audio_seconds = results[key]
+            text.write(f"{key} {recognition.text}".rstrip() + "\n")
+            token.write(f"{key} {' '.join(recognition.tokens)}".rstrip() + "\n")
+            timing.write(f"{key} {seconds:.6f} {audio_seconds:.3f}\n")
+            words = words_with_confidence(recognition.tokens, recognition.confidences)
+            for index, (word, confidence) in enumerate(words):
+                ctm.write(f"{key} 1 {index} 1 {word} {confidence:.6f}\n")
+
+
+def get_parser() -> config_argparse.ArgumentParser:
+    parser = config_argparse.ArgumentParser(
+        description="diffasr decoding (diffusion sampler, ESPnet beam search, Mask-CTC)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--log_level", default="INFO", help="logging level")
+    parser.add_argument("--output_dir", required=True, help="where text, token, timing, ctm go")
+    parser.add_argument("--ngpu", type=int, default=0, help="0: CPU")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
+    parser.add_argument("--num_workers", type=int, default=0, help="data-loader workers")
+    parser.add_argument("--batch_size", type=int, default=1, help="utterances per batch")
+    parser.add_argument("--fs", type=int, default=16000, help="sample rate, for audio seconds")
+
+    group = parser.add_argument_group("Input data")
+    group.add_argument("--data_path_and_name_and_type", type=str2triple_str, required=True,
+                       action="append", help="e.g. data/test/wav.scp,speech,sound (repeatable)")
+    group.add_argument("--key_file", type=str_or_none, help="decode only these utterances")
+    group.add_argument("--enroll_embed_override", type=str_or_none, default=None, choices=["rotate", None],
+                       help="rotate: decode with another speaker's enrollment embedding")
+    group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enroll_embed_override")
+
+    group = parser.add_argument_group("Model")
+    group.add_argument("--asr_train_config", required=True, help="config.yaml of the experiment")
+    group.add_argument("--asr_model_file", type=str_or_none, help="model .pth file")
+    group.add_argument("--bpemodel", type=str_or_none, help="default: from the training config")
+    group.add_argument("--token_type", type=str_or_none, help="default: from the training config")
+
+    group = parser.add_argument_group("Masked diffusion (model: diffusion)")
+    group.add_argument("--steps", type=int, default=8, help="denoising steps")
+    group.add_argument("--block_length", type=int, default=None, help="semi-AR block size")
+    group.add_argument("--remasking", default="low_confidence", choices=list(REMASKING))
+    group.add_argument("--threshold", type=float, default=None, help="commit all above this probability")
+    group.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    group.add_argument("--canvas", type=str_or_none, default=None, choices=list(CANVAS_MODES) + [None],
+                       help="default: as trained")
+    group.add_argument("--canvas_length", type=int, default=None, help="fixed length / dynamic maximum")
+    group.add_argument("--canvas_margin", type=int, default=None, help="dynamic canvas margin")
+
+    group = parser.add_argument_group("Beam search (model: espnet)")
+    group.add_argument("--beam_size", type=int, default=10)
+    group.add_argument("--ctc_weight", type=float, default=0.3)
+    group.add_argument("--penalty", type=float, default=0.0, help="length bonus")
+    group.add_argument("--maxlenratio", type=float, default=0.0)
+    group.add_argument("--minlenratio", type=float, default=0.0)
+
+    group = parser.add_argument_group("Mask-CTC (model: maskctc)")
+    group.add_argument("--maskctc_n_iterations", type=int, default=10)
+    group.add_argument("--maskctc_threshold_probability", type=float, default=0.99)
+    return parser
+
+
+def main(cmd=None):
+    args = get_parser().parse_args(cmd)
+    kwargs = vars(args)
+    kwargs.pop("config", None)
+    logging.basicConfig(
+        level=kwargs.pop("log_level"),
+        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
+    )
+    logging.info(" ".join(sys.argv))
+    inference(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

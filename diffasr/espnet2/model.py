@@ -1,0 +1,335 @@
+"""Target-speaker masked-diffusion ASR model (LLaDA-style SFT over an audio prompt).
+
+The encoder stack (frontend, SpecAugment, normalisation, conformer) and the CTC head
+come from ESPnet's ``ESPnetASRModel``; this class adds the speaker conditioner, the
+masked-diffusion decoder trained with LLaDA's scaled loss, and decoding through the
+plain-torch sampler of ``diffasr.diffusion``.
+"""
+
+import logging
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from typeguard import typechecked
+
+from espnet2.asr.ctc import CTC
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.postencoder.abs_postencoder import AbsPostEncoder
+from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.layers.abs_normalize import AbsNormalize
+from espnet2.legacy.nets.pytorch_backend.nets_utils import th_accuracy
+from espnet2.legacy.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from diffasr.diffusion import (
+    SamplerOutput,
+    build_canvas,
+    canvas_lengths_from_predicted,
+    forward_mask,
+    generate,
+    scaled_masked_cross_entropy,
+)
+from diffasr.espnet2.conditioning import AbsSpeakerConditioner
+from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+
+CANVAS_MODES = ("fixed", "dynamic")
+
+
+def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
+    """The utterance key when the trainer passed it, else its index in the batch."""
+    if utt_ids is not None and index < len(utt_ids):
+        return f"utterance '{utt_ids[index]}'"
+    return f"utterance #{index} of the batch"
+
+
+class DiffusionASRModel(ESPnetASRModel):
+    """Encoder + speaker conditioner + masked-diffusion decoder (+ CTC, + AR auxiliary).
+
+    Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR``.
+
+    Canvas: ``fixed`` puts every transcript on ``canvas_length`` positions filled with
+    ``<sos/eos>``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
+    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        vocab_size: int,
+        token_list: Union[Tuple[str, ...], List[str]],
+        frontend: Optional[AbsFrontend],
+        specaug: Optional[AbsSpecAug],
+        normalize: Optional[AbsNormalize],
+        preencoder: Optional[AbsPreEncoder],
+        encoder: AbsEncoder,
+        postencoder: Optional[AbsPostEncoder],
+        decoder: DiffusionTransformerDecoder,
+        ctc: CTC,
+        spk_conditioner: Optional[AbsSpeakerConditioner] = None,
+        joint_network: Optional[torch.nn.Module] = None,
+        ctc_weight: float = 0.3,
+        ar_weight: float = 0.0,
+        interctc_weight: float = 0.0,
+        ignore_id: int = -1,
+        lsm_weight: float = 0.0,
+        length_normalized_loss: bool = False,
+        canvas: str = "dynamic",
+        canvas_length: int = 64,
+        canvas_margin: int = 4,
+        mask_eps: float = 1e-3,
+        report_cer: bool = True,
+        report_wer: bool = True,
+        sym_space: str = "<space>",
+        sym_blank: str = "<blank>",
+        sym_mask: str = "<mask>",
+        sym_end: str = "<sos/eos>",
+        extract_feats_in_collect_stats: bool = True,
+    ):
+        if canvas not in CANVAS_MODES:
+            raise ValueError(f"model_conf canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1) for a diffusion model, got {ctc_weight}")
+        if canvas == "dynamic" and ctc_weight == 0.0:
+            raise ValueError("canvas: dynamic predicts the canvas length with CTC: set ctc_weight > 0")
+        if ar_weight < 0.0:
+            raise ValueError(f"ar_weight must be >= 0, got {ar_weight}")
+        for symbol, option in ((sym_mask, "sym_mask"), (sym_end, "sym_end")):
+            if symbol not in token_list:
+                raise ValueError(f"{option} {symbol!r} is not in the token list (stage 2 adds it)")
+        super().__init__(
+            vocab_size=vocab_size,
+            token_list=list(token_list),  # a copy: the caller's list is never touched
+            frontend=frontend,
+            specaug=specaug,
+            normalize=normalize,
+            preencoder=preencoder,
+            encoder=encoder,
+            postencoder=postencoder,
+            decoder=decoder,
+            ctc=ctc,
+            joint_network=joint_network,
+            ctc_weight=ctc_weight,
+            interctc_weight=interctc_weight,
+            ignore_id=ignore_id,
+            lsm_weight=lsm_weight,
+            length_normalized_loss=length_normalized_loss,
+            report_cer=report_cer,
+            report_wer=report_wer,
+            sym_space=sym_space,
+            sym_blank=sym_blank,
+            sym_sos=sym_end,
+            sym_eos=sym_end,
+            extract_feats_in_collect_stats=extract_feats_in_collect_stats,
+        )
+        self.spk_conditioner = spk_conditioner
+        self.mask_id = self.token_list.index(sym_mask)
+        self.end_id = self.token_list.index(sym_end)
+        self.ar_weight = ar_weight
+        self.canvas = canvas
+        self.canvas_length = canvas_length
+        self.canvas_margin = canvas_margin
+        self.mask_eps = mask_eps
+        if ar_weight == 0.0:
+            del self.criterion_att  # ESPnet's label-smoothed CE serves only the AR loss
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        enroll_embed: Optional[torch.Tensor] = None,
+        enroll_embed_lengths: Optional[torch.Tensor] = None,
+        utt_id: Optional[List[str]] = None,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Encoder + conditioner + diffusion/CTC/AR losses.
+
+        Args:
+            speech: [B, T(, C)]; speech_lengths: [B].
+            text: [B, U] token ids, -1 padded; text_lengths: [B].
+            enroll_embed: [B, E] enrollment embedding of the target speaker.
+        """
+        batch_size = speech.size(0)
+        text = text[:, : text_lengths.max()]
+        self._check_transcripts(text, text_lengths, utt_id)
+        stats = dict()
+
+        # 1. Encoder, then speaker conditioning
+        encoder_out, encoder_out_lens = self.encode_conditioned(
+            speech, speech_lengths, enroll_embed, utt_id
+        )
+
+        # 2. CTC branch on the conditioned frames
+        loss_ctc = None
+        if self.ctc_weight > 0.0:
+            loss_ctc, cer_ctc = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_ctc"] = loss_ctc.detach()
+            stats["cer_ctc"] = cer_ctc
+
+        # 3. Masked-diffusion branch: canvas, random masking, scaled CE on masked positions
+        canvas, canvas_lengths = self._training_canvas(text, text_lengths, utt_id)
+        noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps)
+        logits, _ = self.decoder(encoder_out, encoder_out_lens, noisy, canvas_lengths)
+        loss_diff = scaled_masked_cross_entropy(logits, canvas, is_masked, p, canvas_lengths)
+        stats["loss_diffusion"] = loss_diff.detach()
+        if is_masked.any():
+            hits = (logits.argmax(dim=-1) == canvas) & is_masked
+            stats["acc_masked"] = hits.sum().float() / is_masked.sum()
+
+        # 4. Optional autoregressive auxiliary: a causal pass of the same decoder
+        loss = (1.0 - self.ctc_weight) * loss_diff
+        if loss_ctc is not None:
+            loss = loss + self.ctc_weight * loss_ctc
+        if self.ar_weight > 0.0:
+            ys_in, ys_out = add_sos_eos(text, self.sos, self.eos, self.ignore_id)
+            ar_logits, _ = self.decoder(
+                encoder_out, encoder_out_lens, ys_in, text_lengths + 1, causal=True
+            )
+            loss_ar = self.criterion_att(ar_logits, ys_out)
+            stats["loss_ar"] = loss_ar.detach()
+            stats["acc_ar"] = th_accuracy(
+                ar_logits.view(-1, self.vocab_size), ys_out, ignore_label=self.ignore_id
+            )
+            loss = loss + self.ar_weight * loss_ar
+
+        # 5. Report and gather
+        stats["loss"] = loss.detach()
+        loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
+        return loss, stats, weight
+
+    def _check_transcripts(
+        self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
+    ) -> None:
+        empty = (text_lengths == 0).nonzero()
+        if empty.numel() > 0:
+            raise ValueError(
+                f"{_utterance_name(utt_ids, int(empty[0]))} has an empty transcript; "
+                "remove it from the training data (its text line has no tokens)"
+            )
+        inside = torch.arange(text.size(1), device=text.device) < text_lengths[:, None]
+        bad = inside & ((text < 0) | (text >= self.vocab_size))
+        if bad.any():
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"{_utterance_name(utt_ids, row)} has token id {int(text[row, col])} at "
+                f"position {col}, outside the token list of {self.vocab_size} entries"
+            )
+
+    def _training_canvas(
+        self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.canvas == "fixed":
+            too_long = (text_lengths > self.canvas_length).nonzero()
+            if too_long.numel() > 0:
+                index = int(too_long[0])
+                raise ValueError(
+                    f"{_utterance_name(utt_ids, index)} has {int(text_lengths[index])} tokens, "
+                    f"more than canvas_length={self.canvas_length}; raise model_conf "
+                    "canvas_length or use canvas: dynamic"
+                )
+            return build_canvas(
+                text, text_lengths, self.end_id, self.end_id, canvas_length=self.canvas_length
+            )
+        # Padding beyond a canvas is <sos/eos> so the embedding lookup stays in range;
+        # the decoder's key mask and the loss never look at it.
+        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
+
+    # ------------------------------------------------------------------ encoding
+    def encode_conditioned(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        enroll_embed: Optional[torch.Tensor] = None,
+        utt_ids: Optional[List[str]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """ESPnet's encoder, then the speaker conditioner (if any)."""
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
+        if isinstance(encoder_out, tuple):  # intermediate CTC outputs are not used here
+            encoder_out = encoder_out[0]
+        if self.spk_conditioner is None:
+            return encoder_out, encoder_out_lens
+        if enroll_embed is None:
+            who = f" (batch of {', '.join(utt_ids)})" if utt_ids else ""
+            raise ValueError(
+                f"this model is speaker-conditioned but no enroll_embed was given{who}; add "
+                "'<dir>/enroll_embed.scp,enroll_embed,kaldi_ark' to the data options"
+            )
+        return self.spk_conditioner(encoder_out, encoder_out_lens, enroll_embed)
+
+    def ctc_lengths(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
+        """Number of tokens in the greedy CTC path (repeats merged, blanks dropped)."""
+        best = self.ctc.argmax(encoder_out)
+        previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.blank_id)
+        inside = torch.arange(best.size(1), device=best.device) < encoder_out_lens[:, None]
+        emitted = inside & (best != self.blank_id) & (best != previous)
+        return emitted.sum(dim=1)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def diffusion_decode(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        enroll_embed: Optional[torch.Tensor] = None,
+        steps: int = 8,
+        block_length: Optional[int] = None,
+        remasking: str = "low_confidence",
+        threshold: Optional[float] = None,
+        temperature: float = 0.0,
+        canvas: Optional[str] = None,
+        canvas_length: Optional[int] = None,
+        canvas_margin: Optional[int] = None,
+    ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
+        """Decode a batch with the masked-diffusion sampler.
+
+        ``canvas``, ``canvas_length`` and ``canvas_margin`` default to the training values.
+        Returns per utterance the token ids (``<sos/eos>``, ``<mask>`` and ``<blank>``
+        fill removed) and the commit probability of each, plus the raw sampler output.
+        """
+        canvas = canvas or self.canvas
+        if canvas not in CANVAS_MODES:
+            raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+        length = canvas_length or self.canvas_length
+        margin = self.canvas_margin if canvas_margin is None else canvas_margin
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        batch = encoder_out.size(0)
+        if canvas == "fixed":
+            lengths = torch.full((batch,), length, dtype=torch.long, device=encoder_out.device)
+        else:
+            if self.ctc is None:
+                raise ValueError("canvas: dynamic needs the CTC head, but this model has none")
+            predicted = self.ctc_lengths(encoder_out, encoder_out_lens)
+            lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
+        width = int(lengths.max())
+        if block_length is not None:
+            # Round the batch canvas up to whole blocks; the extra positions are padding.
+            width = -(-width // block_length) * block_length
+            num_blocks = width // block_length
+            if steps % num_blocks != 0:
+                steps = -(-steps // num_blocks) * num_blocks
+                logging.debug(f"steps raised to {steps} for {num_blocks} blocks")
+        positions = torch.arange(width, device=encoder_out.device)
+        start = torch.where(positions < lengths[:, None], self.mask_id, self.end_id)
+
+        def denoise(tokens: torch.Tensor) -> torch.Tensor:
+            return self.decoder(encoder_out, encoder_out_lens, tokens, lengths)[0]
+
+        out = generate(
+            denoise, start, lengths, self.mask_id, steps,
+            block_length=block_length, remasking=remasking,
+            threshold=threshold, temperature=temperature,
+        )
+        fill = {self.end_id, self.mask_id, self.blank_id}
+        token_ids, confidences = [], []
+        for b in range(batch):
+            keep = [
+                i for i in range(int(lengths[b])) if int(out.tokens[b, i]) not in fill
+            ]
+            token_ids.append([int(out.tokens[b, i]) for i in keep])
+            confidences.append([float(out.confidence[b, i]) for i in keep])
+        return token_ids, confidences, out

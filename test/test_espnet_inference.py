@@ -1,0 +1,142 @@
+"""Train tiny models through DiffASRTask.main and decode them with diffasr.bin.asr_inference."""
+
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import sentencepiece as spm
+import soundfile
+import torch
+
+from diffasr.bin import asr_inference, asr_train
+from diffasr.bin.asr_inference import Speech2Text, rotate_enroll_embeddings, words_with_confidence
+
+CONF = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf"
+SENTENCES = ["HELLO WORLD", "GOOD MORNING", "THE CAT SAT", "A DOG RAN HOME", "HELLO CAT", "GOOD DOG"]
+EMBED_DIM = 192  # what the tiny configs expect (ECAPA size)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Six 0.4-second noise utterances from two speakers, a BPE model and a token list."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    (root / "text.raw").write_text("\n".join(SENTENCES * 5) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(root / "text.raw"), model_prefix=str(root / "bpe"), vocab_size=20,
+        model_type="unigram", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=1,
+        pad_id=-1, control_symbols="<blank>", minloglevel=2,
+    )
+    model = spm.SentencePieceProcessor(model_file=str(root / "bpe.model"))
+    pieces = [model.id_to_piece(i) for i in range(model.get_piece_size())]
+    tokens = ["<blank>", "<unk>"] + [p for p in pieces if p not in ("<blank>", "<unk>")] + ["<mask>", "<sos/eos>"]
+    (root / "tokens.txt").write_text("\n".join(tokens) + "\n")
+
+    utts = [f"spk{i % 2}-utt{i}" for i in range(len(SENTENCES))]
+    utts.sort()
+    wav_lines, text_lines, speech_shape, text_shape, utt2spk = [], [], [], [], []
+    embeddings = {}
+    for utt, sentence in zip(utts, SENTENCES):
+        audio = (0.1 * rng.standard_normal(6400)).astype(np.float32)
+        soundfile.write(root / f"{utt}.wav", audio, 16000, subtype="PCM_16")
+        wav_lines.append(f"{utt} {root / utt}.wav")
+        text_lines.append(f"{utt} {sentence}")
+        speech_shape.append(f"{utt} 6400")
+        text_shape.append(f"{utt} {len(model.encode(sentence))}")
+        utt2spk.append(f"{utt} {utt.split('-')[0]}")
+        embeddings[utt] = rng.standard_normal(EMBED_DIM).astype(np.float32)
+    for name, lines in [("wav.scp", wav_lines), ("text", text_lines), ("speech_shape", speech_shape),
+                        ("text_shape", text_shape), ("utt2spk", utt2spk)]:
+        (root / name).write_text("\n".join(lines) + "\n")
+    kaldiio.save_ark(str(root / "enroll_embed.ark"), embeddings, scp=str(root / "enroll_embed.scp"))
+    return root
+
+
+def _train(corpus: Path, config: str, exp: Path) -> Path:
+    data = [
+        f"{corpus}/wav.scp,speech,sound",
+        f"{corpus}/text,text,text",
+        f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
+    ]
+    args = ["--config", str(CONF / "tuning" / config), "--output_dir", str(exp),
+            "--token_list", f"{corpus}/tokens.txt", "--token_type", "bpe",
+            "--bpemodel", f"{corpus}/bpe.model", "--max_epoch", "1", "--ngpu", "0",
+            "--num_workers", "0", "--use_tensorboard", "false", "--seed", "0",
+            "--fold_length", "80000", "--fold_length", "150"]
+    for split in ("train", "valid"):
+        for triple in data:
+            args += [f"--{split}_data_path_and_name_and_type", triple]
+        args += [f"--{split}_shape_file", f"{corpus}/speech_shape",
+                 f"--{split}_shape_file", f"{corpus}/text_shape"]
+    asr_train.main(args)
+    return exp
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["train_diffusion_conformer_tiny.yaml", "train_ar_conformer_tiny.yaml", "train_maskctc_conformer_tiny.yaml"],
+)
+def test_trained_checkpoint_decodes_to_all_output_files(corpus, tmp_path, config):
+    exp = _train(corpus, config, tmp_path / "exp")
+    assert (exp / "config.yaml").exists() and (exp / "1epoch.pth").exists()
+    out = tmp_path / "decode"
+    decode = ["--output_dir", str(out), "--asr_train_config", str(exp / "config.yaml"),
+              "--asr_model_file", str(exp / "1epoch.pth"),
+              "--data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
+              "--data_path_and_name_and_type", f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
+              "--batch_size", "4", "--steps", "4", "--beam_size", "2", "--maxlenratio", "0.5"]
+    asr_inference.main(decode)
+
+    utts = sorted(line.split()[0] for line in (corpus / "wav.scp").read_text().splitlines())
+    for name in ("text", "token", "timing"):
+        lines = (out / name).read_text().splitlines()
+        assert [line.split(" ", 1)[0] for line in lines] == utts, name
+    for line in (out / "timing").read_text().splitlines():
+        _, seconds, audio = line.split()
+        assert float(seconds) >= 0.0 and float(audio) == pytest.approx(0.4)
+    for line in (out / "word_confidence.ctm").read_text().splitlines():
+        utt, channel, index, duration, word, confidence = line.split()
+        assert utt in utts and channel == "1" and 0.0 <= float(confidence) <= 1.0
+
+
+def test_speech2text_returns_text_tokens_and_confidences(corpus, tmp_path):
+    exp = _train(corpus, "train_diffusion_conformer_tiny.yaml", tmp_path / "exp")
+    s2t = Speech2Text(str(exp / "config.yaml"), str(exp / "1epoch.pth"), steps=2, canvas="fixed", canvas_length=8)
+    results = s2t(torch.randn(2, 6400), torch.tensor([6400, 4800]), torch.randn(2, EMBED_DIM))
+    assert len(results) == 2
+    for result in results:
+        assert len(result.tokens) == len(result.token_ids) == len(result.confidences) <= 8
+        assert all(0.0 <= c <= 1.0 for c in result.confidences)
+        assert "<sos/eos>" not in result.tokens and "<mask>" not in result.tokens
+
+
+def test_words_take_the_lowest_piece_confidence():
+    assert words_with_confidence(["\u2581A", "B", "\u2581C"], [0.9, 0.2, 0.7]) == [("AB", 0.2), ("C", 0.7)]
+    assert words_with_confidence(["H", "I", "<space>", "X"], [0.5, 0.6, 1.0, 0.3]) == [("HI", 0.5), ("X", 0.3)]
+
+
+def test_rotation_gives_every_utterance_another_speakers_embedding(corpus):
+    original = dict(kaldiio.load_scp(str(corpus / "enroll_embed.scp")))
+    speaker = dict(line.split() for line in (corpus / "utt2spk").read_text().splitlines())
+    rotated = rotate_enroll_embeddings(str(corpus / "enroll_embed.scp"), str(corpus / "utt2spk"))
+    assert sorted(rotated) == sorted(original)
+    for utt, vector in rotated.items():
+        donors = [u for u, v in original.items() if np.array_equal(v, vector)]
+        assert donors and speaker[donors[0]] != speaker[utt]
+
+
+def test_collect_stats_runs_with_enroll_embed(corpus, tmp_path):
+    data = [f"{corpus}/wav.scp,speech,sound", f"{corpus}/text,text,text",
+            f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark"]
+    args = ["--collect_stats", "true", "--config", str(CONF / "tuning" / "train_diffusion_conformer_tiny.yaml"),
+            "--output_dir", str(tmp_path / "stats"), "--token_list", f"{corpus}/tokens.txt",
+            "--token_type", "bpe", "--bpemodel", f"{corpus}/bpe.model", "--ngpu", "0", "--num_workers", "0",
+            "--train_shape_file", f"{corpus}/speech_shape", "--valid_shape_file", f"{corpus}/speech_shape"]
+    for split in ("train", "valid"):
+        for triple in data:
+            args += [f"--{split}_data_path_and_name_and_type", triple]
+    asr_train.main(args)
+    assert (tmp_path / "stats/train/feats_stats.npz").exists()
+    shapes = (tmp_path / "stats/train/enroll_embed_shape").read_text().split()
+    assert shapes[1] == str(EMBED_DIM)

@@ -1,0 +1,172 @@
+"""Tiny DiffusionASRModel: losses, conditioners, errors, decoder masking, overfitting."""
+
+import pytest
+import torch
+
+import diffasr.espnet2.model as model_module
+from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+from diffasr.espnet2.task import DiffASRTask
+
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<mask>", "<sos/eos>"]
+FEAT_DIM, EMBED_DIM, DIM = 5, 3, 16
+
+
+def tiny_model(spk_conditioner="film", canvas="fixed", canvas_length=6, ar_weight=0.0, ctc_weight=0.3):
+    """A vocab-8, dim-8 model on precomputed features (no frontend)."""
+    parser = DiffASRTask.get_parser()
+    args = parser.parse_args(["--token_list", "unused"])
+    args.token_list = list(TOKENS)
+    args.input_size = FEAT_DIM
+    args.normalize = None
+    args.encoder = "transformer"
+    args.encoder_conf = dict(output_size=DIM, attention_heads=2, linear_units=32, num_blocks=1,
+                             input_layer="linear", dropout_rate=0.0, positional_dropout_rate=0.0,
+                             attention_dropout_rate=0.0)
+    args.decoder = "diffusion"
+    args.decoder_conf = dict(attention_heads=2, linear_units=32, num_blocks=2, dropout_rate=0.0,
+                             positional_dropout_rate=0.0)
+    args.spk_conditioner = spk_conditioner
+    args.spk_conditioner_conf = dict(embed_dim=EMBED_DIM) if spk_conditioner else {}
+    args.model = "diffusion"
+    args.model_conf = dict(canvas=canvas, canvas_length=canvas_length, canvas_margin=2,
+                           ar_weight=ar_weight, ctc_weight=ctc_weight)
+    return DiffASRTask.build_model(args)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        speech=torch.randn(2, 12, FEAT_DIM, generator=g),
+        speech_lengths=torch.tensor([12, 9]),
+        text=torch.tensor([[2, 3, 4], [5, 2, -1]]),
+        text_lengths=torch.tensor([3, 2]),
+        enroll_embed=torch.randn(2, EMBED_DIM, generator=g),
+        utt_id=["spk1-a", "spk2-b"],
+    )
+
+
+@pytest.mark.parametrize("conditioner", ["film", "prepend", None])
+@pytest.mark.parametrize("canvas", ["fixed", "dynamic"])
+def test_forward_backward_reaches_every_parameter(conditioner, canvas):
+    model = tiny_model(conditioner, canvas=canvas, ar_weight=0.5)
+    loss, stats, weight = model(**batch())
+    loss.backward()
+    assert torch.isfinite(loss) and int(weight) == 2
+    assert {"loss_diffusion", "loss_ctc", "loss_ar", "loss"} <= set(stats)
+    unreached = [n for n, p in model.named_parameters() if p.grad is None]
+    # FiLM starts as the identity (zero projection) but must still receive gradients.
+    assert unreached == []
+
+
+def test_speaker_embedding_changes_the_film_output_after_an_update():
+    model = tiny_model("film")
+    torch.optim.SGD(model.parameters(), lr=0.5).zero_grad()
+    loss, _, _ = model(**batch())
+    loss.backward()
+    with torch.no_grad():
+        for p in model.spk_conditioner.parameters():
+            p -= 0.5 * p.grad
+    model.eval()
+    b = batch()
+    out_1, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
+    out_2, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], -b["enroll_embed"])
+    assert not torch.allclose(out_1, out_2)
+
+
+def test_prepend_adds_one_leading_frame():
+    model = tiny_model("prepend").eval()
+    b = batch()
+    plain, plain_lens = model.encode(b["speech"], b["speech_lengths"])
+    out, lens = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
+    assert out.size(1) == plain.size(1) + 1 and (lens == plain_lens + 1).all()
+    assert torch.allclose(out[:, 1:], plain)
+
+
+def test_batch_with_no_masked_token_gives_a_finite_loss(monkeypatch):
+    def mask_nothing(canvas, canvas_lengths, mask_id, eps=1e-3, **kwargs):
+        return canvas, torch.zeros_like(canvas, dtype=torch.bool), torch.full((canvas.size(0),), eps)
+
+    monkeypatch.setattr(model_module, "forward_mask", mask_nothing)
+    model = tiny_model("film")
+    loss, stats, _ = model(**batch())
+    loss.backward()
+    assert torch.isfinite(loss) and float(stats["loss_diffusion"]) == 0.0
+
+
+def test_token_list_is_not_mutated_and_specials_found_by_name():
+    model = tiny_model("film")
+    assert model.mask_id == TOKENS.index("<mask>") and model.end_id == TOKENS.index("<sos/eos>")
+    assert TOKENS == ["<blank>", "<unk>", "a", "b", "c", "d", "<mask>", "<sos/eos>"]
+
+
+def test_errors_name_the_utterance():
+    model = tiny_model("film")
+    b = batch()
+    with pytest.raises(ValueError, match="enroll_embed.*spk1-a"):
+        model(**{**b, "enroll_embed": None})
+    with pytest.raises(ValueError, match="'spk2-b' has an empty transcript"):
+        model(**{**b, "text_lengths": torch.tensor([3, 0])})
+    with pytest.raises(ValueError, match="'spk1-a' has token id 99"):
+        model(**{**b, "text": torch.tensor([[2, 99, 4], [5, 2, -1]])})
+    with pytest.raises(ValueError, match="'spk1-a' has 3 tokens, more than canvas_length=2"):
+        tiny_model("film", canvas_length=2)(**b)
+
+
+def test_missing_special_token_is_reported():
+    parts = tiny_model(None)
+    with pytest.raises(ValueError, match="'<mask>' is not in the token list"):
+        type(parts)(
+            vocab_size=7, token_list=[t for t in TOKENS if t != "<mask>"], frontend=None,
+            specaug=None, normalize=None, preencoder=None, encoder=parts.encoder,
+            postencoder=None, decoder=parts.decoder, ctc=parts.ctc,
+        )
+
+
+def test_decoder_is_bidirectional_and_causal_on_request():
+    torch.manual_seed(0)
+    decoder = DiffusionTransformerDecoder(8, DIM, attention_heads=2, linear_units=32, num_blocks=1,
+                                          dropout_rate=0.0, positional_dropout_rate=0.0).eval()
+    memory, memory_lens = torch.randn(1, 4, DIM), torch.tensor([4])
+    ys, ys_changed = torch.tensor([[2, 3, 4]]), torch.tensor([[2, 3, 5]])
+    lens = torch.tensor([3])
+    full_a, _ = decoder(memory, memory_lens, ys, lens)
+    full_b, _ = decoder(memory, memory_lens, ys_changed, lens)
+    assert not torch.allclose(full_a[0, 0], full_b[0, 0])  # first position sees the last
+    causal_a, _ = decoder(memory, memory_lens, ys, lens, causal=True)
+    causal_b, _ = decoder(memory, memory_lens, ys_changed, lens, causal=True)
+    assert torch.allclose(causal_a[0, :2], causal_b[0, :2])
+
+
+@pytest.mark.parametrize("canvas", ["fixed", "dynamic"])
+def test_tiny_model_overfits_three_utterances_exactly_through_the_sampler(canvas):
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas=canvas, canvas_length=6, ctc_weight=0.5)
+    speech = torch.randn(3, 10, FEAT_DIM)
+    speech_lengths = torch.tensor([10, 8, 10])
+    targets = [[2, 3, 4, 5], [5, 4], [3, 3, 2]]
+    text = torch.full((3, 4), -1)
+    for i, t in enumerate(targets):
+        text[i, : len(t)] = torch.tensor(t)
+    text_lengths = torch.tensor([len(t) for t in targets])
+    enroll = torch.randn(3, EMBED_DIM)
+    # Eight copies per step: each draws its own masking rate, steadying the 1/p-weighted loss.
+    copies = 8
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    decoded = None
+    for step in range(1, 501):
+        model.train()
+        loss, _, _ = model(speech.repeat(copies, 1, 1), speech_lengths.repeat(copies),
+                           text.repeat(copies, 1), text_lengths.repeat(copies),
+                           enroll_embed=enroll.repeat(copies, 1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            model.eval()
+            decoded = [model.diffusion_decode(speech, speech_lengths, enroll, steps=s)[0] for s in (1, 6)]
+            if decoded == [targets, targets]:
+                break
+    assert decoded == [targets, targets], f"after {step} updates: 1 step {decoded[0]}, 6 steps {decoded[1]}"
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, enroll, steps=3, block_length=2)
+    assert ids == targets and out.num_denoise_calls <= 3
+    assert all(0.0 < c <= 1.0 for row in confidences for c in row)
