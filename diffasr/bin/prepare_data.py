@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Stage 1: build the target-speaker data dirs (train dev test test_clean sources_*).
+
+Without --librispeech_root, the embedded corpus is synthesized offline from Debian
+packages (espeak-ng, flite, fortunes, wordnet-base). With it, the same mixing is
+applied to LibriSpeech (optionally following LibriMix metadata and WHAM!-style noise).
+
+  python -m diffasr.bin.prepare_data --output_dir data --corpus_dir downloads/embedded \\
+      --scale tiny --mix_setting default --seed 1 --nj 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from diffasr.data import DataPrepError
+from diffasr.data.corpus import SPLITS, build_data_dirs, format_stats, is_done, plan_mixtures, write_done
+from diffasr.data.embedded import SCALES, build_pool, get_scale
+from diffasr.data.librispeech import list_noise_files, prepare_librispeech
+from diffasr.data.mixing import MIX_SETTINGS
+from diffasr.datadir import DataDirError
+
+log = logging.getLogger("prepare_data")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="data", help="where the data dirs are written")
+    parser.add_argument("--corpus_dir", default="downloads/embedded",
+                        help="cache of synthesized clean utterances (embedded corpus)")
+    parser.add_argument("--scale", default="default",
+                        help=f"embedded corpus size: {', '.join(SCALES)}")
+    parser.add_argument("--mix_setting", default="default",
+                        help=f"SIR/SNR ranges: {', '.join(f'{k} (SIR {v.sir_db} dB, SNR {v.snr_db} dB)' for k, v in MIX_SETTINGS.items())}")
+    parser.add_argument("--seed", type=int, default=1, help="seed of every random draw")
+    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
+    parser.add_argument("--text_file", default=None,
+                        help="sentences for the embedded corpus, one per line (default: Debian text packages)")
+    parser.add_argument("--librispeech_root", default=None,
+                        help="LibriSpeech root: build from it instead of the embedded corpus")
+    parser.add_argument("--librimix_metadata", default=None,
+                        help="LibriMix metadata CSV dir: mixtures follow its pairs and gains")
+    parser.add_argument("--noise_root", default=None, help="dir of noise wavs (e.g. WHAM!); default: synthesized")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """What determines the outputs (for the rerun marker): every option but --nj, paths absolute."""
+    opts = {k: v for k, v in vars(args).items() if k != "nj"}
+    for key in ("output_dir", "corpus_dir", "text_file", "librispeech_root", "librimix_metadata", "noise_root"):
+        if opts[key]:
+            opts[key] = str(Path(opts[key]).resolve())
+    if args.librispeech_root:
+        opts.pop("corpus_dir")
+        opts.pop("scale")
+        opts.pop("text_file")
+    return opts
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s prepare_data: %(message)s")
+    start = time.time()
+    try:
+        scale = get_scale(args.scale)
+        if args.mix_setting not in MIX_SETTINGS:
+            raise DataPrepError(f"unknown --mix_setting '{args.mix_setting}'; "
+                                f"valid settings: {', '.join(MIX_SETTINGS)}")
+        setting = MIX_SETTINGS[args.mix_setting]
+        options = _options(args)
+        output_dir = Path(args.output_dir)
+        if is_done(output_dir, options):
+            log.info(f"{output_dir}: complete for these options, nothing to do")
+            stats = json.loads((output_dir / "corpus_stats.json").read_text())
+        else:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            if args.librispeech_root:
+                log.info(f"LibriSpeech corpus from {args.librispeech_root}")
+                sources, plans = prepare_librispeech(args.librispeech_root, setting, args.seed,
+                                                     args.librimix_metadata, args.noise_root)
+            else:
+                log.info(f"embedded corpus, scale {args.scale}, pool in {args.corpus_dir}")
+                sources = build_pool(args.corpus_dir, scale, args.seed, args.nj, args.text_file)
+                noise_files = list_noise_files(args.noise_root) if args.noise_root else []
+                plans = {split: plan_mixtures(sources[split], n, setting, np.random.default_rng([args.seed, i]),
+                                              noise_files, split)
+                         for i, (split, n) in enumerate(zip(SPLITS, scale.mixtures))}
+            stats = build_data_dirs(output_dir, sources, plans, args.nj)
+            write_done(output_dir, options, stats)
+    except (DataPrepError, DataDirError, OSError) as e:
+        print(f"prepare_data.py: error: {e}", file=sys.stderr)
+        return 1
+    total_hours = sum(s["hours"] for s in stats.values())
+    speakers = sum(stats[f"sources_{s}"]["speakers"] for s in SPLITS)
+    print(format_stats(stats))
+    print(f"corpus: {total_hours:.2f} hours, {speakers} speakers, mixtures "
+          + ", ".join(f"{s} {stats[s]['utterances']}" for s in SPLITS)
+          + f" ({time.time() - start:.1f} s); see {output_dir}/corpus_stats.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

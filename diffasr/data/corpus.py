@@ -1,0 +1,348 @@
+"""Plan, render and write the stage-1 data dirs (docs/DESIGN.md, "Data directories").
+
+Both corpora (embedded and LibriSpeech) end here: a dict of clean source
+utterances per split and a list of mixture plans per split. A plan holds every
+random draw, so rendering is deterministic and can run in worker processes.
+Everything is written under `<output_dir>/.stage1_tmp/` and renamed into place
+only when all sets are complete and valid, so a failure leaves earlier outputs
+as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from diffasr.data import DataPrepError
+from diffasr.data.mixing import (SAMPLE_RATE, MixSetting, colored_noise, fit_length, gain_for_ratio,
+                                 loudness_gain, mix, mixture_length, power, read_audio)
+from diffasr.datadir import DataDirError, validate_data_dir, write_jsonl, write_kv, write_spk2utt
+
+
+SPLITS = ("train", "dev", "test")
+TMP_NAME, OLD_NAME = ".stage1_tmp", ".stage1_old"
+DONE_NAME = ".stage1_done.json"
+
+
+@dataclass(frozen=True)
+class SourceUtt:
+    """One clean single-speaker utterance."""
+    utt: str
+    spk: str
+    path: str  # absolute
+    text: str
+    num_samples: int
+
+
+@dataclass
+class InterfererPlan:
+    utt: str
+    offset: int  # samples after the target's start
+    sir_db: Optional[float] = None  # drawn ratio, or
+    gain: Optional[float] = None  # a given gain (LibriMix metadata)
+
+
+@dataclass
+class NoisePlan:
+    kind: str  # "synthetic" (colored_noise from seed) or "file"
+    snr_db: Optional[float] = None
+    gain: Optional[float] = None
+    seed: int = 0
+    path: Optional[str] = None
+    start: int = 0  # first sample used from the noise file
+
+
+@dataclass
+class MixturePlan:
+    utt: str
+    target: str
+    enroll: str
+    interferers: List[InterfererPlan] = field(default_factory=list)
+    noise: NoisePlan = field(default_factory=lambda: NoisePlan("synthetic"))
+    target_lufs: Optional[float] = None
+    target_gain: Optional[float] = None
+
+
+def group_by_speaker(sources: Dict[str, SourceUtt]) -> Dict[str, List[str]]:
+    by_spk: Dict[str, List[str]] = {}
+    for utt in sorted(sources):
+        by_spk.setdefault(sources[utt].spk, []).append(utt)
+    return by_spk
+
+
+def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], setting: MixSetting,
+                  rng: np.random.Generator, noise_files: Sequence[Tuple[str, int]] = (),
+                  split: str = "") -> List[MixturePlan]:
+    """Draw mixtures: a target, 1-2 interferers of other speakers of the same split,
+    SIR/SNR/loudness from `setting`, and an enrollment utterance of the target's
+    speaker that is not the target.
+
+    n_mixtures None: every utterance is the target once (as LibriMix); otherwise the
+    targets cycle through shuffled utterances. noise_files: (path, num_samples) to
+    draw noise from; empty for synthesized noise.
+    """
+    by_spk = group_by_speaker(sources)
+    speakers = sorted(by_spk)
+    eligible = [u for s in speakers if len(by_spk[s]) >= 2 for u in by_spk[s]]
+    if len(speakers) < 2 or not eligible:
+        raise DataPrepError(f"split '{split}': mixtures need at least 2 speakers and a speaker with "
+                            f"2 utterances (enrollment); found {len(speakers)} speakers")
+    if n_mixtures is None:
+        targets = eligible
+    else:
+        targets = []
+        while len(targets) < n_mixtures:
+            targets.extend(eligible[i] for i in rng.permutation(len(eligible)))
+        targets = targets[:n_mixtures]
+    lo, hi = setting.n_interferers
+    plans: List[MixturePlan] = []
+    seen = set()
+    for target in targets:
+        spk = sources[target].spk
+        others = [s for s in speakers if s != spk]
+        for _attempt in range(100):  # redraw the rare exact repeat of a combination
+            count = min(int(rng.integers(lo, hi + 1)), len(others))
+            interferers = []
+            for i in rng.choice(len(others), size=count, replace=False):
+                spk_utts = by_spk[others[i]]
+                utt = spk_utts[int(rng.integers(len(spk_utts)))]
+                room = max(0, sources[target].num_samples - sources[utt].num_samples)
+                interferers.append(InterfererPlan(utt, int(rng.integers(room + 1)),
+                                                  sir_db=float(rng.uniform(*setting.sir_db))))
+            utt_id = "_".join([target] + [i.utt for i in interferers])
+            if utt_id not in seen:
+                break
+        else:
+            raise DataPrepError(f"split '{split}': cannot draw {len(targets)} distinct mixtures; "
+                                "the split has too few utterances")
+        seen.add(utt_id)
+        enroll_choices = [u for u in by_spk[spk] if u != target]
+        enroll = enroll_choices[int(rng.integers(len(enroll_choices)))]
+        snr = float(rng.uniform(*setting.snr_db))
+        if noise_files:
+            path, noise_len = noise_files[int(rng.integers(len(noise_files)))]
+            length = mixture_length(sources[target].num_samples,
+                                    [(sources[i.utt].num_samples, i.offset) for i in interferers])
+            noise = NoisePlan("file", snr_db=snr, path=path, start=int(rng.integers(max(0, noise_len - length) + 1)))
+        else:
+            noise = NoisePlan("synthetic", snr_db=snr, seed=int(rng.integers(2 ** 31)))
+        plans.append(MixturePlan(utt_id, target, enroll, interferers, noise,
+                                 target_lufs=float(rng.uniform(*setting.target_lufs))))
+    return plans
+
+
+# ---- rendering (runs in worker processes; the sources arrive once via _init_worker)
+_SOURCES: Dict[str, SourceUtt] = {}
+
+
+def _init_worker(sources: Dict[str, SourceUtt]) -> None:
+    global _SOURCES
+    _SOURCES = sources
+
+
+def _source_record(utt: str, gain: float) -> dict:
+    src = _SOURCES[utt]
+    return {"utt": utt, "spk": src.spk, "path": src.path, "text": src.text, "gain": gain}
+
+
+def render(task: Tuple[MixturePlan, str, str, Optional[str], Optional[str]]) -> Tuple[dict, float]:
+    """Write one mixture (and its clean target). Returns (mixture.jsonl record, seconds).
+
+    task: (plan, wav dir to write, wav dir in the final lists, same two for the clean copy).
+    """
+    plan, wav_dir, final_wav_dir, clean_dir, final_clean_dir = task
+    target_src = _SOURCES[plan.target]
+    target = read_audio(target_src.path)
+    target_gain = (plan.target_gain if plan.target_gain is not None
+                   else loudness_gain(target, plan.target_lufs, target_src.path))
+    target_power = power(target) * target_gain ** 2
+    interferers = []
+    for item in plan.interferers:
+        audio = read_audio(_SOURCES[item.utt].path)
+        gain = item.gain if item.gain is not None else gain_for_ratio(target_power, power(audio), item.sir_db)
+        interferers.append((audio, item.offset, gain))
+    length = mixture_length(len(target), [(len(a), off) for a, off, _ in interferers])
+    noise_info: dict = {"kind": plan.noise.kind, "path": plan.noise.path}
+    if plan.noise.kind == "synthetic":
+        noise, params = colored_noise(length, np.random.default_rng(plan.noise.seed))
+        noise_info.update(params, seed=plan.noise.seed)
+    else:
+        noise = fit_length(read_audio(plan.noise.path, "noise"), length, plan.noise.start)
+        noise_info["start_samples"] = plan.noise.start
+    noise_power = power(noise)
+    if noise_power == 0.0:
+        raise DataPrepError(f"{plan.noise.path}: noise segment is silent")
+    noise_gain = (plan.noise.gain if plan.noise.gain is not None
+                  else gain_for_ratio(target_power, noise_power, plan.noise.snr_db))
+    mixture, clean, scale = mix(target, target_gain, interferers, noise, noise_gain)
+
+    name = f"{plan.utt}.wav"
+    sf.write(os.path.join(wav_dir, name), mixture, SAMPLE_RATE, subtype="PCM_16")
+    if clean_dir is not None:
+        sf.write(os.path.join(clean_dir, name), clean, SAMPLE_RATE, subtype="PCM_16")
+    # Ratios from the gains actually used (the clip scale cancels out).
+    record = {
+        "utt": plan.utt,
+        "path": os.path.join(final_wav_dir, name),
+        "target": _source_record(plan.target, target_gain * scale),
+        "interferers": [
+            dict(_source_record(item.utt, gain * scale), offset_samples=offset,
+                 sir_db=10 * math.log10(target_power / (power(audio) * gain ** 2)))
+            for item, (audio, offset, gain) in zip(plan.interferers, interferers)],
+        "noise": dict(noise_info, gain=noise_gain * scale,
+                      snr_db=10 * math.log10(target_power / (noise_power * noise_gain ** 2))),
+        "enroll": {"utt": plan.enroll, "path": _SOURCES[plan.enroll].path},
+    }
+    if final_clean_dir is not None:
+        record["clean_path"] = os.path.join(final_clean_dir, name)
+    return record, length / SAMPLE_RATE
+
+
+def parallel_map(fn: Callable, tasks: Sequence, sources: Dict[str, SourceUtt], nj: int, desc: str) -> List:
+    """fn over tasks in order, in `nj` processes, with a progress bar."""
+    if nj <= 1 or len(tasks) <= 1:
+        _init_worker(sources)
+        return [fn(t) for t in tqdm(tasks, desc=desc, unit="utt", leave=False)]
+    # forkserver: forking a process that already runs threads (tqdm's monitor, a
+    # caller's) can deadlock; the server forks clean workers instead.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["diffasr.data.corpus", "diffasr.data.embedded"])
+    with context.Pool(nj, initializer=_init_worker, initargs=(sources,)) as pool:
+        return list(tqdm(pool.imap(fn, tasks, chunksize=8), total=len(tasks), desc=desc, unit="utt", leave=False))
+
+
+# ---- writing
+def _write_source_set(data_dir: Path, sources: Dict[str, SourceUtt]) -> None:
+    write_kv(data_dir / "wav.scp", {u: s.path for u, s in sources.items()})
+    write_kv(data_dir / "text", {u: s.text for u, s in sources.items()})
+    write_kv(data_dir / "utt2spk", {u: s.spk for u, s in sources.items()})
+    write_kv(data_dir / "utt2dur", {u: f"{s.num_samples / SAMPLE_RATE:.3f}" for u, s in sources.items()})
+    write_spk2utt(data_dir)
+
+
+def _write_mixture_set(data_dir: Path, records: List[dict], durations: Dict[str, float],
+                       path_key: str = "path") -> None:
+    write_kv(data_dir / "wav.scp", {r["utt"]: r[path_key] for r in records})
+    write_kv(data_dir / "text", {r["utt"]: r["target"]["text"] for r in records})
+    write_kv(data_dir / "utt2spk", {r["utt"]: r["target"]["spk"] for r in records})
+    write_kv(data_dir / "utt2dur", {u: f"{d:.3f}" for u, d in durations.items()})
+    write_kv(data_dir / "enroll.scp", {r["utt"]: r["enroll"]["path"] for r in records})
+    write_jsonl(data_dir / "mixture.jsonl", [{k: v for k, v in r.items() if k not in ("path", "clean_path")}
+                                             for r in records])
+    write_spk2utt(data_dir)
+
+
+def _clean_record(record: dict) -> dict:
+    """test_clean's metadata: the same target and enrollment, nothing else mixed in."""
+    return dict(record, path=record["clean_path"], interferers=[],
+                noise={"kind": "none", "path": None, "gain": 0.0, "snr_db": None})
+
+
+def set_names() -> List[str]:
+    return list(SPLITS) + ["test_clean"] + [f"sources_{s}" for s in SPLITS]
+
+
+def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, SourceUtt]],
+                    plans: Dict[str, List[MixturePlan]], nj: int) -> Dict[str, dict]:
+    """Render every split and write all sets atomically; returns corpus statistics."""
+    output_dir = Path(output_dir).resolve()
+    tmp_root = output_dir / TMP_NAME
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    try:
+        for split in SPLITS:
+            wav_dir = tmp_root / split / "wav"
+            wav_dir.mkdir(parents=True)
+            clean_dir = final_clean = None
+            if split == "test":
+                clean_dir = tmp_root / "test_clean" / "wav"
+                clean_dir.mkdir(parents=True)
+                final_clean = str(output_dir / "test_clean" / "wav")
+            tasks = [(p, str(wav_dir), str(output_dir / split / "wav"),
+                      None if clean_dir is None else str(clean_dir), final_clean) for p in plans[split]]
+            results = parallel_map(render, tasks, sources[split], nj, f"mixing {split}")
+            records = [r for r, _ in results]
+            durations = {r["utt"]: d for r, d in results}
+            _write_mixture_set(tmp_root / split, records, durations)
+            if split == "test":
+                _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in records],
+                                   durations)
+            _write_source_set(tmp_root / f"sources_{split}", sources[split])
+        for name in set_names():
+            validate_data_dir(tmp_root / name, check_paths=False)
+    except BaseException:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        raise
+    _swap_into_place(output_dir, tmp_root, set_names())
+    return corpus_stats(output_dir)
+
+
+def _swap_into_place(output_dir: Path, tmp_root: Path, names: Iterable[str]) -> None:
+    """Replace output_dir/<name> by tmp_root/<name> for every set (a rename each)."""
+    old_root = output_dir / OLD_NAME
+    shutil.rmtree(old_root, ignore_errors=True)
+    old_root.mkdir()
+    (output_dir / DONE_NAME).unlink(missing_ok=True)
+    for name in names:
+        final = output_dir / name
+        if final.exists():
+            os.replace(final, old_root / name)
+        os.replace(tmp_root / name, final)
+    shutil.rmtree(old_root)
+    shutil.rmtree(tmp_root)
+
+
+def _read_kv_plain(path: Path) -> Dict[str, str]:
+    with open(path, encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(" ", 1) for line in f)
+
+
+def corpus_stats(output_dir: os.PathLike) -> Dict[str, dict]:
+    """Hours, speakers and utterances of every set, from utt2dur and utt2spk."""
+    output_dir = Path(output_dir)
+    stats = {}
+    for name in set_names():
+        durations = _read_kv_plain(output_dir / name / "utt2dur")
+        speakers = set(_read_kv_plain(output_dir / name / "utt2spk").values())
+        stats[name] = {"utterances": len(durations), "speakers": len(speakers),
+                       "hours": round(sum(float(d) for d in durations.values()) / 3600, 4)}
+    return stats
+
+
+def format_stats(stats: Dict[str, dict]) -> str:
+    lines = [f"{'set':<15} {'utts':>7} {'spk':>5} {'hours':>8}"]
+    lines += [f"{name:<15} {stats[name]['utterances']:>7} {stats[name]['speakers']:>5} {stats[name]['hours']:>8.3f}"
+              for name in set_names() if name in stats]
+    return "\n".join(lines)
+
+
+def write_done(output_dir: os.PathLike, options: dict, stats: Dict[str, dict]) -> None:
+    """corpus_stats.json and the marker that lets a rerun with the same options skip."""
+    output_dir = Path(output_dir)
+    for name, content in (("corpus_stats.json", stats), (DONE_NAME, options)):
+        tmp = output_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, output_dir / name)
+
+
+def is_done(output_dir: os.PathLike, options: dict) -> bool:
+    """True when a previous run with the same options completed and its sets are valid."""
+    output_dir = Path(output_dir)
+    marker = output_dir / DONE_NAME
+    try:
+        if json.loads(marker.read_text(encoding="utf-8")) != json.loads(json.dumps(options)):
+            return False
+        for name in set_names():
+            validate_data_dir(output_dir / name)
+    except (OSError, ValueError, DataDirError):
+        return False
+    return (output_dir / "corpus_stats.json").is_file()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Stage 1: target-speaker data dirs (train dev test test_clean sources_{train,dev,test}).
+# With db.sh's LIBRISPEECH empty, builds the embedded synthetic corpus offline;
+# otherwise mixes LibriSpeech (+ LIBRIMIX metadata, NOISE_ROOT noise when set).
+#   local/data.sh --scale tiny --mix_setting hard
+set -euo pipefail
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (local/data.sh) $*"; }
+
+. ./db.sh
+. ./path.sh
+
+output_dir=data                          # where the data dirs are written
+corpus_dir=downloads/embedded            # cache of synthesized clean utterances (embedded corpus)
+scale=default                            # embedded corpus size: tiny or default
+mix_setting=default                      # SIR/SNR ranges: default (SIR 0..10, SNR 5..20 dB) or hard (SIR -20..5 dB)
+seed=1                                   # seed of every random draw
+nj=2                                     # parallel processes
+text_file=                               # sentences for the embedded corpus, one per line (default: Debian packages)
+librispeech_root=${LIBRISPEECH:-}        # LibriSpeech root; empty: embedded corpus
+librimix_metadata=${LIBRIMIX:-}          # LibriMix metadata CSV dir (pairs and gains); optional
+noise_root=${NOISE_ROOT:-}               # dir of noise wavs (e.g. WHAM!); empty: synthesized noise
+
+. utils/parse_options.sh
+
+opts=()
+for name in text_file librispeech_root librimix_metadata noise_root; do
+  [ -n "${!name}" ] && opts+=("--${name}" "${!name}")
+done
+
+log "python -m diffasr.bin.prepare_data --scale ${scale} --mix_setting ${mix_setting} ${opts[*]}"
+python -m diffasr.bin.prepare_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
+  --scale "${scale}" --mix_setting "${mix_setting}" --seed "${seed}" --nj "${nj}" "${opts[@]}"
+
+python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur enroll.scp mixture.jsonl -- \
+  "${output_dir}"/{train,dev,test,test_clean}
+python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur -- \
+  "${output_dir}"/sources_{train,dev,test}
+log "done: ${output_dir}/corpus_stats.json"

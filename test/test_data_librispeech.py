@@ -1,0 +1,180 @@
+"""Stage 1, real-corpus path on a fixture laid out exactly like LibriSpeech."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from diffasr.bin import prepare_data
+from diffasr.data.mixing import power
+from diffasr.datadir import read_jsonl, read_kv, validate_data_dir
+
+SUBSETS = {"train-clean-100": ("19", "26", "32"), "dev-clean": ("84", "174"), "test-clean": ("61", "121")}
+WORDS = "ALPHA BRAVO CHARLIE DELTA ECHO FOXTROT GOLF HOTEL INDIA JULIET".split()
+
+
+def _speech_like(rng, seconds=1.2, f0=120.0):
+    """A harmonic tone with a syllable-rate envelope: enough for loudness metering."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+    return (0.3 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))) / 2.3).astype(np.float32)
+
+
+def make_librispeech(root: Path) -> Path:
+    """<root>/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac + <spk>-<chapter>.trans.txt."""
+    rng = np.random.default_rng(0)
+    for subset, speakers in SUBSETS.items():
+        for s, spk in enumerate(speakers):
+            for chapter in ("100", "200")[:2 if subset.startswith("train") else 1]:
+                chapter_dir = root / subset / spk / chapter
+                chapter_dir.mkdir(parents=True)
+                lines = []
+                for i in range(3):
+                    utt = f"{spk}-{chapter}-{i:04d}"
+                    sf.write(chapter_dir / f"{utt}.flac", _speech_like(rng, 1.0 + 0.2 * i, 90 + 40 * s),
+                             16000, subtype="PCM_16")
+                    lines.append(f"{utt} {' '.join(rng.choice(WORDS, 5))}\n")
+                (chapter_dir / f"{spk}-{chapter}.trans.txt").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def libri(tmp_path_factory):
+    return make_librispeech(tmp_path_factory.mktemp("LibriSpeech"))
+
+
+def _run(out, libri_root, *extra):
+    return prepare_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_root),
+                              "--seed", "3", "--nj", "1", *extra])
+
+
+@pytest.fixture(scope="module")
+def built(libri, tmp_path_factory):
+    out = tmp_path_factory.mktemp("libri_out") / "data"
+    assert _run(out, libri) == 0
+    return out
+
+
+def test_every_utterance_is_a_target_once(built, libri):
+    for split, subset in (("train", "train-clean-100"), ("dev", "dev-clean"), ("test", "test-clean")):
+        validate_data_dir(built / split, require=("wav.scp", "text", "utt2spk", "enroll.scp", "mixture.jsonl"))
+        validate_data_dir(built / f"sources_{split}")
+        sources = read_kv(built / f"sources_{split}" / "wav.scp")
+        assert sorted(sources) == sorted(p.stem for p in (libri / subset).rglob("*.flac"))
+        records = read_jsonl(built / split / "mixture.jsonl")
+        assert sorted(r["target"]["utt"] for r in records.values()) == sorted(sources)
+        for utt, record in records.items():
+            assert utt.startswith(record["target"]["spk"] + "-")
+            assert record["enroll"]["utt"] != record["target"]["utt"]
+            assert record["enroll"]["utt"].split("-")[0] == record["target"]["spk"]
+            assert all(i["spk"] != record["target"]["spk"] for i in record["interferers"])
+    text = read_kv(built / "sources_dev" / "text")
+    assert text["84-100-0000"] == (libri / "dev-clean/84/100/84-100.trans.txt").read_text().split("\n")[0].split(" ", 1)[1]
+
+
+def test_target_loudness_and_sir_follow_the_metadata(built):
+    wav = read_kv(built / "train" / "wav.scp")
+    for utt, record in read_jsonl(built / "train" / "mixture.jsonl").items():
+        mixture, _ = sf.read(wav[utt], dtype="float64")
+        target = sf.read(record["target"]["path"], dtype="float64")[0] * record["target"]["gain"]
+        for item in record["interferers"]:
+            audio = sf.read(item["path"], dtype="float64")[0] * item["gain"]
+            assert 10 * np.log10(power(target) / power(audio)) == pytest.approx(item["sir_db"], abs=0.05)
+        assert len(mixture) >= len(target)
+
+
+def test_noise_root_supplies_the_noise(libri, tmp_path):
+    noise_root = tmp_path / "wham" / "tr"
+    noise_root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for k in range(2):  # stereo 8 kHz, as a check that channels and rate are handled
+        sf.write(noise_root / f"n{k}.wav", 0.1 * rng.standard_normal((8000 * 3, 2)), 8000)
+    out = tmp_path / "data"
+    assert _run(out, libri, "--noise_root", str(noise_root.parent)) == 0
+    noises = [r["noise"] for r in read_jsonl(out / "dev" / "mixture.jsonl").values()]
+    assert {n["kind"] for n in noises} == {"file"}
+    assert {Path(n["path"]).parent for n in noises} == {noise_root}
+
+
+def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
+    meta = tmp_path / "metadata" / "Libri2Mix"
+    meta.mkdir(parents=True)
+    expected = {}
+    for subset in SUBSETS:
+        flacs = sorted((libri / subset).rglob("*.flac"))
+        rows = []
+        for a, b in ((0, -1), (1, -2)):
+            s1, s2 = flacs[a].relative_to(libri), flacs[b].relative_to(libri)
+            rows.append({"mixture_ID": f"{flacs[a].stem}_{flacs[b].stem}", "source_1_path": s1,
+                         "source_1_gain": 0.8, "source_2_path": s2, "source_2_gain": 0.35,
+                         "noise_path": "tr/n0.wav", "noise_gain": 0.1})
+            expected[rows[-1]["mixture_ID"]] = (flacs[a].stem, flacs[b].stem)
+        with open(meta / f"libri2mix_{subset}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        with open(meta / f"libri2mix_{subset}_info.csv", "w") as f:  # LibriMix's speaker info: ignored
+            f.write("mixture_ID,speaker_1_ID,speaker_1_sex\n")
+    out = tmp_path / "data"
+    assert _run(out, libri, "--librimix_metadata", str(meta.parent)) == 0
+    records = {}
+    for split in ("train", "dev", "test"):
+        records.update(read_jsonl(out / split / "mixture.jsonl"))
+    assert sorted(records) == sorted(expected)
+    for utt, record in records.items():
+        assert (record["target"]["utt"], record["interferers"][0]["utt"]) == expected[utt]
+        scale = record["target"]["gain"] / 0.8  # 1 unless the clipping rule fired
+        assert record["interferers"][0]["gain"] == pytest.approx(0.35 * scale)
+        assert record["interferers"][0]["offset_samples"] == 0
+
+
+def _assert_fails_and_keeps(built, root, capsys, message):
+    before = {p: p.read_bytes() for p in sorted(built.rglob("*.scp"))}
+    assert _run(built, root) == 1
+    assert message in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(built.rglob("*.scp"))} == before
+    assert not (built / ".stage1_tmp").exists()
+
+
+@pytest.fixture
+def broken(libri, tmp_path):
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(libri, root)
+    return root
+
+
+def test_flac_without_transcript_line(built, broken, capsys):
+    trans = broken / "dev-clean/84/100/84-100.trans.txt"
+    trans.write_text("".join(trans.read_text().splitlines(keepends=True)[:2]))
+    flac = broken / "dev-clean/84/100/84-100-0002.flac"
+    _assert_fails_and_keeps(built, broken, capsys, f"{flac}: no transcript line for '84-100-0002' in {trans}")
+
+
+def test_chapter_without_trans_txt(built, broken, capsys):
+    trans = broken / "test-clean/121/100/121-100.trans.txt"
+    trans.unlink()
+    _assert_fails_and_keeps(built, broken, capsys, f"{trans}: transcript file missing")
+
+
+@pytest.mark.parametrize("content, what", [(b"", "corrupt or unreadable audio"),
+                                           (b"fLaC\x00garbage" * 10, "corrupt or unreadable audio")])
+def test_corrupt_or_empty_audio(built, broken, capsys, content, what):
+    flac = broken / "train-clean-100/26/200/26-200-0001.flac"
+    flac.write_bytes(content)
+    _assert_fails_and_keeps(built, broken, capsys, f"{flac}: {what}")
+
+
+def test_transcript_that_normalises_to_nothing(built, broken, capsys):
+    trans = broken / "dev-clean/174/100/174-100.trans.txt"
+    lines = trans.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].split(" ")[0] + " -- ?!\n"
+    trans.write_text("".join(lines))
+    _assert_fails_and_keeps(built, broken, capsys, f"{trans}:2: transcript of '174-100-0001' is empty")
+
+
+def test_missing_subset(built, broken, capsys):
+    shutil.rmtree(broken / "test-clean")
+    _assert_fails_and_keeps(built, broken, capsys, f"{broken / 'test-clean'}: LibriSpeech subset directory not found")
