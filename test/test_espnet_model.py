@@ -170,3 +170,20 @@ def test_tiny_model_overfits_three_utterances_exactly_through_the_sampler(canvas
     ids, confidences, out = model.diffusion_decode(speech, speech_lengths, enroll, steps=3, block_length=2)
     assert ids == targets and out.num_denoise_calls <= 3
     assert all(0.0 < c <= 1.0 for row in confidences for c in row)
+
+
+@pytest.mark.parametrize("position", ["encoder_input", "encoder_output"])
+def test_film_position_makes_encoder_output_depend_on_the_speaker(position):
+    model = tiny_model("film")
+    model.spk_conditioner.position = position
+    torch.nn.init.normal_(model.spk_conditioner.projection.weight)  # leave the identity start
+    model.eval()
+    b = batch()
+    out_a, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
+    out_b, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], -b["enroll_embed"])
+    assert not torch.allclose(out_a, out_b)
+    # The hook lives only for one encoder call: the plain encoder is left untouched.
+    assert not model.encoder.embed._forward_hooks
+    plain, _ = model.encode(b["speech"], b["speech_lengths"])
+    plain = plain[0] if isinstance(plain, tuple) else plain
+    assert not torch.allclose(plain, out_a)

@@ -5,14 +5,21 @@ to a conditioned ``(encoder_out', encoder_out_lens')`` that both the CTC head an
 diffusion decoder read, so that they transcribe the enrolled (target) speaker.
 """
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import torch
 
 
 class AbsSpeakerConditioner(torch.nn.Module, ABC):
-    """Conditions encoder frames on a per-utterance speaker embedding."""
+    """Conditions encoder frames on a per-utterance speaker embedding.
+
+    ``position`` is ``encoder_output`` (``forward`` is applied to the encoder output)
+    or ``encoder_input`` (the conditioner is attached inside the encoder).
+    """
+
+    position = "encoder_output"
 
     def __init__(self, encoder_output_size: int, embed_dim: int, normalize_embed: bool = True):
         super().__init__()
@@ -48,25 +55,63 @@ class AbsSpeakerConditioner(torch.nn.Module, ABC):
 class FiLMConditioner(AbsSpeakerConditioner):
     """Feature-wise linear modulation: ``h * (1 + scale(e)) + shift(e)`` per channel.
 
+    ``position`` says which frames are modulated:
+    - ``encoder_input`` (default): the output of the encoder's input layer (after
+      subsampling), so every encoder block can use the speaker to pick out the
+      target, as SpeakerBeam's adaptation layer does. Applied by a forward hook on
+      ``encoder.embed`` for the duration of one encoder call (``attached_to``).
+    - ``encoder_output``: the encoder output that CTC and the decoder read.
+
     The projection starts at zero, so an untrained conditioner is the identity and
     training starts from a plain ASR model.
 
-    >>> film = FiLMConditioner(encoder_output_size=4, embed_dim=3)
+    >>> film = FiLMConditioner(encoder_output_size=4, embed_dim=3, position="encoder_output")
     >>> out, lens = film(torch.ones(2, 5, 4), torch.tensor([5, 3]), torch.randn(2, 3))
     >>> tuple(out.shape), lens.tolist()
     ((2, 5, 4), [5, 3])
     """
 
-    def __init__(self, encoder_output_size: int, embed_dim: int, normalize_embed: bool = True):
+    POSITIONS = ("encoder_input", "encoder_output")
+
+    def __init__(self, encoder_output_size: int, embed_dim: int, normalize_embed: bool = True,
+                 position: str = "encoder_input"):
         super().__init__(encoder_output_size, embed_dim, normalize_embed)
+        if position not in self.POSITIONS:
+            raise ValueError(f"spk_conditioner_conf position must be one of {self.POSITIONS}, got {position!r}")
+        self.position = position
         self.projection = torch.nn.Linear(embed_dim, 2 * encoder_output_size)
         torch.nn.init.zeros_(self.projection.weight)
         torch.nn.init.zeros_(self.projection.bias)
 
-    def forward(self, encoder_out, encoder_out_lens, enroll_embed):
-        embed = self._prepare(encoder_out, enroll_embed)
+    def modulate(self, frames: torch.Tensor, enroll_embed: torch.Tensor) -> torch.Tensor:
+        embed = self._prepare(frames, enroll_embed)
         scale, shift = self.projection(embed).unsqueeze(1).chunk(2, dim=-1)
-        return encoder_out * (1.0 + scale) + shift, encoder_out_lens
+        return frames * (1.0 + scale) + shift
+
+    def forward(self, encoder_out, encoder_out_lens, enroll_embed):
+        return self.modulate(encoder_out, enroll_embed), encoder_out_lens
+
+    @contextlib.contextmanager
+    def attached_to(self, input_layer: torch.nn.Module, enroll_embed: torch.Tensor) -> Iterator[None]:
+        """Modulate the output of ``input_layer`` (ESPnet's ``encoder.embed``) while inside.
+
+        ESPnet input layers return ``x`` (linear), ``(x, mask)`` (subsampling), or
+        ``((x, pos_emb), mask)`` with relative positional encodings; only ``x`` is modulated.
+        """
+
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                return self.modulate(output, enroll_embed)
+            xs, mask = output
+            if isinstance(xs, tuple):
+                return (self.modulate(xs[0], enroll_embed), *xs[1:]), mask
+            return self.modulate(xs, enroll_embed), mask
+
+        handle = input_layer.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 class PrependConditioner(AbsSpeakerConditioner):

@@ -247,19 +247,27 @@ class DiffusionASRModel(ESPnetASRModel):
         enroll_embed: Optional[torch.Tensor] = None,
         utt_ids: Optional[List[str]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """ESPnet's encoder, then the speaker conditioner (if any)."""
-        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
-        if isinstance(encoder_out, tuple):  # intermediate CTC outputs are not used here
-            encoder_out = encoder_out[0]
+        """ESPnet's encoder with the speaker conditioner (if any) inside or after it."""
         if self.spk_conditioner is None:
-            return encoder_out, encoder_out_lens
+            encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
+            return self._main_output(encoder_out), encoder_out_lens
         if enroll_embed is None:
             who = f" (batch of {', '.join(utt_ids)})" if utt_ids else ""
             raise ValueError(
                 f"this model is speaker-conditioned but no enroll_embed was given{who}; add "
                 "'<dir>/enroll_embed.scp,enroll_embed,kaldi_ark' to the data options"
             )
-        return self.spk_conditioner(encoder_out, encoder_out_lens, enroll_embed)
+        if self.spk_conditioner.position == "encoder_input":
+            with self.spk_conditioner.attached_to(self.encoder.embed, enroll_embed):
+                encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
+            return self._main_output(encoder_out), encoder_out_lens
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
+        return self.spk_conditioner(self._main_output(encoder_out), encoder_out_lens, enroll_embed)
+
+    @staticmethod
+    def _main_output(encoder_out):
+        # With intermediate CTC the encoder returns (out, intermediate outs); only out is used.
+        return encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out
 
     def ctc_lengths(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
         """Number of tokens in the greedy CTC path (repeats merged, blanks dropped)."""
