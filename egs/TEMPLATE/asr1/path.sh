@@ -1,5 +1,5 @@
 # Sourced by every recipe script: activates diffasr's environment (tools/install.sh).
-MAIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+MAIN_ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../../.." && pwd)
 if [ ! -f "${MAIN_ROOT}/tools/venv/bin/activate" ]; then
   echo "path.sh: ${MAIN_ROOT}/tools/venv is missing: run ${MAIN_ROOT}/tools/install.sh first" >&2
   return 1 2>/dev/null || exit 1
