@@ -46,6 +46,8 @@ spk_exp=                # speaker experiment dir (default: exp/spk_<config name>
 asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_args=               # extra arguments for every training run
+speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
+text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs; empty: conf/decode/decode_<model type>_*.yaml
 inference_args=         # extra arguments for decoding
 inference_model=valid.acc.ave.pth  # checkpoint to decode (train.py's averaged model)
@@ -152,6 +154,7 @@ if want 5 && ! ${skip_train}; then
         $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
+        --fold_length "${speech_fold_length}" --fold_length "${text_fold_length}" \
         --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
         --resume true --output_dir "${asr_exp}" ${asr_args}
     stage_end 5
