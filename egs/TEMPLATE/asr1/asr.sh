@@ -48,9 +48,9 @@ asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_args=               # extra arguments for every training run
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
 text_fold_length=150    # the same for transcripts (tokens)
-inference_configs=      # decode configs; empty: conf/decode/decode_<model type>_*.yaml
+inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
 inference_args=         # extra arguments for decoding
-inference_model=valid.acc.ave.pth  # checkpoint to decode (train.py's averaged model)
+inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 batch_size=8            # decoding batch size
 
 . ./path.sh
@@ -121,12 +121,12 @@ fi
 
 # ---------------------------------------------------------------------------
 # Arguments naming the inputs of a set, as espnet2's data loader reads them.
-data_args() {  # data_args <option prefix> <set> [with_text=true]
-  local prefix=$1 dset=$2 with_text=${3:-true} args
-  args="--${prefix}_data_path_and_name_and_type data/${dset}/wav.scp,speech,sound"
-  ${with_text} && args+=" --${prefix}_data_path_and_name_and_type data/${dset}/text,text,text"
+data_args() {  # data_args <option> <set> [with_text=true]
+  local option=$1 dset=$2 with_text=${3:-true} args
+  args="${option} data/${dset}/wav.scp,speech,sound"
+  ${with_text} && args+=" ${option} data/${dset}/text,text,text"
   if [ -f "data/${dset}/enroll_embed.scp" ]; then
-    args+=" --${prefix}_data_path_and_name_and_type data/${dset}/enroll_embed.scp,enroll_embed,kaldi_ark"
+    args+=" ${option} data/${dset}/enroll_embed.scp,enroll_embed,kaldi_ark"
   fi
   echo "${args}"
 }
@@ -144,14 +144,16 @@ if want 5 && ! ${skip_train}; then
       # shellcheck disable=SC2046,SC2086
       ${train_cmd} "${stats_dir}/collect_stats.log" \
         ${python} -m diffasr.bin.asr_train --collect_stats true ${common_args} --ngpu 0 \
-          $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
+          $(data_args --train_data_path_and_name_and_type "${train_set}") \
+          $(data_args --valid_data_path_and_name_and_type "${valid_set}") \
           --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
           --output_dir "${stats_dir}" ${asr_args}
     fi
     # shellcheck disable=SC2046,SC2086
     ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${python} -m diffasr.bin.asr_train ${common_args} \
-        $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
+        $(data_args --train_data_path_and_name_and_type "${train_set}") \
+          $(data_args --valid_data_path_and_name_and_type "${valid_set}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${speech_fold_length}" --fold_length "${text_fold_length}" \
@@ -162,13 +164,14 @@ if want 5 && ! ${skip_train}; then
 fi
 
 # ---------------------------------------------------------------------------
-inference_configs_for() {  # the decode configs that fit a training config's model type
-  local mtype configs
-  if [ -n "${inference_configs}" ]; then echo "${inference_configs}"; return; fi
+inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) that fit a training config
+  local mtype configs=""
   mtype=$(model_type_of "$1")
   [ "${mtype}" = espnet ] && mtype=ar
-  configs=$(ls conf/decode/decode_"${mtype}"_*.yaml 2>/dev/null || true)
-  [ -n "${configs}" ] || { log "no conf/decode/decode_${mtype}_*.yaml for $1"; exit 1; }
+  for config in ${inference_configs:-conf/decode/decode_${mtype}_*.yaml}; do
+    [[ $(basename "${config}") == decode_${mtype}_* ]] && [ -f "${config}" ] && configs+=" ${config}"
+  done
+  [ -n "${configs}" ] || { log "no decode config for model type '${mtype}' of $1 in: ${inference_configs:-conf/decode/}"; exit 1; }
   echo "${configs}"
 }
 
@@ -187,7 +190,7 @@ if want 6; then
         # shellcheck disable=SC2046,SC2086
         ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
           ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
-            --key_file "${logdir}/keys.JOB.scp" $(data_args data "${dset}" false) \
+            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --config "${inference_config}" --output_dir "${logdir}/output.JOB" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*

@@ -1,0 +1,176 @@
+r"""Stage 7: score one decode dir (WER/CER with sclite, RTFx, speaker confusion, confidences).
+
+Writes, all inside the decode dir (reruns overwrite exactly these):
+  score_wer/{ref.trn,hyp.trn,result.txt,alignment.sgml,utt_errors.txt}
+  score_cer/{ref.trn,hyp.trn,result.txt,alignment.sgml,utt_errors.txt}
+  metrics.json
+  reliability.png          (only when word_confidence.ctm exists)
+
+Example:
+  python -m diffasr.bin.score --data_dir data/test \
+      --decode_dir exp/asr_x/decode_diffusion_steps16/test \
+      --calib_data_dir data/dev --calib_decode_dir exp/asr_x/decode_diffusion_steps16/dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence
+
+from diffasr.datadir import read_kv
+from diffasr.scoring import uncertainty
+from diffasr.scoring.confusion import speaker_confusion_from_files
+from diffasr.scoring.sclite import (ScoringError, read_scoring_inputs, score_with_sclite,
+                                    score_words_and_chars)
+
+CONFIDENCE_FILE = "word_confidence.ctm"
+RELIABILITY_PNG = "reliability.png"
+
+
+def read_rtfx(timing_path: Path, utts: Sequence[str]) -> Dict[str, float]:
+    """RTFx = total audio seconds / total decoding wall seconds, from `<utt> <wall> <audio>`."""
+    wall_total = audio_total = 0.0
+    known = set(utts)
+    seen = set()
+    for lineno, (utt, value) in enumerate(read_kv(timing_path).items(), 1):
+        if utt not in known:
+            raise ScoringError(f"{timing_path}:{lineno}: utterance '{utt}' is not in the reference")
+        try:
+            wall, audio = (float(x) for x in value.split())
+        except ValueError:
+            raise ScoringError(f"{timing_path}:{lineno}: expected '<utt> <decode_wall_seconds> "
+                               f"<audio_seconds>'") from None
+        if wall < 0 or audio < 0:
+            raise ScoringError(f"{timing_path}:{lineno}: negative seconds")
+        wall_total += wall
+        audio_total += audio
+        seen.add(utt)
+    if known - seen:
+        logging.warning("%s: no timing for %d utterances (e.g. '%s')", timing_path,
+                        len(known - seen), sorted(known - seen)[0])
+    return {"rtfx": round(audio_total / wall_total, 4) if wall_total > 0 else None,
+            "decode_seconds": round(wall_total, 4), "audio_seconds": round(audio_total, 4)}
+
+
+def word_labels(alignments: Mapping[str, object], hyps: Mapping[str, str]) -> Dict[str, list]:
+    return {utt: alignments[utt].hyp_word_correct() for utt in hyps}
+
+
+def fit_calibration(calib_data_dir: Path, calib_decode_dir: Path) -> float:
+    """Temperature fitted on a dev decode dir; its sclite run goes to a scratch dir so the dev
+    decode dir is left untouched."""
+    refs, hyps, utt2spk = read_scoring_inputs(calib_data_dir, calib_decode_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        result = score_with_sclite(scratch, refs, hyps, utt2spk)
+    ctm = calib_decode_dir / CONFIDENCE_FILE
+    if not ctm.is_file():
+        raise FileNotFoundError(f"{ctm}: calibration needs the dev set's word confidences")
+    conf, correct = uncertainty.gather(uncertainty.read_word_confidences(ctm, hyps),
+                                       word_labels(result.alignments, hyps))
+    try:
+        return uncertainty.fit_temperature(conf, correct)
+    except ValueError as e:
+        raise ScoringError(f"{ctm}: cannot calibrate: {e}") from None
+
+
+def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = None,
+          calib_decode_dir: Optional[Path] = None, n_bins: int = 10) -> dict:
+    """Score `decode_dir` against `data_dir`, write metrics.json, and return the metrics."""
+    scored = score_words_and_chars(data_dir, decode_dir)
+    wer, cer, refs, hyps = scored["wer"], scored["cer"], scored["refs"], scored["hyps"]
+    raw_hyps = read_kv(decode_dir / "text", allow_empty_value=True)
+    metrics: dict = {
+        "test_set": data_dir.name,
+        "data_dir": str(data_dir),
+        "decode_dir": str(decode_dir),
+        "n_utt": len(refs),
+        "n_missing_hyp": sum(1 for u in refs if u not in raw_hyps),
+        "wer": round(wer.summary.error_rate, 4),
+        "cer": round(cer.summary.error_rate, 4),
+        "wer_detail": wer.summary.as_dict(),
+        "cer_detail": cer.summary.as_dict(),
+    }
+
+    if (decode_dir / "timing").is_file():
+        metrics.update(read_rtfx(decode_dir / "timing", list(refs)))
+    else:
+        logging.warning("%s: missing; RTFx not reported", decode_dir / "timing")
+
+    if (data_dir / "mixture.jsonl").is_file():
+        confusion = speaker_confusion_from_files(refs, hyps, data_dir / "mixture.jsonl")
+        metrics["speaker_confusion"] = (None if confusion["rate"] is None
+                                        else round(100.0 * confusion["rate"], 4))
+        metrics["speaker_confusion_detail"] = {k: confusion[k] for k in ("n_confused", "n_scored")}
+
+    png = decode_dir / RELIABILITY_PNG
+    ctm = decode_dir / CONFIDENCE_FILE
+    if ctm.is_file():
+        conf, correct = uncertainty.gather(uncertainty.read_word_confidences(ctm, hyps),
+                                           word_labels(wer.alignments, hyps))
+        report = uncertainty.confidence_metrics(conf, correct, n_bins)
+        curves = {"raw": (conf, correct)}
+        if calib_decode_dir is not None:
+            temperature = fit_calibration(calib_data_dir, calib_decode_dir)
+            calibrated = uncertainty.apply_temperature(conf, temperature)
+            report["temperature"] = round(temperature, 6)
+            report["calibrated"] = uncertainty.confidence_metrics(calibrated, correct, n_bins)
+            curves[f"calibrated (T={temperature:.2f})"] = (calibrated, correct)
+        uncertainty.plot_reliability(png, curves, n_bins, title=f"{data_dir.name}: word confidence")
+        report["n_bins"] = n_bins
+        report["reliability_png"] = png.name
+        metrics["uncertainty"] = report
+    else:
+        if calib_decode_dir is not None:
+            logging.warning("%s: missing; no confidences to calibrate", ctm)
+        if png.is_file():
+            png.unlink()  # left from an earlier run that had confidences
+
+    tmp = decode_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, decode_dir / "metrics.json")
+    return metrics
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", type=Path, required=True,
+                        help="reference data dir (text, utt2spk, optional mixture.jsonl)")
+    parser.add_argument("--decode_dir", type=Path, required=True,
+                        help="decode dir holding text, token, timing, optional word_confidence.ctm")
+    parser.add_argument("--calib_decode_dir", type=Path, default=None,
+                        help="dev decode dir whose word confidences fit the temperature")
+    parser.add_argument("--calib_data_dir", type=Path, default=None,
+                        help="reference data dir of --calib_decode_dir")
+    parser.add_argument("--n_bins", type=int, default=10,
+                        help="equal-width confidence bins for ECE and the reliability diagram")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    args = get_parser().parse_args(argv)
+    if (args.calib_decode_dir is None) != (args.calib_data_dir is None):
+        sys.exit("score.py: --calib_decode_dir and --calib_data_dir go together")
+    if args.n_bins < 1:
+        sys.exit("score.py: --n_bins must be at least 1")
+    metrics = score(args.data_dir, args.decode_dir, args.calib_data_dir, args.calib_decode_dir,
+                    args.n_bins)
+    summary = f"{metrics['test_set']}: WER {metrics['wer']:.2f} CER {metrics['cer']:.2f}"
+    if metrics.get("rtfx") is not None:
+        summary += f" RTFx {metrics['rtfx']:.1f}"
+    if metrics.get("speaker_confusion") is not None:
+        summary += f" speaker confusion {metrics['speaker_confusion']:.2f}%"
+    if "uncertainty" in metrics and metrics["uncertainty"]["nce"] is not None:
+        summary += f" NCE {metrics['uncertainty']['nce']:.3f}"
+    logging.info("%s (%s)", summary, args.decode_dir / "metrics.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Stage 7: sclite scoring, speaker confusion, word-confidence metrics, RESULTS.md."""

@@ -1,0 +1,186 @@
+"""Word-confidence quality: does the decoder's confidence tell right words from wrong ones?
+
+Labels come from sclite's alignment (a hypothesis word is correct when aligned as C;
+substitutions and insertions are errors). Metrics:
+- NCE, normalised cross entropy (NIST; Siu, Gish & Richardson 1997): information the
+  confidences add over the prior word accuracy; 1 is perfect, <= 0 no better than prior.
+- AUROC of detecting errors (errors are the positive class, low confidence the score),
+  from the Mann-Whitney U statistic.
+- ECE, expected calibration error over equal-width confidence bins.
+- Temperature scaling (Guo et al. 2017) on the logit of the confidence, fitted on a dev
+  set by minimising the negative log-likelihood of the labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
+from scipy.stats import mannwhitneyu
+
+from diffasr.scoring.sclite import ScoringError
+
+# Confidences are clipped away from 0 and 1 so that logs and logits stay finite.
+EPS = 1e-6
+
+
+def read_word_confidences(ctm_path: os.PathLike, hyps: Mapping[str, str]) -> Dict[str, List[float]]:
+    """Per-utterance word confidences from `<utt> 1 <word_index> 1 <WORD> <confidence>` lines.
+
+    Words are ordered by index and must spell the utterance's hypothesis in `hyps`
+    (case-insensitively); any mismatch is an error naming the file and line or utterance.
+    """
+    by_utt: Dict[str, List[Tuple[int, str, float, int]]] = {}
+    with open(ctm_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            where = f"{ctm_path}:{lineno}"
+            if len(fields) != 6:
+                raise ScoringError(f"{where}: expected '<utt> 1 <word_index> 1 <WORD> "
+                                   f"<confidence>', got {len(fields)} fields")
+            utt, _, index, _, word, conf = fields
+            if utt not in hyps:
+                raise ScoringError(f"{where}: utterance '{utt}' has no hypothesis")
+            try:
+                index_value, conf_value = int(float(index)), float(conf)
+            except ValueError:
+                raise ScoringError(f"{where}: word index or confidence is not a number") from None
+            if not 0.0 <= conf_value <= 1.0:
+                raise ScoringError(f"{where}: confidence {conf_value} is outside [0, 1]")
+            by_utt.setdefault(utt, []).append((index_value, word, conf_value, lineno))
+    confidences: Dict[str, List[float]] = {}
+    for utt, hyp in hyps.items():
+        entries = sorted(by_utt.get(utt, []))
+        words = [w.upper() for _, w, _, _ in entries]
+        if words != [w.upper() for w in hyp.split()]:
+            raise ScoringError(f"{ctm_path}: words of utterance '{utt}' ({' '.join(words)!r}) "
+                               f"do not match its hypothesis ({hyp!r})")
+        confidences[utt] = [c for _, _, c, _ in entries]
+    return confidences
+
+
+def gather(confidences: Mapping[str, Sequence[float]], correct: Mapping[str, Sequence[bool]]
+           ) -> Tuple[np.ndarray, np.ndarray]:
+    """Flatten per-utterance confidences and labels into two aligned arrays."""
+    conf: List[float] = []
+    labels: List[bool] = []
+    for utt, values in confidences.items():
+        if len(values) != len(correct[utt]):
+            raise ScoringError(f"utterance '{utt}': {len(values)} confidences for "
+                               f"{len(correct[utt])} aligned hypothesis words")
+        conf.extend(values)
+        labels.extend(correct[utt])
+    return np.asarray(conf, dtype=float), np.asarray(labels, dtype=bool)
+
+
+def nce(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Normalised cross entropy; NaN when all words are right or all wrong (no prior entropy)."""
+    confidence = np.clip(confidence, EPS, 1 - EPS)
+    n, n_correct = len(correct), int(correct.sum())
+    if n == 0 or n_correct in (0, n):
+        return float("nan")
+    p = n_correct / n
+    h_prior = -(n_correct * np.log2(p) + (n - n_correct) * np.log2(1 - p))
+    h_conf = -(np.log2(confidence[correct]).sum() + np.log2(1 - confidence[~correct]).sum())
+    return float((h_prior - h_conf) / h_prior)
+
+
+def auroc_error_detection(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """P(an error gets lower confidence than a correct word), ties counted half; NaN if one
+    class is empty."""
+    errors, rights = confidence[~correct], confidence[correct]
+    if len(errors) == 0 or len(rights) == 0:
+        return float("nan")
+    # U of the "error score" (1 - confidence) of errors against that of correct words.
+    u_stat = mannwhitneyu(1 - errors, 1 - rights, alternative="two-sided").statistic
+    return float(u_stat / (len(errors) * len(rights)))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean confidence, accuracy) per equal-width bin over [0, 1].
+
+    Bin i holds [i/n, (i+1)/n); the last bin also holds 1. Empty bins have NaN means.
+    """
+    inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    which = np.digitize(confidence, inner_edges)
+    count = np.bincount(which, minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
+        accuracy = np.bincount(which, weights=correct.astype(float), minlength=n_bins) / count
+    return count, mean_conf, accuracy
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: sum over bins of (bin share) * |accuracy - mean confidence|."""
+    if len(confidence) == 0:
+        return float("nan")
+    count, mean_conf, accuracy = reliability_bins(confidence, correct, n_bins)
+    filled = count > 0
+    return float(np.sum(count[filled] / count.sum() * np.abs(accuracy[filled] - mean_conf[filled])))
+
+
+def apply_temperature(confidence: np.ndarray, temperature: float) -> np.ndarray:
+    return expit(logit(np.clip(confidence, EPS, 1 - EPS)) / temperature)
+
+
+def fit_temperature(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Temperature T > 0 minimising the NLL of `correct` under sigmoid(logit(conf) / T)."""
+    if len(correct) == 0 or correct.all() or not correct.any():
+        raise ValueError("temperature fitting needs both correct and incorrect words")
+    z = logit(np.clip(confidence, EPS, 1 - EPS))
+    y = correct.astype(float)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        # -[y log sigmoid(s) + (1 - y) log sigmoid(-s)], computed stably.
+        return float(np.sum(np.logaddexp(0.0, -s) * y + np.logaddexp(0.0, s) * (1 - y)))
+
+    # Search log T so that T stays positive; T in [e^-5, e^5] covers any sane calibration.
+    best = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded")
+    return float(np.exp(best.x))
+
+
+def confidence_metrics(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10
+                       ) -> Dict[str, Optional[float]]:
+    def finite(x: float) -> Optional[float]:
+        return None if np.isnan(x) else round(float(x), 6)
+
+    return {"nce": finite(nce(confidence, correct)),
+            "auroc": finite(auroc_error_detection(confidence, correct)),
+            "ece": finite(ece(confidence, correct, n_bins)),
+            "n_words": int(len(correct)),
+            "word_accuracy": finite(correct.mean()) if len(correct) else None}
+
+
+def plot_reliability(path: os.PathLike, curves: Mapping[str, Tuple[np.ndarray, np.ndarray]],
+                     n_bins: int = 10, title: str = "") -> None:
+    """Reliability diagram: per-bin accuracy against mean confidence, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for name, (confidence, correct) in curves.items():
+        count, mean_conf, accuracy = reliability_bins(confidence, correct, n_bins)
+        filled = count > 0
+        label = f"{name} (ECE {ece(confidence, correct, n_bins):.3f})"
+        ax.plot(mean_conf[filled], accuracy[filled], marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("word confidence")
+    ax.set_ylabel("word accuracy")
+    ax.set_title(title or "reliability diagram")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""Word-confidence metrics (NCE, AUROC, ECE), temperature calibration and their use in score.py."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffasr.bin import score as score_bin
+from diffasr.scoring.sclite import ScoringError, find_sclite
+from diffasr.scoring.uncertainty import (apply_temperature, auroc_error_detection, ece,
+                                         fit_temperature, nce, plot_reliability,
+                                         read_word_confidences, reliability_bins)
+
+
+def _have_sclite() -> bool:
+    try:
+        find_sclite()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def arrays(conf, correct):
+    return np.asarray(conf, dtype=float), np.asarray(correct, dtype=bool)
+
+
+def test_nce_matches_hand_computation():
+    # Prior p = 1/2 over 4 words: 4 bits. Confidences cost
+    # -(log2 .9 + log2 .8 + log2 (1-.3) + log2 (1-.6)) = 2.310432 bits.
+    conf, correct = arrays([0.9, 0.8, 0.3, 0.6], [True, True, False, False])
+    assert nce(conf, correct) == pytest.approx((4 - 2.310432) / 4, abs=1e-6)
+    # Confidence equal to the prior gives exactly 0; perfect confidence gives ~1.
+    assert nce(np.full(4, 0.5), correct) == pytest.approx(0.0, abs=1e-12)
+    assert nce(arrays([1, 1, 0, 0], correct)[0], correct) == pytest.approx(1.0, abs=1e-4)
+    assert np.isnan(nce(*arrays([0.9, 0.8], [True, True])))
+
+
+def test_auroc_counts_pairs_with_ties_as_half():
+    # Correct words 0.9, 0.8, 0.5 against errors 0.5, 0.2: 5 of 6 pairs ordered, 1 tie.
+    conf, correct = arrays([0.9, 0.5, 0.8, 0.2, 0.5], [True, False, True, False, True])
+    assert auroc_error_detection(conf, correct) == pytest.approx(5.5 / 6)
+    # Inverted confidences detect errors perfectly badly.
+    assert auroc_error_detection(1 - conf[[0, 2, 3]], correct[[0, 2, 3]]) == pytest.approx(0.0)
+    assert np.isnan(auroc_error_detection(*arrays([0.3], [True])))
+
+
+def test_ece_matches_hand_computation():
+    # Bin 9: conf .92/.98, one right -> |0.5 - 0.95| = .45; bin 1: .12/.18, none right -> .15.
+    conf, correct = arrays([0.92, 0.98, 0.12, 0.18], [True, False, False, False])
+    assert ece(conf, correct, n_bins=10) == pytest.approx(0.5 * 0.45 + 0.5 * 0.15)
+    assert ece(*arrays([0.25, 0.75], [False, True]), n_bins=2) == pytest.approx(0.25)
+
+
+def test_bin_edges_put_boundaries_in_the_upper_bin_and_one_in_the_last():
+    count, _, _ = reliability_bins(np.array([0.0, 0.5, 1.0, 0.1]), np.ones(4, bool), n_bins=10)
+    assert count.tolist() == [1, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def overconfident_set(rng, n):
+    """Labels drawn from sigmoid(z); the reported confidence is the sharper sigmoid(3 z)."""
+    z = rng.normal(1.0, 1.5, n)
+    correct = rng.random(n) < 1 / (1 + np.exp(-z))
+    return 1 / (1 + np.exp(-3 * z)), correct
+
+
+def test_temperature_fitted_on_dev_lowers_test_ece():
+    rng = np.random.default_rng(0)
+    dev_conf, dev_correct = overconfident_set(rng, 3000)
+    test_conf, test_correct = overconfident_set(rng, 3000)
+    temperature = fit_temperature(dev_conf, dev_correct)
+    assert 2.4 < temperature < 3.6  # the true sharpening factor is 3
+    calibrated = apply_temperature(test_conf, temperature)
+    assert ece(calibrated, test_correct) < 0.5 * ece(test_conf, test_correct)
+    assert nce(calibrated, test_correct) > nce(test_conf, test_correct)
+    # Temperature scaling is monotonic, so ranking (AUROC) is unchanged.
+    assert auroc_error_detection(calibrated, test_correct) == pytest.approx(
+        auroc_error_detection(test_conf, test_correct))
+    with pytest.raises(ValueError):
+        fit_temperature(*arrays([0.9, 0.8], [True, True]))
+
+
+def test_reliability_diagram_is_a_png(tmp_path):
+    conf, correct = overconfident_set(np.random.default_rng(1), 200)
+    plot_reliability(tmp_path / "r.png", {"raw": (conf, correct)})
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_confidence_file_errors_name_line_or_utterance(tmp_path):
+    ctm = tmp_path / "word_confidence.ctm"
+    hyps = {"u1": "A B", "u2": ""}
+    ctm.write_text("u1 1 1 1 B 0.5\nu1 1 0 1 a 0.9\n")
+    assert read_word_confidences(ctm, hyps) == {"u1": [0.9, 0.5], "u2": []}
+    ctm.write_text("u1 1 0 1 A 0.9\nu1 1 1 1 B 1.5\n")
+    with pytest.raises(ScoringError, match=r"ctm:2: confidence"):
+        read_word_confidences(ctm, hyps)
+    ctm.write_text("u1 1 0 1 A 0.9\n")
+    with pytest.raises(ScoringError, match=r"'u1'"):
+        read_word_confidences(ctm, hyps)
+    ctm.write_text("u9 1 0 1 A 0.9\n")
+    with pytest.raises(ScoringError, match=r"ctm:1: utterance 'u9'"):
+        read_word_confidences(ctm, hyps)
+
+
+def write_set(root: Path, name: str, refs, hyps, confs):
+    data, decode = root / "data" / name, root / "exp" / "asr" / "decode_d" / name
+    for d in (data, decode):
+        d.mkdir(parents=True)
+    (data / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()))
+    (data / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in refs))
+    (decode / "text").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()))
+    (decode / "word_confidence.ctm").write_text("".join(
+        f"{u} 1 {i} 1 {w} {c}\n" for u in hyps for i, (w, c) in enumerate(zip(hyps[u].split(), confs[u]))))
+    return data, decode
+
+
+@pytest.mark.skipif(not _have_sclite(), reason="sclite missing: run tools/install.sh")
+def test_score_reports_uncertainty_from_sclite_labels(tmp_path):
+    refs = {"s1-a": "A B C D", "s1-b": "E F G H"}
+    hyps = {"s1-a": "A X C D", "s1-b": "E F Y H Z"}  # errors: X, Y, Z (insertion)
+    confs = {"s1-a": [0.9, 0.4, 0.8, 0.7], "s1-b": [0.95, 0.6, 0.3, 0.85, 0.2]}
+    data, decode = write_set(tmp_path, "test", refs, hyps, confs)
+    dev_data, dev_decode = write_set(tmp_path, "dev", refs, hyps, confs)
+    score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode),
+                    "--calib_data_dir", str(dev_data), "--calib_decode_dir", str(dev_decode)])
+    metrics = json.loads((decode / "metrics.json").read_text())
+    u = metrics["uncertainty"]
+    conf = np.array(confs["s1-a"] + confs["s1-b"])
+    correct = np.array([True, False, True, True, True, True, False, True, False])
+    assert u["n_words"] == 9
+    assert u["nce"] == pytest.approx(nce(conf, correct), abs=1e-5)
+    assert u["auroc"] == pytest.approx(1.0)  # every error is less confident than every right word
+    assert u["temperature"] > 0 and "calibrated" in u
+    assert (decode / "reliability.png").is_file()
+    assert not list(dev_decode.glob("score_*"))  # calibration leaves the dev decode dir alone
