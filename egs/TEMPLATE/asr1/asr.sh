@@ -46,6 +46,7 @@ spk_exp=                # speaker experiment dir (default: exp/spk_<config name>
 asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_args=               # extra arguments for every training run
+train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
 text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
@@ -150,7 +151,7 @@ if want 5 && ! ${skip_train}; then
           --output_dir "${stats_dir}" ${asr_args}
     fi
     # shellcheck disable=SC2046,SC2086
-    ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
+    OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${python} -m diffasr.bin.asr_train ${common_args} \
         $(data_args --train_data_path_and_name_and_type "${train_set}") \
           $(data_args --valid_data_path_and_name_and_type "${valid_set}") \

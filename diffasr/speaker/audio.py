@@ -1,0 +1,66 @@
+"""Reading speaker audio with errors that name the utterance and the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import soundfile as sf
+
+
+class SpeakerDataError(ValueError):
+    """Bad speaker data; the message names the list file, utterance and audio path."""
+
+
+def _where(source: Optional[os.PathLike]) -> str:
+    return f"{source}: " if source else ""
+
+
+def audio_frames(path: str, utt: str, sample_rate: int, what: str = "audio",
+                 source: Optional[os.PathLike] = None) -> int:
+    """Number of samples in `path`, checking it exists, is readable, mono and at `sample_rate`."""
+    info = _info(path, utt, what, source)
+    _check_format(info.samplerate, info.channels, info.frames, path, utt, sample_rate, what, source)
+    return info.frames
+
+
+def read_audio(path: str, utt: str, sample_rate: int, what: str = "audio",
+               source: Optional[os.PathLike] = None, start: int = 0,
+               stop: Optional[int] = None) -> np.ndarray:
+    """Samples `start:stop` of a mono wav as float32 in [-1, 1].
+
+    >>> # read_audio("/data/a.wav", "spk1-0001", 16000).shape -> (n_samples,)
+    """
+    _info(path, utt, what, source)  # existence/readability with a clear message
+    try:
+        wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, ...
+        raise SpeakerDataError(f"{_where(source)}cannot read {what} of utterance '{utt}' "
+                               f"({path}): {e}") from None
+    _check_format(sr, wav.shape[1], len(wav) if stop is None and start == 0 else None,
+                  path, utt, sample_rate, what, source)
+    return np.ascontiguousarray(wav[:, 0])
+
+
+def _info(path: str, utt: str, what: str, source: Optional[os.PathLike]):
+    if not Path(path).is_file():
+        raise SpeakerDataError(f"{_where(source)}{what} of utterance '{utt}' does not exist: {path}")
+    try:
+        return sf.info(path)
+    except Exception as e:
+        raise SpeakerDataError(f"{_where(source)}cannot read {what} of utterance '{utt}' "
+                               f"({path}): {e}") from None
+
+
+def _check_format(sr: int, channels: int, frames: Optional[int], path: str, utt: str,
+                  sample_rate: int, what: str, source: Optional[os.PathLike]) -> None:
+    if sr != sample_rate:
+        raise SpeakerDataError(f"{_where(source)}{what} of utterance '{utt}' ({path}) is "
+                               f"{sr} Hz; expected {sample_rate} Hz")
+    if channels != 1:
+        raise SpeakerDataError(f"{_where(source)}{what} of utterance '{utt}' ({path}) has "
+                               f"{channels} channels; expected mono")
+    if frames == 0:
+        raise SpeakerDataError(f"{_where(source)}{what} of utterance '{utt}' ({path}) is empty")
