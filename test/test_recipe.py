@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import kaldiio
@@ -64,8 +65,8 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
         assert {np.asarray(v).shape for v in embeds.values()} == {(192,)}
 
 
-def test_stages_5_to_7_train_decode_and_score(recipe):
-    run_recipe(recipe, "--stage", "5", "--stop-stage", "7")
+def test_stages_5_to_8_train_decode_score_and_pack(recipe):
+    run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
     results = (recipe / "exp" / "RESULTS.md").read_text()
     for exp, decode in (("asr_diffusion_conformer_tiny", "diffusion_8step"), ("asr_ar_conformer_tiny", "ar_beam1")):
         for dset in ("test", "test_clean"):
@@ -75,5 +76,9 @@ def test_stages_5_to_7_train_decode_and_score(recipe):
             assert metrics["n_utt"] == len(read_kv(recipe / "data" / dset / "wav.scp"))
             assert metrics["rtfx"] > 0
             assert "Sum/Avg" in (decode_dir / "score_wer" / "result.txt").read_text()
+    packed = recipe / "exp/asr_diffusion_conformer_tiny/packed/asr_diffusion_conformer_tiny.zip"
+    with zipfile.ZipFile(packed) as z:
+        names = z.namelist()
+    assert "data/token_list/bpe_unigram100/bpe.model" in names and "exp/spk_ecapa_aam_tiny/model.pt" in names
     # Every experiment dir records the command that made it.
     assert "asr.sh" in (recipe / "exp/asr_diffusion_conformer_tiny/run.sh").read_text()

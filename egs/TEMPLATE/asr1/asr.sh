@@ -6,7 +6,7 @@
 #   1 data preparation (local/data.sh)         5 ASR training (collect stats, train)
 #   2 SentencePiece BPE token list             6 decoding of every test set
 #   3 speaker-encoder training (ECAPA)         7 sclite scoring and RESULTS.md
-#   4 enrollment speaker embeddings            8 model packing
+#   4 enrollment speaker embeddings            8 model packing (espnet2.bin.pack)
 set -euo pipefail
 
 log() {
@@ -220,7 +220,18 @@ fi
 
 # ---------------------------------------------------------------------------
 if want 8; then
-  log "Stage 8: model packing is not implemented yet"; exit 1
+  for asr_config in ${asr_configs}; do
+    asr_exp=$(asr_exp_of "${asr_config}")
+    stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
+    packed=${asr_exp}/packed/$(basename "${asr_exp}").zip
+    stage_begin 8 "Packing ${asr_exp} with its tokens, statistics and speaker encoder -> ${packed}"
+    # espnet2's packer stores the files and rewrites the paths in config.yaml to point inside the zip.
+    ${python} -m espnet2.bin.pack asr --asr_train_config "${asr_exp}/config.yaml" \
+      --asr_model_file "${asr_exp}/${inference_model}" --option "${bpemodel}" \
+      --option "${stats_dir}/train/feats_stats.npz" --option "${spk_exp}/model.pt" \
+      --option "${spk_exp}/config.yaml" --outpath "${packed}"
+    stage_end 8
+  done
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"
