@@ -53,7 +53,7 @@ def write_kv(path: os.PathLike, items: Mapping[str, object] | Iterable[Tuple[str
     if len(set(keys)) != len(keys):
         dup = next(k for i, k in enumerate(keys[1:]) if k == keys[i])
         raise DataDirError(f"{path}: duplicate key '{dup}' while writing")
-    _atomic_write(path, "".join(f"{k} {v}\n" for k, v in lines))
+    _atomic_write(path, "".join(f"{k} {v}".rstrip(" ") + "\n" for k, v in lines))
 
 
 def write_jsonl(path: os.PathLike, records: Iterable[dict], key: str = "utt") -> None:
