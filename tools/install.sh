@@ -22,7 +22,7 @@ log() { echo "[$(date +%H:%M:%S)] tools/install.sh: $*"; }
 # Debian packages. sctk gives sclite; espeak-ng/flite are the voices of the embedded
 # corpus; fortunes/bible-kjv-text/wordnet give its sentences; sox resamples and
 # measures; ffmpeg-free audio I/O is done with soundfile (libsndfile ships in its wheel).
-apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min bible-kjv-text wordnet-base"
+apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base"
 if $do_apt; then
   missing=""
   for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
