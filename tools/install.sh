@@ -20,7 +20,7 @@ done
 log() { echo "[$(date +%H:%M:%S)] tools/install.sh: $*"; }
 
 # Debian packages. sctk gives sclite; espeak-ng/flite are the voices of the embedded
-# corpus; fortunes/bible-kjv-text/wordnet give its sentences; sox resamples and
+# corpus; fortunes/wordnet give its sentences; sox resamples and
 # measures; ffmpeg-free audio I/O is done with soundfile (libsndfile ships in its wheel).
 apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base"
 if $do_apt; then
