@@ -15,15 +15,8 @@ from diffasr.scoring.sclite import (ScoringError, find_sclite, parse_summary, re
 
 
 
-def _have_sclite() -> bool:
-    try:
-        find_sclite()
-    except FileNotFoundError:
-        return False
-    return True
 
 
-needs_sclite = pytest.mark.skipif(not _have_sclite(), reason="sclite missing: run tools/install.sh")
 
 # u1: one substitution (B->X) and one insertion (E); u2: one deletion (F); u3: two deletions.
 REFS = {"spk1-u1": "A B C D", "spk1-u2": "E F G", "spk2-u3": "H I"}
@@ -53,7 +46,6 @@ def make_decode_dir(root: Path, hyps=HYPS, timing=None) -> Path:
     return decode
 
 
-@needs_sclite
 def test_sclite_counts_match_hand_counted_errors(tmp_path):
     result = score_with_sclite(tmp_path, REFS, HYPS, UTT2SPK)
     s = result.summary
@@ -67,7 +59,6 @@ def test_sclite_counts_match_hand_counted_errors(tmp_path):
     assert "Sum/Avg" in report and "spk2" in report
 
 
-@needs_sclite
 def test_hypothesis_word_labels_follow_sclite_alignment(tmp_path):
     alignments = score_with_sclite(tmp_path, REFS, HYPS, UTT2SPK).alignments
     assert alignments["spk1-u1"].hyp_word_correct() == [True, False, True, True, False]
@@ -84,7 +75,6 @@ def test_words_to_chars_uses_space_token():
     assert words_to_chars("AB  C") == "A B <space> C"
 
 
-@needs_sclite
 def test_cer_counts_characters_and_word_boundaries(tmp_path):
     refs = {"spk1-u1": "AB C"}
     hyps = {"spk1-u1": "AB D"}  # 4 tokens A B <space> C; one substitution
@@ -97,7 +87,6 @@ def test_cer_counts_characters_and_word_boundaries(tmp_path):
     assert (merged.summary.dele, merged.summary.err) == (1, 1)  # a lost word boundary is one error
 
 
-@needs_sclite
 def test_missing_hypothesis_is_scored_empty_with_warning(tmp_path, caplog):
     hyp_path = tmp_path / "text"
     write_lines(hyp_path, ["spk1-u1 A B C D", "spk2-u3 H I"])
@@ -121,7 +110,6 @@ def test_parse_summary_rejects_a_report_without_sum_rows():
         parse_summary("no table here", "result.txt")
 
 
-@needs_sclite
 def test_find_sclite_finds_an_executable():
     assert Path(find_sclite()).name == "sclite"
 
@@ -145,7 +133,6 @@ def test_speaker_confusion_hand_cases():
         speaker_confusion(refs, hyps, {"u1": mixture["u1"], "u2": mixture["u2"]})
 
 
-@needs_sclite
 def test_score_cli_writes_metrics_and_score_dirs(tmp_path):
     mixture = {u: {"utt": u, "interferers": [{"text": "A X C D E"}]} for u in REFS}
     data = make_data_dir(tmp_path, mixture=mixture)
@@ -167,7 +154,6 @@ def test_score_cli_writes_metrics_and_score_dirs(tmp_path):
     assert (decode / "score_cer" / "ref.trn").read_text().startswith("A <space> B <space> C")
 
 
-@needs_sclite
 def test_timing_for_unknown_utterance_names_file_and_line(tmp_path):
     data = make_data_dir(tmp_path)
     decode = make_decode_dir(tmp_path, timing={"spk1-u1": (1, 2), "spk7-x": (1, 2)})

@@ -7,18 +7,12 @@ import numpy as np
 import pytest
 
 from diffasr.bin import score as score_bin
-from diffasr.scoring.sclite import ScoringError, find_sclite
+from diffasr.scoring.sclite import ScoringError
 from diffasr.scoring.uncertainty import (apply_temperature, auroc_error_detection, ece,
                                          fit_temperature, nce, plot_reliability,
                                          read_word_confidences, reliability_bins)
 
 
-def _have_sclite() -> bool:
-    try:
-        find_sclite()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def arrays(conf, correct):
@@ -114,7 +108,6 @@ def write_set(root: Path, name: str, refs, hyps, confs):
     return data, decode
 
 
-@pytest.mark.skipif(not _have_sclite(), reason="sclite missing: run tools/install.sh")
 def test_score_reports_uncertainty_from_sclite_labels(tmp_path):
     refs = {"s1-a": "A B C D", "s1-b": "E F G H"}
     hyps = {"s1-a": "A X C D", "s1-b": "E F Y H Z"}  # errors: X, Y, Z (insertion)
