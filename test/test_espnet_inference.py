@@ -140,3 +140,76 @@ def test_collect_stats_runs_with_enroll_embed(corpus, tmp_path):
     assert (tmp_path / "stats/train/feats_stats.npz").exists()
     shapes = (tmp_path / "stats/train/enroll_embed_shape").read_text().split()
     assert shapes[1] == str(EMBED_DIM)
+
+
+@pytest.fixture(scope="module")
+def diffusion_exp(corpus, tmp_path_factory):
+    return _train(corpus, "train_diffusion_conformer_tiny.yaml", tmp_path_factory.mktemp("exp") / "exp")
+
+
+def _decode(corpus, exp, out, *options):
+    asr_inference.main([
+        "--output_dir", str(out), "--asr_train_config", str(exp / "config.yaml"),
+        "--asr_model_file", str(exp / "1epoch.pth"),
+        "--data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
+        "--data_path_and_name_and_type", f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
+        "--batch_size", "3", *options,
+    ])
+    return dict(line.split(" ", 1) if " " in line else (line, "")
+                for line in (out / "text").read_text().splitlines())
+
+
+def test_deliberation_with_nothing_masked_returns_the_external_hypothesis(corpus, diffusion_exp, tmp_path):
+    hyps = {line.split()[0]: " ".join(reversed(line.split()[1:]))
+            for line in (corpus / "text").read_text().splitlines()}
+    (tmp_path / "hyp").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()))
+    out = _decode(corpus, diffusion_exp, tmp_path / "out", "--decode_mode", "deliberation",
+                  "--deliberation_hyp", str(tmp_path / "hyp"), "--mask_ratio", "0", "--canvas_margin", "0")
+    assert out == hyps
+    remasked = [line.split() for line in (tmp_path / "out/remasked").read_text().splitlines()]
+    assert [int(n) for _, n, _ in remasked] == [0] * len(hyps)
+
+
+def test_deliberation_masks_the_requested_share_and_keeps_the_rest(corpus, diffusion_exp, tmp_path):
+    out_dir = tmp_path / "out"
+    _decode(corpus, diffusion_exp, out_dir, "--decode_mode", "deliberation", "--masking", "random",
+            "--mask_ratio", "0.5", "--steps", "2")
+    for line in (out_dir / "remasked").read_text().splitlines():
+        _, remasked, canvas = line.split()
+        assert int(remasked) == int(int(canvas) * 0.5 + 0.5)
+
+
+def test_ctc_greedy_mode_writes_confidences(corpus, diffusion_exp, tmp_path):
+    _decode(corpus, diffusion_exp, tmp_path / "out", "--decode_mode", "ctc_greedy")
+    assert (tmp_path / "out/word_confidence.ctm").exists()
+
+
+def test_hypothesis_file_errors_name_the_utterance(corpus, diffusion_exp, tmp_path):
+    lines = (corpus / "text").read_text().splitlines()
+    (tmp_path / "short").write_text("\n".join(lines[:-1]) + "\n")
+    missing = lines[-1].split()[0]
+    with pytest.raises(ValueError, match=f"no line for utterance {missing}"):
+        _decode(corpus, diffusion_exp, tmp_path / "a", "--decode_mode", "deliberation",
+                "--deliberation_hyp", str(tmp_path / "short"))
+    utt = lines[2].split()[0]
+    piece = (corpus / "tokens.txt").read_text().split()[2]
+    tokens = [f"{u} {piece}" for u in (line.split()[0] for line in lines)]
+    tokens[2] = f"{utt} {piece} NOT-A-PIECE"
+    (tmp_path / "tokens").write_text("\n".join(tokens) + "\n")
+    with pytest.raises(ValueError, match=f"tokens:3: the hypothesis of utterance {utt} has tokens outside"):
+        _decode(corpus, diffusion_exp, tmp_path / "b", "--decode_mode", "deliberation",
+                "--deliberation_hyp", str(tmp_path / "tokens"), "--deliberation_hyp_type", "token")
+
+
+def test_audio_longer_than_the_model_maximum_is_refused(corpus, diffusion_exp, tmp_path):
+    with pytest.raises(ValueError, match=r"lasts 0.4 s, longer than this model's maximum of 0.3 s"):
+        _decode(corpus, diffusion_exp, tmp_path / "out", "--max_audio_seconds", "0.3")
+
+
+def test_fixed_canvas_blocks_that_do_not_divide_are_refused(corpus, diffusion_exp, tmp_path):
+    with pytest.raises(ValueError, match=r"use one of \[1, 2, 3, 4, 6, 12\]"):
+        _decode(corpus, diffusion_exp, tmp_path / "out", "--canvas", "fixed", "--canvas_length", "12",
+                "--block_length", "5")
+    with pytest.raises(ValueError, match="use steps = 3, 6, 9"):
+        _decode(corpus, diffusion_exp, tmp_path / "out", "--canvas", "fixed", "--canvas_length", "12",
+                "--block_length", "4", "--steps", "4")

@@ -187,3 +187,36 @@ def test_film_position_makes_encoder_output_depend_on_the_speaker(position):
     plain, _ = model.encode(b["speech"], b["speech_lengths"])
     plain = plain[0] if isinstance(plain, tuple) else plain
     assert not torch.allclose(plain, out_a)
+
+
+def test_decoder_tells_masked_positions_apart():
+    """From a fully masked canvas only position distinguishes the slots; the decoder
+    must learn to fill two different canvases (a sqrt(d)-scaled embedding with a
+    sinusoidal encoding stayed at one token everywhere)."""
+    from diffasr.diffusion import forward_mask, scaled_masked_cross_entropy
+    from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+
+    torch.manual_seed(0)
+    mask_id, end_id = 10, 11
+    decoder = DiffusionTransformerDecoder(12, 32, attention_heads=2, linear_units=64, num_blocks=2, dropout_rate=0.0)
+    memory, memory_lens = torch.randn(2, 20, 32), torch.tensor([20, 20])
+    canvas = torch.tensor([[3, 4, 5, 5, 6, 2, 7, end_id, end_id, end_id], [9, 8, 7, 6, 5, end_id, end_id, end_id, end_id, end_id]])
+    lengths = torch.tensor([10, 10])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=0.003)
+    for _ in range(150):
+        noisy, is_masked, p = forward_mask(canvas, lengths, mask_id)
+        loss = scaled_masked_cross_entropy(decoder(memory, memory_lens, noisy, lengths)[0], canvas, is_masked, p, lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        logits, _ = decoder(memory, memory_lens, torch.full_like(canvas, mask_id), lengths)
+    assert torch.equal(logits.argmax(-1), canvas)
+
+
+def test_canvas_longer_than_the_position_table_is_refused():
+    from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+
+    decoder = DiffusionTransformerDecoder(5, 8, attention_heads=2, linear_units=8, num_blocks=1, max_positions=4)
+    with pytest.raises(ValueError, match="max_positions=4"):
+        decoder(torch.randn(1, 3, 8), torch.tensor([3]), torch.zeros(1, 5, dtype=torch.long), torch.tensor([5]))

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm")
+KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm", "remasked")
 
 
 def main() -> int:

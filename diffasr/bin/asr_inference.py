@@ -9,6 +9,12 @@ inference.  Writes, sorted by utterance, into ``--output_dir``:
 - ``token``                ``<utt> tokens``
 - ``timing``               ``<utt> <decode_wall_seconds> <audio_seconds>``
 - ``word_confidence.ctm``  ``<utt> 1 <word_index> 1 <WORD> <confidence>``
+- ``remasked``             ``<utt> <tokens re-denoised> <canvas length>`` (deliberation only)
+
+A diffusion model decodes in one of three modes (``--decode_mode``): ``diffusion`` (denoise
+a fully masked canvas), ``deliberation`` (mask part of a first-pass hypothesis, from
+``--deliberation_hyp`` or the model's own CTC greedy path, and denoise it again) or
+``ctc_greedy`` (the first pass alone).
 """
 
 import argparse
@@ -38,10 +44,12 @@ from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
 
 from diffasr.espnet2.model import CANVAS_MODES, DiffusionASRModel
-from diffasr.espnet2.task import ENROLL_EMBED, DiffASRTask
-from diffasr.diffusion.sampler import REMASKING
+from diffasr.espnet2.task import DEFAULT_MAX_AUDIO_SECONDS, ENROLL_EMBED, DiffASRTask
+from diffasr.diffusion.sampler import DELIBERATION_MASKING, REMASKING
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's word-initial marker
+DECODE_MODES = ("diffusion", "deliberation", "ctc_greedy")
+HYPOTHESIS_TYPES = ("text", "token")
 
 
 @dataclass
@@ -52,6 +60,8 @@ class Recognition:
     tokens: List[str]
     token_ids: List[int]
     confidences: List[float]
+    num_remasked: Optional[int] = None  # deliberation: tokens re-denoised
+    canvas_length: Optional[int] = None  # deliberation: canvas positions
 
 
 def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -> List[Tuple[str, float]]:
@@ -113,8 +123,30 @@ class Speech2Text:
         # ESPnet Mask-CTC
         maskctc_n_iterations: int = 10,
         maskctc_threshold_probability: float = 0.99,
+        # diffusion models: mode and deliberation
+        decode_mode: str = "diffusion",
+        deliberation_hyp: Optional[str] = None,
+        deliberation_hyp_type: str = "text",
+        masking: str = "random",
+        mask_ratio: float = 0.3,
+        deliberation_threshold: Optional[float] = None,
+        confidence_temperature: float = 1.0,
+        num_chunks: int = 1,
+        seed: int = 0,
+        max_audio_seconds: Optional[float] = None,
     ):
+        if decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {decode_mode!r}")
+        if masking not in DELIBERATION_MASKING:
+            raise ValueError(f"masking must be one of {DELIBERATION_MASKING}, got {masking!r}")
+        if masking == "confidence_guided" and deliberation_threshold is None:
+            raise ValueError("masking: confidence_guided needs deliberation_threshold")
+        if deliberation_hyp_type not in HYPOTHESIS_TYPES:
+            raise ValueError(f"deliberation_hyp_type must be one of {HYPOTHESIS_TYPES}, got {deliberation_hyp_type!r}")
         model, train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        if decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
+            raise ValueError(f"decode_mode {decode_mode} needs a diffusion model; {asr_train_config} "
+                             f"has model: {getattr(train_args, 'model', '?')}")
         self.model = model.to(dtype=getattr(torch, dtype)).eval()
         self.device = device
         self.converter = TokenIDConverter(token_list=model.token_list)
@@ -128,6 +160,21 @@ class Speech2Text:
             threshold=threshold, temperature=temperature,
             canvas=canvas, canvas_length=canvas_length, canvas_margin=canvas_margin,
         )
+        self.decode_mode = decode_mode
+        self.deliberation_options = dict(
+            steps=steps, masking=masking, mask_ratio=mask_ratio, threshold=deliberation_threshold,
+            confidence_temperature=confidence_temperature, num_chunks=num_chunks,
+            canvas_margin=canvas_margin,
+        )
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.hypotheses = None
+        if decode_mode == "deliberation" and deliberation_hyp not in (None, "ctc"):
+            self.hypotheses = self.read_hypotheses(deliberation_hyp, deliberation_hyp_type)
+        frontend_conf = getattr(train_args, "frontend_conf", None) or {}
+        self.fs = int(frontend_conf.get("fs", 16000)) if isinstance(frontend_conf, dict) else 16000
+        if max_audio_seconds is None:
+            max_audio_seconds = getattr(train_args, "max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)
+        self.max_audio_seconds = max_audio_seconds
         self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
         self.beam_search, self.maskctc = None, None
         if isinstance(model, MaskCTCModel):
@@ -150,31 +197,108 @@ class Speech2Text:
         search.__class__ = BatchBeamSearch  # every scorer above is batch-capable
         return search.to(device=self.device, dtype=getattr(torch, dtype)).eval()
 
+    def read_hypotheses(self, path: str, hyp_type: str = "text") -> Dict[str, List[int]]:
+        """First-pass hypotheses ``<utt> WORDS`` (or ``<utt> pieces`` for ``token``) as token ids.
+
+        A piece outside the model's token list is an error naming the utterance and line.
+        """
+        vocabulary = set(self.model.token_list)
+        hypotheses = {}
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.rstrip("\n").split(maxsplit=1)
+                if not fields:
+                    continue
+                utt, words = fields[0], fields[1] if len(fields) > 1 else ""
+                if utt in hypotheses:
+                    raise ValueError(f"{path}:{number}: utterance {utt} appears twice")
+                pieces = self.tokenizer.text2tokens(words) if hyp_type == "text" else words.split()
+                unknown = [p for p in pieces if p not in vocabulary]
+                if unknown:
+                    raise ValueError(
+                        f"{path}:{number}: the hypothesis of utterance {utt} has tokens outside the "
+                        f"model's token list: {unknown[:5]}"
+                    )
+                hypotheses[utt] = self.converter.tokens2ids(pieces)
+        return hypotheses
+
+    def _hypotheses_for(self, keys: Optional[Sequence[str]]) -> Optional[List[List[int]]]:
+        if self.hypotheses is None:
+            return None  # the model's own CTC greedy path
+        if keys is None:
+            raise ValueError("deliberating an external hypothesis file needs the utterance keys")
+        missing = [k for k in keys if k not in self.hypotheses]
+        if missing:
+            raise ValueError(f"the deliberation hypothesis file has no line for utterance {missing[0]}")
+        for key in keys:
+            if len(self.hypotheses[key]) > self.model.canvas_length:
+                raise ValueError(
+                    f"the hypothesis of utterance {key} has {len(self.hypotheses[key])} tokens, more "
+                    f"than the model's canvas_length={self.model.canvas_length}"
+                )
+        return [self.hypotheses[k] for k in keys]
+
+    def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None) -> None:
+        """Refuse audio longer than the model's ``max_audio_seconds`` (no segmentation yet)."""
+        if self.max_audio_seconds is None:
+            return
+        seconds = speech_lengths.float() / self.fs
+        too_long = (seconds > self.max_audio_seconds).nonzero()
+        if too_long.numel() > 0:
+            index = int(too_long[0])
+            who = f"utterance {keys[index]}" if keys else "the audio"
+            raise ValueError(
+                f"{who} lasts {float(seconds[index]):.1f} s, longer than this model's maximum of "
+                f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml); cut it into "
+                "shorter segments first: long-form segmentation is not supported yet"
+            )
+
     @torch.no_grad()
     def __call__(
         self,
         speech: torch.Tensor,
         speech_lengths: Optional[torch.Tensor] = None,
         enroll_embed: Optional[torch.Tensor] = None,
+        keys: Optional[Sequence[str]] = None,
     ) -> List[Recognition]:
-        """Decode a batch: speech [B, T] (or [T]), lengths [B], enroll_embed [B, E]."""
+        """Decode a batch: speech [B, T] (or [T]), lengths [B], enroll_embed [B, E].
+
+        ``keys`` (utterance ids) name utterances in errors and select external
+        deliberation hypotheses.
+        """
         if speech.dim() == 1:
             speech = speech.unsqueeze(0)
         if speech_lengths is None:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+        if enroll_embed is not None and enroll_embed.dim() == 1:
+            enroll_embed = enroll_embed.unsqueeze(0)
+        self.check_duration(speech_lengths, keys)
         dtype = next(self.model.parameters()).dtype
         speech = speech.to(self.device, dtype=dtype)
         speech_lengths = speech_lengths.to(self.device)
         if enroll_embed is not None:
             enroll_embed = enroll_embed.to(self.device, dtype=dtype)
 
-        if isinstance(self.model, DiffusionASRModel):
+        if not isinstance(self.model, DiffusionASRModel):
+            ids, confidences = self._espnet_decode(speech, speech_lengths)
+            return [self._result(i, c) for i, c in zip(ids, confidences)]
+        if self.decode_mode == "ctc_greedy":
+            ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enroll_embed)
+            return [self._result(i, c) for i, c in zip(ids, confidences)]
+        if self.decode_mode == "diffusion":
             ids, confidences, _ = self.model.diffusion_decode(
                 speech, speech_lengths, enroll_embed, **self.diffusion_options
             )
-        else:
-            ids, confidences = self._espnet_decode(speech, speech_lengths)
-        return [self._result(i, c) for i, c in zip(ids, confidences)]
+            return [self._result(i, c) for i, c in zip(ids, confidences)]
+        ids, confidences, out = self.model.deliberation_decode(
+            speech, speech_lengths, enroll_embed, hypotheses=self._hypotheses_for(keys),
+            generator=self.generator, **self.deliberation_options,
+        )
+        results = [self._result(i, c) for i, c in zip(ids, confidences)]
+        remasked = out.is_remasked.sum(dim=1).tolist()
+        for b, result in enumerate(results):
+            result.num_remasked, result.canvas_length = int(remasked[b]), int(out.canvas_lengths[b])
+        return results
 
     def _espnet_decode(self, speech, speech_lengths) -> Tuple[List[List[int]], List[List[float]]]:
         encoder_out, encoder_out_lens = self.model.encode(speech, speech_lengths)
@@ -283,7 +407,9 @@ def inference(
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     set_all_random_seed(seed)
     device = "cuda" if ngpu > 0 else "cpu"
-    speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, dtype=dtype, **decode_options)
+    speech2text = Speech2Text(
+        asr_train_config, asr_model_file, device=device, dtype=dtype, seed=seed, **decode_options
+    )
 
     override = None
     if enroll_embed_override == "rotate":
@@ -314,7 +440,7 @@ def inference(
             batch[ENROLL_EMBED] = torch.from_numpy(np.stack([override[k] for k in keys]))
         batch = to_device(batch, device)
         tic = time.perf_counter()
-        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED))
+        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED), keys)
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
         for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
             results[key] = (recognition, share, samples / fs)
@@ -331,9 +457,14 @@ def load_train_args(asr_train_config: str) -> argparse.Namespace:
 
 
 def write_outputs(output_dir: Path, results: Dict[str, Tuple[Recognition, float, float]]) -> None:
-    """Write text, token, timing and word_confidence.ctm, sorted by utterance."""
+    """Write text, token, timing, word_confidence.ctm (and remasked), sorted by utterance."""
     output_dir.mkdir(parents=True, exist_ok=True)
     keys = sorted(results)
+    if any(results[k][0].num_remasked is not None for k in keys):
+        with (output_dir / "remasked").open("w", encoding="utf-8") as remasked:
+            for key in keys:
+                recognition = results[key][0]
+                remasked.write(f"{key} {recognition.num_remasked} {recognition.canvas_length}\n")
     with (output_dir / "text").open("w", encoding="utf-8") as text, \
             (output_dir / "token").open("w", encoding="utf-8") as token, \
             (output_dir / "timing").open("w", encoding="utf-8") as timing, \
@@ -386,6 +517,27 @@ def get_parser() -> config_argparse.ArgumentParser:
                        help="default: as trained")
     group.add_argument("--canvas_length", type=int, default=None, help="fixed length / dynamic maximum")
     group.add_argument("--canvas_margin", type=int, default=None, help="dynamic canvas margin")
+
+    group.add_argument("--decode_mode", default="diffusion", choices=list(DECODE_MODES),
+                       help="diffusion: from a masked canvas; deliberation: revise a first pass; "
+                       "ctc_greedy: the first pass alone")
+    group.add_argument("--max_audio_seconds", type=float, default=None,
+                       help="refuse longer audio (default: max_audio_seconds of the training config)")
+
+    group = parser.add_argument_group("Deliberation (decode_mode: deliberation)")
+    group.add_argument("--deliberation_hyp", type=str_or_none, default=None,
+                       help="first-pass hypotheses '<utt> WORDS' (e.g. an AR decode dir's text); "
+                       "none or 'ctc': this model's CTC greedy path")
+    group.add_argument("--deliberation_hyp_type", default="text", choices=list(HYPOTHESIS_TYPES),
+                       help="text: words, tokenized with the model's BPE; token: model pieces")
+    group.add_argument("--masking", default="random", choices=list(DELIBERATION_MASKING))
+    group.add_argument("--mask_ratio", type=float, default=0.3,
+                       help="share of the canvas masked (random, low_confidence)")
+    group.add_argument("--deliberation_threshold", type=float, default=None,
+                       help="confidence_guided: mask tokens whose calibrated confidence is below")
+    group.add_argument("--confidence_temperature", type=float, default=1.0,
+                       help="calibration of the hypothesis scores: sigmoid(logit(p) / T)")
+    group.add_argument("--num_chunks", type=int, default=1, help="semi-AR deliberation chunks")
 
     group = parser.add_argument_group("Beam search (model: espnet)")
     group.add_argument("--beam_size", type=int, default=10)

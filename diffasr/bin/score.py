@@ -116,11 +116,17 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
         report = uncertainty.confidence_metrics(conf, correct, n_bins)
         curves = {"raw": (conf, correct)}
         if calib_decode_dir is not None:
-            temperature = fit_calibration(calib_data_dir, calib_decode_dir)
-            calibrated = uncertainty.apply_temperature(conf, temperature)
-            report["temperature"] = round(temperature, 6)
-            report["calibrated"] = uncertainty.confidence_metrics(calibrated, correct, n_bins)
-            curves[f"calibrated (T={temperature:.2f})"] = (calibrated, correct)
+            try:
+                temperature = fit_calibration(calib_data_dir, calib_decode_dir)
+            except ScoringError as e:
+                # e.g. a dev decode with no word, or no error, to learn from: report it, go on
+                logging.warning("no calibration for %s: %s", decode_dir, e)
+                report["calibration_error"] = str(e)
+            else:
+                calibrated = uncertainty.apply_temperature(conf, temperature)
+                report["temperature"] = round(temperature, 6)
+                report["calibrated"] = uncertainty.confidence_metrics(calibrated, correct, n_bins)
+                curves[f"calibrated (T={temperature:.2f})"] = (calibrated, correct)
         uncertainty.plot_reliability(png, curves, n_bins, title=f"{data_dir.name}: word confidence")
         report["n_bins"] = n_bins
         report["reliability_png"] = png.name

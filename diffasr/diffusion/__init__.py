@@ -10,6 +10,7 @@ from diffasr.diffusion.sampler import (
     SamplerOutput,
     deliberate,
     generate,
+    hypothesis_confidence,
     num_transfer_tokens,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "deliberate",
     "forward_mask",
     "generate",
+    "hypothesis_confidence",
     "num_transfer_tokens",
     "scaled_masked_cross_entropy",
 ]

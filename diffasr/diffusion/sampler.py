@@ -26,6 +26,7 @@ class SamplerOutput:
     commit_step: schedule step at which the position was committed (-1: given).
     is_remasked: positions the sampler filled in (masked on entry or by deliberation).
     num_denoise_calls: model evaluations used (NFE).
+    canvas_lengths: [B] positions each utterance owns.
     """
 
     tokens: torch.Tensor
@@ -35,6 +36,7 @@ class SamplerOutput:
     commit_step: torch.Tensor
     is_remasked: torch.Tensor
     num_denoise_calls: int = 0
+    canvas_lengths: Optional[torch.Tensor] = None
 
 
 def num_transfer_tokens(is_masked: torch.Tensor, steps: int) -> torch.Tensor:
@@ -100,9 +102,10 @@ def _check_schedule(length: int, steps: int, block_length: int) -> int:
     return num_blocks
 
 
-def _untouched(tokens: torch.Tensor, is_remasked: torch.Tensor) -> SamplerOutput:
+def _untouched(tokens: torch.Tensor, is_remasked: torch.Tensor, canvas_lengths: torch.Tensor) -> SamplerOutput:
     """The output for a canvas of which nothing has been committed yet."""
     return SamplerOutput(
+        canvas_lengths=canvas_lengths,
         tokens=tokens,
         confidence=torch.ones(tokens.shape, device=tokens.device),
         entropy=torch.zeros(tokens.shape, device=tokens.device),
@@ -157,7 +160,7 @@ def generate(
     positions = torch.arange(length, device=canvas.device)
     inside = positions < canvas_lengths.to(canvas.device)[:, None]
     tokens = canvas.clone()
-    out = _untouched(tokens, (canvas == mask_id) & inside)
+    out = _untouched(tokens, (canvas == mask_id) & inside, canvas_lengths)
     last_argmax = torch.full_like(out.flips, -1)
 
     for block in range(num_blocks):
@@ -195,7 +198,7 @@ def generate(
     return out
 
 
-def _hypothesis_confidence(denoise: Denoiser, tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
+def hypothesis_confidence(denoise: Denoiser, tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
     """Probability the model gives each token of an unmasked hypothesis (one pass)."""
     logits = _forbid_mask(denoise(tokens), mask_id)
     return logits.softmax(dim=-1).gather(-1, tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -226,12 +229,14 @@ def deliberate(
     "low_confidence": the ``mask_ratio`` share that the model, scoring the
     unmasked hypothesis in one pass, gives the lowest probability;
     "confidence_guided": exactly the tokens whose confidence is below
-    ``threshold`` (``confidence`` [B, L] if given, e.g. calibrated, else the
-    model's score as for "low_confidence").
+    ``threshold``.
+    The confidence is ``confidence`` [B, L] when given (e.g. the model's score,
+    calibrated), else the model's score of the unmasked hypothesis.
     ``num_chunks > 1`` deliberates semi-autoregressively: each canvas is cut
     into ``num_chunks`` near-equal chunks, masked and re-denoised left to right
-    (later chunks are scored after earlier ones were revised); ``steps`` is
-    the total and is split evenly between chunks.
+    (with "low_confidence", chunks after the first are scored again once the
+    earlier ones were revised); ``steps`` is the total and is split evenly
+    between chunks.
     """
     if masking not in DELIBERATION_MASKING:
         raise ValueError(f"masking must be one of {DELIBERATION_MASKING}, got {masking!r}")
@@ -255,15 +260,15 @@ def deliberate(
     steps_per_chunk = steps // num_chunks
 
     tokens = hyp.clone()
-    out = _untouched(tokens, torch.zeros_like(inside))
+    out = _untouched(tokens, torch.zeros_like(inside), canvas_lengths)
     for chunk in range(num_chunks):
         in_chunk = (chunk_of == chunk) & inside
         if masking == "random":
             token_confidence = torch.rand(batch, length, generator=generator, device=hyp.device)
-        elif masking == "confidence_guided" and confidence is not None:
+        elif confidence is not None and (masking == "confidence_guided" or chunk == 0):
             token_confidence = confidence.to(hyp.device).float()
         else:  # the later chunks are scored after the earlier ones were revised
-            token_confidence = _hypothesis_confidence(denoise, tokens, mask_id)
+            token_confidence = hypothesis_confidence(denoise, tokens, mask_id)
             out.num_denoise_calls += 1
         if masking == "confidence_guided":
             remask = in_chunk & (token_confidence < threshold)

@@ -16,7 +16,6 @@ from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.legacy.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
 from espnet2.legacy.nets.pytorch_backend.transformer.decoder_layer import DecoderLayer
-from espnet2.legacy.nets.pytorch_backend.transformer.embedding import PositionalEncoding
 from espnet2.legacy.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 from espnet2.legacy.nets.pytorch_backend.transformer.mask import subsequent_mask
 from espnet2.legacy.nets.pytorch_backend.transformer.positionwise_feed_forward import (
@@ -55,14 +54,19 @@ class DiffusionTransformerDecoder(AbsDecoder):
         src_attention_dropout_rate: float = 0.0,
         normalize_before: bool = True,
         concat_after: bool = False,
+        max_positions: int = 512,
     ):
         super().__init__()
         size = encoder_output_size
         self.vocab_size = vocab_size
-        self.embed = torch.nn.Sequential(
-            torch.nn.Embedding(vocab_size, size),
-            PositionalEncoding(size, positional_dropout_rate),
-        )
+        self.embed = torch.nn.Embedding(vocab_size, size)
+        # Learned absolute positions, on the same scale as the token embedding.  Every
+        # position of a fully masked canvas holds the same token, so position is all that
+        # tells them apart; ESPnet's sinusoidal encoding, added to an embedding scaled by
+        # sqrt(size), is too weak a signal for that (a 2-block decoder could not learn
+        # to fill a single memorised canvas in 300 steps).
+        self.position = torch.nn.Embedding(max_positions, size)
+        self.embed_dropout = torch.nn.Dropout(positional_dropout_rate)
         self.decoders = repeat(
             num_blocks,
             lambda layer_index: DecoderLayer(
@@ -105,7 +109,13 @@ class DiffusionTransformerDecoder(AbsDecoder):
             tgt_mask = tgt_mask & subsequent_mask(length, device=hs_pad.device).unsqueeze(0)
         memory_mask = (~make_pad_mask(hlens, maxlen=hs_pad.size(1)))[:, None, :].to(hs_pad.device)
 
-        x = self.embed(ys_in_pad)
+        if length > self.position.num_embeddings:
+            raise ValueError(
+                f"canvas of {length} positions is longer than decoder_conf max_positions="
+                f"{self.position.num_embeddings}"
+            )
+        positions = torch.arange(length, device=ys_in_pad.device)
+        x = self.embed_dropout(self.embed(ys_in_pad) + self.position(positions)[None])
         x, _, _, _ = self.decoders(x, tgt_mask, hs_pad, memory_mask)
         if self.normalize_before:
             x = self.after_norm(x)

@@ -28,8 +28,10 @@ from diffasr.diffusion import (
     SamplerOutput,
     build_canvas,
     canvas_lengths_from_predicted,
+    deliberate,
     forward_mask,
     generate,
+    hypothesis_confidence,
     scaled_masked_cross_entropy,
 )
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
@@ -314,8 +316,10 @@ class DiffusionASRModel(ESPnetASRModel):
             predicted = self.ctc_lengths(encoder_out, encoder_out_lens)
             lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
         width = int(lengths.max())
-        if block_length is not None:
-            # Round the batch canvas up to whole blocks; the extra positions are padding.
+        if block_length is not None and canvas == "dynamic":
+            # A dynamic canvas varies per batch: round it up to whole blocks (the extra
+            # positions are padding) and the steps to a multiple of the blocks.  A fixed
+            # canvas is checked as given by the sampler, which names values that work.
             width = -(-width // block_length) * block_length
             num_blocks = width // block_length
             if steps % num_blocks != 0:
@@ -332,12 +336,102 @@ class DiffusionASRModel(ESPnetASRModel):
             block_length=block_length, remasking=remasking,
             threshold=threshold, temperature=temperature,
         )
+        return (*self._strip_fill(out, lengths), out)
+
+    def _strip_fill(self, out: SamplerOutput, lengths: torch.Tensor) -> Tuple[List[List[int]], List[List[float]]]:
+        """Token ids and confidences of each canvas, ``<sos/eos>``/``<mask>``/``<blank>`` removed."""
         fill = {self.end_id, self.mask_id, self.blank_id}
         token_ids, confidences = [], []
-        for b in range(batch):
-            keep = [
-                i for i in range(int(lengths[b])) if int(out.tokens[b, i]) not in fill
-            ]
+        for b in range(out.tokens.size(0)):
+            keep = [i for i in range(int(lengths[b])) if int(out.tokens[b, i]) not in fill]
             token_ids.append([int(out.tokens[b, i]) for i in keep])
             confidences.append([float(out.confidence[b, i]) for i in keep])
-        return token_ids, confidences, out
+        return token_ids, confidences
+
+    def ctc_greedy(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> List[List[int]]:
+        """Best CTC path of each utterance, repeats merged and blanks dropped."""
+        best = self.ctc.argmax(encoder_out)
+        previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.blank_id)
+        inside = torch.arange(best.size(1), device=best.device) < encoder_out_lens[:, None]
+        emitted = inside & (best != self.blank_id) & (best != previous)
+        return [best[b][emitted[b]].tolist() for b in range(best.size(0))]
+
+    @torch.no_grad()
+    def ctc_greedy_decode(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor, enroll_embed: Optional[torch.Tensor] = None
+    ) -> Tuple[List[List[int]], List[List[float]]]:
+        """CTC greedy hypotheses, each token scored by the diffusion decoder (one pass)."""
+        if self.ctc is None:
+            raise ValueError("CTC greedy decoding needs the CTC head, but this model has none")
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        hyps = self.ctc_greedy(encoder_out, encoder_out_lens)
+        canvas, lengths = self._hypothesis_canvas(hyps, margin=0)
+        confidence = hypothesis_confidence(
+            lambda tokens: self.decoder(encoder_out, encoder_out_lens, tokens, lengths)[0],
+            canvas, self.mask_id,
+        )
+        return [list(h) for h in hyps], [confidence[b, : len(h)].tolist() for b, h in enumerate(hyps)]
+
+    def _hypothesis_canvas(self, hyps: List[List[int]], margin: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Hypotheses on a canvas with ``margin`` end-filled positions (capped at canvas_length)."""
+        device = next(self.parameters()).device
+        lengths = torch.tensor(
+            [max(1, min(len(h) + margin, self.canvas_length)) for h in hyps], dtype=torch.long, device=device
+        )
+        canvas = torch.full((len(hyps), int(lengths.max())), self.end_id, dtype=torch.long, device=device)
+        for b, h in enumerate(hyps):
+            h = h[: int(lengths[b])]
+            if h:
+                canvas[b, : len(h)] = torch.tensor(h, dtype=torch.long, device=device)
+        return canvas, lengths
+
+    @torch.no_grad()
+    def deliberation_decode(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        enroll_embed: Optional[torch.Tensor] = None,
+        hypotheses: Optional[List[List[int]]] = None,
+        steps: int = 8,
+        masking: str = "random",
+        mask_ratio: float = 0.3,
+        threshold: Optional[float] = None,
+        confidence_temperature: float = 1.0,
+        num_chunks: int = 1,
+        canvas_margin: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
+        """Revise first-pass hypotheses (token ids; None: this model's CTC greedy).
+
+        Each hypothesis goes on a canvas with ``canvas_margin`` end-filled positions
+        (room for a missed word), part of it is masked (``masking``) and denoised in
+        ``steps`` steps, over ``num_chunks`` chunks left to right.  The model scores
+        the unmasked hypothesis once; ``confidence_temperature`` calibrates that
+        score (``sigmoid(logit(p) / T)``, T fitted on dev) before
+        ``confidence_guided`` masking compares it with ``threshold``, and kept
+        tokens report it as their confidence.
+        """
+        if confidence_temperature <= 0:
+            raise ValueError(f"confidence_temperature must be > 0, got {confidence_temperature}")
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        if hypotheses is None:
+            if self.ctc is None:
+                raise ValueError("deliberating CTC hypotheses needs the CTC head, but this model has none")
+            hypotheses = self.ctc_greedy(encoder_out, encoder_out_lens)
+        if len(hypotheses) != encoder_out.size(0):
+            raise ValueError(f"{len(hypotheses)} hypotheses for a batch of {encoder_out.size(0)}")
+        margin = self.canvas_margin if canvas_margin is None else canvas_margin
+        canvas, lengths = self._hypothesis_canvas(hypotheses, margin)
+
+        def denoise(tokens: torch.Tensor) -> torch.Tensor:
+            return self.decoder(encoder_out, encoder_out_lens, tokens, lengths)[0]
+
+        scored = hypothesis_confidence(denoise, canvas, self.mask_id).clamp(1e-6, 1 - 1e-6)
+        calibrated = torch.sigmoid(torch.logit(scored) / confidence_temperature)
+        out = deliberate(
+            denoise, canvas, lengths, self.mask_id, steps, masking=masking, mask_ratio=mask_ratio,
+            threshold=threshold, confidence=calibrated, num_chunks=num_chunks, generator=generator,
+        )
+        out.num_denoise_calls += 1
+        out.confidence = torch.where(out.is_remasked, out.confidence, calibrated)
+        return (*self._strip_fill(out, lengths), out)

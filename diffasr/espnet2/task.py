@@ -29,6 +29,7 @@ from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.model import DiffusionASRModel
 
 ENROLL_EMBED = "enroll_embed"
+DEFAULT_MAX_AUDIO_SECONDS = 40.0
 
 model_choices = ClassChoices(
     "model",
@@ -70,6 +71,17 @@ class DiffASRTask(ASRTask):
     class_choices_list = _replace(
         _replace(ASRTask.class_choices_list, model_choices), decoder_choices
     ) + [spk_conditioner_choices]
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        super().add_task_arguments(parser)
+        group = parser.add_argument_group(description="diffasr")
+        # Saved in config.yaml, so decoding and the API know the limit of a trained model.
+        group.add_argument(
+            "--max_audio_seconds", type=float, default=DEFAULT_MAX_AUDIO_SECONDS,
+            help="longest audio the model is meant to decode; longer input is refused "
+            "(one canvas holds at most canvas_length tokens, and segmentation is not built yet)",
+        )
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:

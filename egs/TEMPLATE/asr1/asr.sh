@@ -52,6 +52,7 @@ text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
 inference_args=         # extra arguments for decoding
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
+calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
 batch_size=8            # decoding batch size
 
 . ./path.sh
@@ -176,16 +177,35 @@ inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) tha
   echo "${configs}"
 }
 
+# A decode config may name a per-set file with {test_set} (e.g. the first-pass
+# hypotheses that deliberation revises); it is rendered once per set.
+render_inference_config() {  # render_inference_config <config> <set> <output>
+  if grep -q '{test_set}' "$1"; then
+    sed "s|{test_set}|$2|g" "$1" >"$3"
+    local hyp
+    hyp=$(${python} utils/yaml_get.py "$3" deliberation_hyp "")
+    if [ -n "${hyp}" ] && [ "${hyp}" != ctc ] && [ ! -f "${hyp}" ]; then
+      log "$1 deliberates ${hyp}, which does not exist: decode that system first (list its config earlier in --asr_configs)"
+      exit 1
+    fi
+  else
+    cp "$1" "$3"
+  fi
+}
+
+decode_sets() { echo "${test_sets}"; ${calibrate} && echo "${valid_set}"; true; }
+
 if want 6; then
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
     for inference_config in $(inference_configs_for "${asr_config}"); do
       inference_tag=$(basename "${inference_config}" .yaml)
-      for dset in ${test_sets}; do
+      for dset in $(decode_sets); do
         stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
         decode_dir=${asr_exp}/${inference_tag}/${dset}
         logdir=${decode_dir}/logdir
         mkdir -p "${logdir}"
+        render_inference_config "${inference_config}" "${dset}" "${logdir}/decode.yaml"
         n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
         ${python} utils/split_scp.py "data/${dset}/wav.scp" "${logdir}" "${n}"
         # shellcheck disable=SC2046,SC2086
@@ -193,7 +213,7 @@ if want 6; then
           ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
             --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
-            --config "${inference_config}" --output_dir "${logdir}/output.JOB" ${inference_args}
+            --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
         stage_end 6
       done
@@ -208,8 +228,14 @@ if want 7; then
     asr_exp=$(asr_exp_of "${asr_config}")
     for inference_config in $(inference_configs_for "${asr_config}"); do
       inference_tag=$(basename "${inference_config}" .yaml)
+      calib_args=
+      if ${calibrate}; then
+        calib_args="--calib_data_dir data/${valid_set} --calib_decode_dir ${asr_exp}/${inference_tag}/${valid_set}"
+      fi
       for dset in ${test_sets}; do
-        ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${asr_exp}/${inference_tag}/${dset}"
+        # shellcheck disable=SC2086
+        ${python} -m diffasr.bin.score --data_dir "data/${dset}" \
+          --decode_dir "${asr_exp}/${inference_tag}/${dset}" ${calib_args}
       done
     done
   done

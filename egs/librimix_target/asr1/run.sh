@@ -4,7 +4,8 @@
 #   ./run.sh --local_data_opts "--scale tiny" --asr_configs "..._tiny.yaml" ...
 set -euo pipefail
 
-asr_configs="conf/tuning/train_diffusion_conformer.yaml conf/tuning/train_ar_conformer.yaml"
+# The AR baseline comes first: a diffusion decode config deliberates its output.
+asr_configs="conf/tuning/train_ar_conformer.yaml conf/tuning/train_diffusion_conformer.yaml"
 
 ./asr.sh \
   --nbpe 100 \

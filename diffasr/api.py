@@ -1,0 +1,184 @@
+"""One-off target-speaker transcription: a mixture, an enrollment, a trained model.
+
+    >>> from diffasr.api import TargetSpeakerASR
+    >>> asr = TargetSpeakerASR("exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip")
+    >>> asr.transcribe("mixture.wav", enrollment="alice.wav").text  # doctest: +SKIP
+    'HELLO WORLD'
+
+The model is either a stage-8 zip (``espnet2.bin.pack``: the ASR model, its
+tokenizer and statistics, and the speaker encoder) or an experiment dir of a
+recipe (``exp/asr_*``; the speaker encoder is ``--spk_model_dir`` or the one
+``exp/spk_*`` beside it).  Decoding options are those of ``conf/decode/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+import yaml
+
+from diffasr.bin.asr_inference import Recognition, Speech2Text
+from diffasr.speaker.audio import read_audio
+from diffasr.speaker.model import load_trained_encoder
+
+logger = logging.getLogger(__name__)
+
+Audio = Union[str, os.PathLike, np.ndarray]
+# Decode-config keys that belong to the batch loop, not to Speech2Text.
+LOOP_OPTIONS = ("batch_size", "ngpu", "num_workers")
+
+
+def load_decode_config(path: Optional[os.PathLike]) -> Dict[str, Any]:
+    """Options of a ``conf/decode/*.yaml`` file for ``Speech2Text``."""
+    if path is None:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        options = yaml.safe_load(f) or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: a decode config is a mapping of options")
+    return {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
+
+
+def _speaker_dirs(root: Path):
+    """Directories below ``root`` holding a speaker encoder (config.yaml + model.pt)."""
+    return sorted(p.parent for p in root.rglob("model.pt") if (p.parent / "config.yaml").is_file())
+
+
+class TargetSpeakerASR:
+    """Transcribe what the enrolled speaker says in a mixture.
+
+    Args:
+        model: a stage-8 zip or an experiment dir (``config.yaml`` + ``inference_model``).
+        spk_model_dir: stage-3 speaker encoder dir; default: packed in the zip, or the
+            only ``spk_*`` dir beside an experiment dir.
+        inference_model: checkpoint inside an experiment dir.
+        device: "cpu" or "cuda".
+        unpack_dir: where a zip is unpacked (default: a directory beside it).
+        **decode_options: ``Speech2Text`` options (steps, decode_mode, ...).
+    """
+
+    def __init__(
+        self,
+        model: os.PathLike,
+        spk_model_dir: Optional[os.PathLike] = None,
+        inference_model: str = "valid.loss.ave.pth",
+        device: str = "cpu",
+        unpack_dir: Optional[os.PathLike] = None,
+        **decode_options,
+    ):
+        model = Path(model)
+        if model.suffix == ".zip":
+            config, checkpoint, packed_root = self._unpack(model, unpack_dir)
+            search_root = packed_root
+        elif model.is_dir():
+            config, checkpoint = self._experiment(model, inference_model)
+            search_root = model.parent
+        else:
+            raise FileNotFoundError(f"{model}: neither a packed model (.zip) nor an experiment dir")
+        self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
+        self.fs = self.speech2text.fs
+        self.speaker_encoder = None
+        if self.speech2text.model.__dict__.get("_modules", {}).get("spk_conditioner") is not None:
+            self.speaker_encoder, spk_conf = self._speaker_encoder(spk_model_dir, search_root, model, device)
+            if spk_conf["sample_rate"] != self.fs:
+                raise ValueError(f"speaker encoder works at {spk_conf['sample_rate']} Hz, the ASR model at {self.fs} Hz")
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def _unpack(archive: Path, unpack_dir: Optional[os.PathLike]):
+        from espnet2.main_funcs.pack_funcs import unpack
+
+        if not archive.is_file():
+            raise FileNotFoundError(f"{archive}: no such packed model")
+        outdir = Path(unpack_dir) if unpack_dir else archive.with_name(archive.stem + "_unpacked")
+        files = unpack(archive, outdir)
+        if "asr_train_config" not in files or "asr_model_file" not in files:
+            raise ValueError(f"{archive}: not an ASR model packed by espnet2.bin.pack asr (stage 8)")
+        return Path(files["asr_train_config"]), Path(files["asr_model_file"]), outdir
+
+    @staticmethod
+    def _experiment(exp_dir: Path, inference_model: str):
+        """config.yaml with its relative paths (written from the recipe dir) made absolute."""
+        config, checkpoint = exp_dir / "config.yaml", exp_dir / inference_model
+        for path in (config, checkpoint):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing (train the model with stage 5 first)")
+        with open(config, encoding="utf-8") as f:
+            train_args = yaml.safe_load(f)
+        recipe = exp_dir.resolve().parent.parent  # <recipe>/exp/<name>
+
+        def absolute(value):
+            if isinstance(value, str) and not os.path.isabs(value) and not os.path.exists(value) \
+                    and (recipe / value).exists():
+                return str(recipe / value)
+            return value
+
+        train_args["bpemodel"] = absolute(train_args.get("bpemodel"))
+        if isinstance(train_args.get("token_list"), str):
+            train_args["token_list"] = absolute(train_args["token_list"])
+        normalize_conf = train_args.get("normalize_conf") or {}
+        if "stats_file" in normalize_conf:
+            normalize_conf["stats_file"] = absolute(normalize_conf["stats_file"])
+        resolved = Path(tempfile.mkdtemp(prefix="diffasr_api_")) / "config.yaml"
+        resolved.write_text(yaml.safe_dump(train_args, allow_unicode=True), encoding="utf-8")
+        return resolved, checkpoint
+
+    @staticmethod
+    def _speaker_encoder(spk_model_dir, search_root: Path, model: Path, device: str):
+        if spk_model_dir is None:
+            pattern_dirs = [d for d in _speaker_dirs(search_root)
+                            if model.suffix == ".zip" or d.name.startswith("spk_")]
+            if len(pattern_dirs) != 1:
+                raise ValueError(
+                    f"{model} is speaker-conditioned; pass spk_model_dir (found "
+                    f"{len(pattern_dirs)} speaker encoders under {search_root}: {pattern_dirs[:3]})"
+                )
+            spk_model_dir = pattern_dirs[0]
+        return load_trained_encoder(spk_model_dir, device)
+
+    # ------------------------------------------------------------------ use
+    def read(self, audio: Audio, what: str) -> np.ndarray:
+        """Float32 mono samples of a wav path (checked: exists, mono, model rate) or an array."""
+        if isinstance(audio, np.ndarray):
+            if audio.ndim != 1 or audio.size == 0:
+                raise ValueError(f"{what}: expected a non-empty 1-D sample array, got shape {audio.shape}")
+            return audio.astype(np.float32)
+        samples = read_audio(str(audio), Path(audio).stem, self.fs, what)
+        if samples.size == 0:
+            raise ValueError(f"{what} {audio} is empty")
+        return samples
+
+    def embed_enrollment(self, enrollment: Audio) -> np.ndarray:
+        """Speaker embedding of an enrollment recording."""
+        if self.speaker_encoder is None:
+            raise ValueError("this model is not speaker-conditioned; it needs no enrollment")
+        return self.speaker_encoder.embed(self.read(enrollment, "enrollment audio"))
+
+    def transcribe(
+        self,
+        mixture: Audio,
+        enrollment: Optional[Audio] = None,
+        enroll_embed: Optional[np.ndarray] = None,
+    ) -> Recognition:
+        """Text (with tokens and confidences) of the enrolled speaker in ``mixture``.
+
+        Give the enrollment as audio (``enrollment``) or as a ready embedding.
+        Audio longer than the model's ``max_audio_seconds`` is refused.
+        """
+        speech = torch.from_numpy(self.read(mixture, "mixture audio"))
+        name = str(mixture) if not isinstance(mixture, np.ndarray) else "the mixture"
+        self.speech2text.check_duration(torch.tensor([speech.numel()]), [name])
+        embed = None
+        if self.speaker_encoder is not None:
+            if enroll_embed is None:
+                if enrollment is None:
+                    raise ValueError("this model is speaker-conditioned: give an enrollment recording")
+                enroll_embed = self.embed_enrollment(enrollment)
+            embed = torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)).unsqueeze(0)
+        return self.speech2text(speech.unsqueeze(0), torch.tensor([speech.numel()]), embed, [name])[0]
