@@ -36,6 +36,12 @@ def load_whisper(num_threads: int):
     return WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=num_threads)
 
 
+def transcribe(model, audio, beam_size: int = 1) -> str:
+    """Normalised transcript of 16 kHz float samples."""
+    segments, _ = model.transcribe(audio, language="en", beam_size=beam_size)
+    return normalize_transcript(" ".join(segment.text for segment in segments))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", type=Path, required=True)
@@ -53,10 +59,8 @@ def main() -> None:
         if rate != 16000:
             raise SystemExit(f"{path}: {rate} Hz, whisper needs 16000 Hz ({utt})")
         start = time.perf_counter()
-        segments, _ = model.transcribe(audio, language="en", beam_size=args.beam_size)
-        text = " ".join(segment.text for segment in segments)
+        hyps[utt] = transcribe(model, audio, args.beam_size)
         timing[utt] = f"{time.perf_counter() - start:.4f} {len(audio) / rate:.4f}"
-        hyps[utt] = normalize_transcript(text)
     # An empty hypothesis stays in the file as a bare key, which scoring reads as empty.
     write_kv(args.output_dir / "text", hyps)
     write_kv(args.output_dir / "timing", timing)

@@ -3,7 +3,9 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,17 +19,28 @@ RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librimix_target" / "asr1
 TINY = [
     "--local_data_opts", "--scale tiny",
     "--spk_config", "conf/spk/ecapa_aam_tiny.yaml",
-    "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml conf/tuning/train_ar_conformer_tiny.yaml",
-    "--inference_configs", "conf/decode/decode_diffusion_8step.yaml conf/decode/decode_ar_beam1.yaml",
+    # The AR baseline first: a diffusion config deliberates its output.
+    "--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
+    "--inference_configs", "conf/decode/decode_diffusion_8step.yaml conf/decode/decode_ar_beam1.yaml "
+    "conf/decode/decode_diffusion_delib_ctc_guided.yaml conf/decode/decode_diffusion_delib_ar_tiny.yaml",
 ]
+# Deliberation of the tiny AR model's output ({test_set} is filled in per decoded set).
+DELIB_AR_TINY = """decode_mode: deliberation
+deliberation_hyp: exp/asr_ar_conformer_tiny/decode_ar_beam1/{test_set}/text
+masking: confidence_guided
+deliberation_threshold: 0.5
+steps: 2
+"""
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     """A scratch copy of the recipe (links to its scripts and configs), so runs never touch the repo."""
     work = tmp_path_factory.mktemp("librimix_target")
-    for name in ("run.sh", "asr.sh", "path.sh", "cmd.sh", "db.sh", "utils", "conf", "local"):
+    for name in ("run.sh", "asr.sh", "path.sh", "cmd.sh", "db.sh", "utils", "local"):
         (work / name).symlink_to(RECIPE / name)
+    shutil.copytree(RECIPE / "conf", work / "conf")
+    (work / "conf/decode/decode_diffusion_delib_ar_tiny.yaml").write_text(DELIB_AR_TINY)
     return work
 
 
@@ -68,7 +81,10 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
     results = (recipe / "exp" / "RESULTS.md").read_text()
-    for exp, decode in (("asr_diffusion_conformer_tiny", "diffusion_8step"), ("asr_ar_conformer_tiny", "ar_beam1")):
+    systems = [("asr_diffusion_conformer_tiny", "diffusion_8step"), ("asr_ar_conformer_tiny", "ar_beam1"),
+               ("asr_diffusion_conformer_tiny", "diffusion_delib_ctc_guided"),
+               ("asr_diffusion_conformer_tiny", "diffusion_delib_ar_tiny")]
+    for exp, decode in systems:
         for dset in ("test", "test_clean"):
             assert f"| {exp} | {decode} | {dset} |" in results
             decode_dir = recipe / "exp" / exp / f"decode_{decode}" / dset
@@ -76,9 +92,42 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
             assert metrics["n_utt"] == len(read_kv(recipe / "data" / dset / "wav.scp"))
             assert metrics["rtfx"] > 0
             assert "Sum/Avg" in (decode_dir / "score_wer" / "result.txt").read_text()
+            # dev was decoded too, and stage 7 calibrated on it (or says why it could not)
+            assert (recipe / "exp" / exp / f"decode_{decode}" / "dev" / "text").is_file()
+            uncertainty = metrics.get("uncertainty", {})
+            assert "temperature" in uncertainty or "calibration_error" in uncertainty or not uncertainty
+            if "delib" in decode:
+                assert (decode_dir / "remasked").is_file()
     packed = recipe / "exp/asr_diffusion_conformer_tiny/packed/asr_diffusion_conformer_tiny.zip"
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()
     assert "data/token_list/bpe_unigram100/bpe.model" in names and "exp/spk_ecapa_aam_tiny/model.pt" in names
     # Every experiment dir records the command that made it.
     assert "asr.sh" in (recipe / "exp/asr_diffusion_conformer_tiny/run.sh").read_text()
+
+
+def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
+    out = subprocess.run(
+        [sys.executable, str(RECIPE.parents[2] / "bench/decode_benchmark.py"),
+         "--diffusion_exp", "exp/asr_diffusion_conformer_tiny", "--ar_exp", "exp/asr_ar_conformer_tiny",
+         "--max_utts", "3", "--output_dir", "exp/benchmark", "--num_threads", "1"],
+        cwd=recipe, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    bench = recipe / "exp/benchmark"
+    systems = [line.split(",")[0] for line in (bench / "benchmark.csv").read_text().splitlines()[1:]]
+    for name in ("ar_beam1", "ar_beam10", "diffusion_1step", "diffusion_16step", "diffusion_8step_block",
+                 "delib_ctc_guided", "delib_ctc_random_same_share", "delib_ar_beam10_guided", "whisper_tiny_en"):
+        assert name in systems
+    assert (bench / "wer_rtfx.png").stat().st_size > 0 and (bench / "time_vs_length.png").stat().st_size > 0
+
+
+def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
+    (recipe / "conf/decode/decode_diffusion_delib_missing.yaml").write_text(
+        "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
+    args = [a if a != TINY[-1] else "conf/decode/decode_diffusion_delib_missing.yaml" for a in TINY]
+    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *args], cwd=recipe, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr

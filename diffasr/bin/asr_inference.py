@@ -88,6 +88,17 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
     return words
 
 
+def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
+    """ESPnet loads checkpoints non-strictly; refuse one that leaves parameters untrained."""
+    saved = set(torch.load(model_file, map_location="cpu", weights_only=True))
+    missing = sorted(set(model.state_dict()) - saved)
+    if missing:
+        raise ValueError(
+            f"{model_file} lacks {len(missing)} parameters of the model its config builds "
+            f"(e.g. {missing[:3]}); it was trained with another version of the model code"
+        )
+
+
 class Speech2Text:
     """Batch speech (+ enrollment embedding) to text, tokens and token confidences.
 
@@ -144,6 +155,8 @@ class Speech2Text:
         if deliberation_hyp_type not in HYPOTHESIS_TYPES:
             raise ValueError(f"deliberation_hyp_type must be one of {HYPOTHESIS_TYPES}, got {deliberation_hyp_type!r}")
         model, train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        if asr_model_file is not None:
+            check_checkpoint_matches(model, asr_model_file)
         if decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
             raise ValueError(f"decode_mode {decode_mode} needs a diffusion model; {asr_train_config} "
                              f"has model: {getattr(train_args, 'model', '?')}")
