@@ -21,16 +21,8 @@ TINY = [
     "--spk_config", "conf/spk/ecapa_aam_tiny.yaml",
     # The AR baseline first: a diffusion config deliberates its output.
     "--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
-    "--inference_configs", "conf/decode/decode_diffusion_8step.yaml conf/decode/decode_ar_beam1.yaml "
-    "conf/decode/decode_diffusion_delib_ctc_guided.yaml conf/decode/decode_diffusion_delib_ar_tiny.yaml",
 ]
-# Deliberation of the tiny AR model's output ({test_set} is filled in per decoded set).
-DELIB_AR_TINY = """decode_mode: deliberation
-deliberation_hyp: exp/asr_ar_conformer_tiny/decode_ar_beam1/{test_set}/text
-masking: confidence_guided
-deliberation_threshold: 0.5
-steps: 2
-"""
+DECODE_CONFIGS = sorted(p.stem for p in (RECIPE / "conf/decode").glob("decode_*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +32,15 @@ def recipe(tmp_path_factory):
     for name in ("run.sh", "asr.sh", "path.sh", "cmd.sh", "db.sh", "utils", "local"):
         (work / name).symlink_to(RECIPE / name)
     shutil.copytree(RECIPE / "conf", work / "conf")
-    (work / "conf/decode/decode_diffusion_delib_ar_tiny.yaml").write_text(DELIB_AR_TINY)
+    # Every decode config is used; the one that deliberates the AR output reads the tiny AR model's.
+    delib_ar = work / "conf/decode/decode_diffusion_delib_ar_guided.yaml"
+    delib_ar.write_text(delib_ar.read_text().replace("exp/asr_ar_conformer/", "exp/asr_ar_conformer_tiny/"))
     return work
 
 
 def run_recipe(recipe, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    out = subprocess.run(["./run.sh", *args, *TINY], cwd=recipe, env=env, capture_output=True, text=True)
+    out = subprocess.run(["./run.sh", *TINY, *args], cwd=recipe, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
@@ -81,9 +75,10 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
     results = (recipe / "exp" / "RESULTS.md").read_text()
-    systems = [("asr_diffusion_conformer_tiny", "diffusion_8step"), ("asr_ar_conformer_tiny", "ar_beam1"),
-               ("asr_diffusion_conformer_tiny", "diffusion_delib_ctc_guided"),
-               ("asr_diffusion_conformer_tiny", "diffusion_delib_ar_tiny")]
+    # Every decode config of each model type, on both test sets.
+    systems = [("asr_ar_conformer_tiny" if name.startswith("decode_ar_") else "asr_diffusion_conformer_tiny",
+                name[len("decode_"):]) for name in DECODE_CONFIGS if not name.startswith("decode_maskctc")]
+    assert len(systems) >= 17
     for exp, decode in systems:
         for dset in ("test", "test_clean"):
             assert f"| {exp} | {decode} | {dset} |" in results
@@ -126,8 +121,19 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
     (recipe / "conf/decode/decode_diffusion_delib_missing.yaml").write_text(
         "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
     env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    args = [a if a != TINY[-1] else "conf/decode/decode_diffusion_delib_missing.yaml" for a in TINY]
-    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *args], cwd=recipe, env=env,
+    args = ["--inference_configs", "conf/decode/decode_diffusion_delib_missing.yaml",
+            "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml"]
+    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *TINY, *args], cwd=recipe, env=env,
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr
+
+
+def test_stage_6_reruns_with_fewer_jobs(recipe):
+    # Stage 5-8 decoded with --nj 2; a rerun with one job must not merge the old second job's output.
+    args = ["--nj", "1", "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
+            "--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml", "--calibrate", "false"]
+    run_recipe(recipe, "--stage", "6", "--stop-stage", "6", *args)
+    decode_dir = recipe / "exp/asr_ar_conformer_tiny/decode_ar_beam1/test"
+    assert not (decode_dir / "logdir/output.2").exists()
+    assert sorted(read_kv(decode_dir / "text", allow_empty_value=True)) == sorted(read_kv(recipe / "data/test/wav.scp"))

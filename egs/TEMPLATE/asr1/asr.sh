@@ -204,6 +204,8 @@ if want 6; then
         stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
         decode_dir=${asr_exp}/${inference_tag}/${dset}
         logdir=${decode_dir}/logdir
+        # A rerun (maybe with another --nj) must not merge the outputs of an earlier one.
+        rm -rf "${logdir}"/output.* "${logdir}"/keys.*.scp
         mkdir -p "${logdir}"
         render_inference_config "${inference_config}" "${dset}" "${logdir}/decode.yaml"
         n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
