@@ -165,7 +165,8 @@ class Benchmark:
         row = dict(system=name, wer=metrics["wer"], cer=metrics["cer"], rtfx=metrics.get("rtfx"),
                    slope_ms_per_token=1000 * slope, nce=unc.get("nce"), auroc=unc.get("auroc"),
                    ece=unc.get("ece"), ece_calibrated=(unc.get("calibrated") or {}).get("ece"),
-                   temperature=unc.get("temperature"), masked_tokens=None)
+                   temperature=unc.get("temperature"), auroc_entropy=unc.get("auroc_entropy"),
+                   auroc_flips=unc.get("auroc_flips"), masked_tokens=None)
         if (decode_dir / "remasked").is_file():
             row["masked_tokens"] = sum(int(v.split()[0]) for v in read_kv(decode_dir / "remasked").values())
         row.update(extra or {})
@@ -256,8 +257,8 @@ class Benchmark:
                 row["slope_vs_ar_beam10"] = row["slope_ms_per_token"] / reference["slope_ms_per_token"]
                 row["wer_vs_ar_beam10"] = row["wer"] / reference["wer"] if reference["wer"] else None
         columns = ["system", "wer", "cer", "rtfx", "rtfx_vs_ar_beam10", "wer_vs_ar_beam10", "slope_ms_per_token",
-                   "slope_vs_ar_beam10", "nce", "auroc", "ece", "ece_calibrated", "temperature", "masked_tokens",
-                   "mask_ratio"]
+                   "slope_vs_ar_beam10", "nce", "auroc", "ece", "ece_calibrated", "temperature", "auroc_entropy",
+                   "auroc_flips", "masked_tokens", "mask_ratio"]
         with open(self.out / "benchmark.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()

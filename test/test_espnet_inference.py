@@ -109,6 +109,8 @@ def test_speech2text_returns_text_tokens_and_confidences(corpus, tmp_path):
         assert len(result.tokens) == len(result.token_ids) == len(result.confidences) <= 8
         assert all(0.0 <= c <= 1.0 for c in result.confidences)
         assert "<sos/eos>" not in result.tokens and "<mask>" not in result.tokens
+        assert len(result.entropies) == len(result.flips) == len(result.tokens)
+        assert all(e >= 0.0 for e in result.entropies) and all(0 <= f < 2 for f in result.flips)  # 2 steps
 
 
 def test_words_take_the_lowest_piece_confidence():
@@ -177,6 +179,17 @@ def test_deliberation_masks_the_requested_share_and_keeps_the_rest(corpus, diffu
     for line in (out_dir / "remasked").read_text().splitlines():
         _, remasked, canvas = line.split()
         assert int(remasked) == int(int(canvas) * 0.5 + 0.5)
+
+
+def test_sampler_writes_token_probability_entropy_and_flips(corpus, diffusion_exp, tmp_path):
+    _decode(corpus, diffusion_exp, tmp_path / "out", "--steps", "4")
+    tokens = {line.split(" ", 1)[0]: line.split()[1:] for line in (tmp_path / "out/token").read_text().splitlines()}
+    rows = [line.split() for line in (tmp_path / "out/token_uncertainty").read_text().splitlines()]
+    for utt, pieces in tokens.items():
+        mine = [r for r in rows if r[0] == utt]
+        assert [r[2] for r in mine] == pieces and [int(r[1]) for r in mine] == list(range(len(pieces)))
+        for _, _, _, probability, entropy, flips in mine:
+            assert 0 < float(probability) <= 1 and float(entropy) >= 0 and 0 <= int(flips) <= 3
 
 
 def test_ctc_greedy_mode_writes_confidences(corpus, diffusion_exp, tmp_path):

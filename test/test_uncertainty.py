@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diffasr.bin import score as score_bin
+from diffasr.scoring import uncertainty
 from diffasr.scoring.sclite import ScoringError
 from diffasr.scoring.uncertainty import (apply_temperature, auroc_error_detection, ece,
                                          fit_temperature, nce, plot_reliability,
@@ -126,3 +127,30 @@ def test_score_reports_uncertainty_from_sclite_labels(tmp_path):
     assert u["temperature"] > 0 and "calibrated" in u
     assert (decode / "reliability.png").is_file()
     assert not list(dev_decode.glob("score_*"))  # calibration leaves the dev decode dir alone
+
+
+def test_token_signals_group_pieces_into_words_with_the_worst_piece(tmp_path):
+    path = tmp_path / "token_uncertainty"
+    rows = [("u1", 0, "\u2581HE", 0.9, 0.1, 0), ("u1", 1, "LLO", 0.5, 1.5, 2), ("u1", 2, "\u2581WORLD", 0.8, 0.4, 1),
+            ("u2", 0, "\u2581A", 0.7, 0.2, 3)]
+    path.write_text("".join(" ".join(str(x) for x in row) + "\n" for row in rows))
+    signals = uncertainty.read_token_signals(path, {"u1": "HELLO WORLD", "u2": "A", "u3": ""})
+    assert signals["u1"] == {"entropy": [1.5, 0.4], "flips": [2, 1]}
+    assert signals["u2"] == {"entropy": [0.2], "flips": [3]}
+    assert signals["u3"] == {"entropy": [], "flips": []}
+    with pytest.raises(ScoringError, match="do not spell"):
+        uncertainty.read_token_signals(path, {"u1": "HELLO THERE", "u2": "A"})
+
+
+def test_score_rates_entropy_and_flips_as_error_detectors(tmp_path):
+    refs = {"s1-a": "A B C D"}
+    hyps = {"s1-a": "A X C D"}  # X is the one error
+    data, decode = write_set(tmp_path, "test", refs, hyps, {"s1-a": [0.9, 0.4, 0.8, 0.7]})
+    # X has the most entropy (a perfect detector) but no more flips than C (a tie: AUROC 5/6)
+    (decode / "token_uncertainty").write_text("".join(
+        f"s1-a {i} \u2581{w} 0.5 {e} {f}\n" for i, (w, e, f) in enumerate(
+            [("A", 0.1, 0), ("X", 2.0, 1), ("C", 0.3, 1), ("D", 0.2, 0)])))
+    score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode)])
+    u = json.loads((decode / "metrics.json").read_text())["uncertainty"]
+    assert u["auroc_entropy"] == pytest.approx(1.0)
+    assert u["auroc_flips"] == pytest.approx(5 / 6)

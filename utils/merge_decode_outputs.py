@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm", "remasked")
+KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm", "remasked",
+               "token_uncertainty")
 
 
 def main() -> int:

@@ -10,6 +10,9 @@ inference.  Writes, sorted by utterance, into ``--output_dir``:
 - ``timing``               ``<utt> <decode_wall_seconds> <audio_seconds>``
 - ``word_confidence.ctm``  ``<utt> 1 <word_index> 1 <WORD> <confidence>``
 - ``remasked``             ``<utt> <tokens re-denoised> <canvas length>`` (deliberation only)
+- ``token_uncertainty``    ``<utt> <index> <TOKEN> <probability> <entropy> <flips>`` (diffusion
+                           sampler: commit probability, predictive entropy in nats, and how
+                           often the position's prediction changed before it was committed)
 
 A diffusion model decodes in one of three modes (``--decode_mode``): ``diffusion`` (denoise
 a fully masked canvas), ``deliberation`` (mask part of a first-pass hypothesis, from
@@ -46,8 +49,8 @@ from espnet2.utils.types import str2bool, str2triple_str, str_or_none
 from diffasr.espnet2.model import CANVAS_MODES, DiffusionASRModel
 from diffasr.espnet2.task import DEFAULT_MAX_AUDIO_SECONDS, ENROLL_EMBED, DiffASRTask
 from diffasr.diffusion.sampler import DELIBERATION_MASKING, REMASKING
+from diffasr.scoring.uncertainty import words_with_confidence
 
-WORD_BOUNDARY = "\u2581"  # SentencePiece's word-initial marker
 DECODE_MODES = ("diffusion", "deliberation", "ctc_greedy")
 HYPOTHESIS_TYPES = ("text", "token")
 
@@ -60,32 +63,10 @@ class Recognition:
     tokens: List[str]
     token_ids: List[int]
     confidences: List[float]
+    entropies: Optional[List[float]] = None  # diffusion sampler: entropy at commit (nats)
+    flips: Optional[List[int]] = None  # diffusion sampler: prediction changes before commit
     num_remasked: Optional[int] = None  # deliberation: tokens re-denoised
     canvas_length: Optional[int] = None  # deliberation: canvas positions
-
-
-def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -> List[Tuple[str, float]]:
-    """Group SentencePiece pieces (or ``<space>``-separated characters) into words.
-
-    A word's confidence is the lowest confidence among its pieces.
-
-    >>> words_with_confidence(["\u2581HE", "LLO", "\u2581W", "ORLD"], [0.9, 0.5, 0.8, 0.7])
-    [('HELLO', 0.5), ('WORLD', 0.7)]
-    """
-    words: List[Tuple[str, float]] = []
-    current, lowest = "", 1.0
-    for token, confidence in zip(tokens, confidences):
-        starts_word = token.startswith(WORD_BOUNDARY) or token == "<space>"
-        if starts_word and current:
-            words.append((current, lowest))
-            current, lowest = "", 1.0
-        piece = token.replace(WORD_BOUNDARY, "").replace("<space>", "")
-        if piece:
-            current += piece
-            lowest = min(lowest, confidence)
-    if current:
-        words.append((current, lowest))
-    return words
 
 
 def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
@@ -299,18 +280,28 @@ class Speech2Text:
             ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enroll_embed)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if self.decode_mode == "diffusion":
-            ids, confidences, _ = self.model.diffusion_decode(
+            ids, confidences, out = self.model.diffusion_decode(
                 speech, speech_lengths, enroll_embed, **self.diffusion_options
             )
-            return [self._result(i, c) for i, c in zip(ids, confidences)]
+            return self._sampler_results(ids, confidences, out)
         ids, confidences, out = self.model.deliberation_decode(
             speech, speech_lengths, enroll_embed, hypotheses=self._hypotheses_for(keys),
             generator=self.generator, **self.deliberation_options,
         )
-        results = [self._result(i, c) for i, c in zip(ids, confidences)]
+        results = self._sampler_results(ids, confidences, out)
         remasked = out.is_remasked.sum(dim=1).tolist()
         for b, result in enumerate(results):
             result.num_remasked, result.canvas_length = int(remasked[b]), int(out.canvas_lengths[b])
+        return results
+
+    def _sampler_results(self, ids, confidences, out) -> List[Recognition]:
+        """Recognitions with the sampler's per-token entropy and flips."""
+        results = []
+        for b, positions in enumerate(out.kept_positions):
+            results.append(self._result(
+                ids[b], confidences[b],
+                entropies=out.entropy[b, positions].tolist(), flips=out.flips[b, positions].tolist(),
+            ))
         return results
 
     def _espnet_decode(self, speech, speech_lengths) -> Tuple[List[List[int]], List[List[float]]]:
@@ -351,19 +342,22 @@ class Speech2Text:
         probs = logits.float().softmax(dim=-1).gather(-1, targets.unsqueeze(-1))
         return probs.view(-1).tolist()
 
-    def _result(self, ids: List[int], confidences: List[float]) -> Recognition:
+    def _result(self, ids: List[int], confidences: List[float], entropies: Optional[List[float]] = None,
+                flips: Optional[List[int]] = None) -> Recognition:
         specials = {"<blank>", "<mask>", "<sos/eos>"}
         keep = [
-            (i, c) for i, c in zip(ids, confidences)
+            k for k, i in enumerate(ids)
             if 0 <= i < len(self.model.token_list) and self.model.token_list[i] not in specials
         ]
-        ids = [i for i, _ in keep]
-        tokens = self.converter.ids2tokens(ids)
+        kept_ids = [ids[k] for k in keep]
+        tokens = self.converter.ids2tokens(kept_ids)
         return Recognition(
             text=self.tokenizer.tokens2text(tokens),
             tokens=list(tokens),
-            token_ids=ids,
-            confidences=[c for _, c in keep],
+            token_ids=kept_ids,
+            confidences=[confidences[k] for k in keep],
+            entropies=None if entropies is None else [entropies[k] for k in keep],
+            flips=None if flips is None else [int(flips[k]) for k in keep],
         )
 
 
@@ -473,6 +467,15 @@ def write_outputs(output_dir: Path, results: Dict[str, Tuple[Recognition, float,
     """Write text, token, timing, word_confidence.ctm (and remasked), sorted by utterance."""
     output_dir.mkdir(parents=True, exist_ok=True)
     keys = sorted(results)
+    if any(results[k][0].entropies is not None for k in keys):
+        with (output_dir / "token_uncertainty").open("w", encoding="utf-8") as uncertainty:
+            for key in keys:
+                recognition = results[key][0]
+                for index, token in enumerate(recognition.tokens):
+                    uncertainty.write(
+                        f"{key} {index} {token} {recognition.confidences[index]:.6f} "
+                        f"{recognition.entropies[index]:.6f} {recognition.flips[index]}\n"
+                    )
     if any(results[k][0].num_remasked is not None for k in keys):
         with (output_dir / "remasked").open("w", encoding="utf-8") as remasked:
             for key in keys:

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
+import numpy as np
+
 from diffasr.datadir import read_kv
 from diffasr.scoring import uncertainty
 from diffasr.scoring.confusion import speaker_confusion_from_files
@@ -30,6 +32,7 @@ from diffasr.scoring.sclite import (ScoringError, read_scoring_inputs, score_wit
                                     score_words_and_chars)
 
 CONFIDENCE_FILE = "word_confidence.ctm"
+TOKEN_SIGNALS_FILE = "token_uncertainty"
 RELIABILITY_PNG = "reliability.png"
 
 
@@ -127,6 +130,16 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
                 report["temperature"] = round(temperature, 6)
                 report["calibrated"] = uncertainty.confidence_metrics(calibrated, correct, n_bins)
                 curves[f"calibrated (T={temperature:.2f})"] = (calibrated, correct)
+        signals_path = decode_dir / TOKEN_SIGNALS_FILE
+        if signals_path.is_file():
+            # The sampler's other signals, rated the same way: less entropy / fewer flips = trusted.
+            signals = uncertainty.read_token_signals(signals_path, hyps)
+            labels = word_labels(wer.alignments, hyps)
+            for name in ("entropy", "flips"):
+                values, labels_flat = uncertainty.gather({u: [-v for v in s[name]] for u, s in signals.items()},
+                                                         labels)
+                auroc = uncertainty.auroc_error_detection(values, labels_flat)
+                report[f"auroc_{name}"] = None if np.isnan(auroc) else round(float(auroc), 6)
         uncertainty.plot_reliability(png, curves, n_bins, title=f"{data_dir.name}: word confidence")
         report["n_bins"] = n_bins
         report["reliability_png"] = png.name

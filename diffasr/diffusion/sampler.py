@@ -5,7 +5,7 @@
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -27,6 +27,8 @@ class SamplerOutput:
     is_remasked: positions the sampler filled in (masked on entry or by deliberation).
     num_denoise_calls: model evaluations used (NFE).
     canvas_lengths: [B] positions each utterance owns.
+    kept_positions: per utterance, the canvas positions of the tokens a caller kept
+        (set by the model when it strips the end fill).
     """
 
     tokens: torch.Tensor
@@ -37,6 +39,7 @@ class SamplerOutput:
     is_remasked: torch.Tensor
     num_denoise_calls: int = 0
     canvas_lengths: Optional[torch.Tensor] = None
+    kept_positions: Optional[List[List[int]]] = None
 
 
 def num_transfer_tokens(is_masked: torch.Tensor, steps: int) -> torch.Tensor:

@@ -341,11 +341,12 @@ class DiffusionASRModel(ESPnetASRModel):
     def _strip_fill(self, out: SamplerOutput, lengths: torch.Tensor) -> Tuple[List[List[int]], List[List[float]]]:
         """Token ids and confidences of each canvas, ``<sos/eos>``/``<mask>``/``<blank>`` removed."""
         fill = {self.end_id, self.mask_id, self.blank_id}
-        token_ids, confidences = [], []
+        token_ids, confidences, out.kept_positions = [], [], []
         for b in range(out.tokens.size(0)):
             keep = [i for i in range(int(lengths[b])) if int(out.tokens[b, i]) not in fill]
             token_ids.append([int(out.tokens[b, i]) for i in keep])
             confidences.append([float(out.confidence[b, i]) for i in keep])
+            out.kept_positions.append(keep)
         return token_ids, confidences
 
     def ctc_greedy(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> List[List[int]]:

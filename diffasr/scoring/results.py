@@ -97,6 +97,8 @@ OPTIONAL_COLUMNS: List[Column] = [
     ("ECE", lambda m: _nested(m, "uncertainty", "ece"), 3),
     ("NCE (calibrated)", lambda m: _nested(m, "uncertainty", "calibrated", "nce"), 3),
     ("ECE (calibrated)", lambda m: _nested(m, "uncertainty", "calibrated", "ece"), 3),
+    ("AUROC (entropy)", lambda m: _nested(m, "uncertainty", "auroc_entropy"), 3),
+    ("AUROC (flips)", lambda m: _nested(m, "uncertainty", "auroc_flips"), 3),
 ]
 
 

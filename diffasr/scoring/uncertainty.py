@@ -26,6 +26,64 @@ from diffasr.scoring.sclite import ScoringError
 
 # Confidences are clipped away from 0 and 1 so that logs and logits stay finite.
 EPS = 1e-6
+WORD_BOUNDARY = "\u2581"  # SentencePiece's word-initial marker
+
+
+def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -> List[Tuple[str, float]]:
+    """Group SentencePiece pieces (or ``<space>``-separated characters) into words.
+
+    A word's confidence is the lowest confidence among its pieces.
+
+    >>> words_with_confidence(["\u2581HE", "LLO", "\u2581W", "ORLD"], [0.9, 0.5, 0.8, 0.7])
+    [('HELLO', 0.5), ('WORLD', 0.7)]
+    """
+    words: List[Tuple[str, float]] = []
+    current, lowest = "", 1.0
+    for token, confidence in zip(tokens, confidences):
+        starts_word = token.startswith(WORD_BOUNDARY) or token == "<space>"
+        if starts_word and current:
+            words.append((current, lowest))
+            current, lowest = "", 1.0
+        piece = token.replace(WORD_BOUNDARY, "").replace("<space>", "")
+        if piece:
+            current += piece
+            lowest = min(lowest, confidence)
+    if current:
+        words.append((current, lowest))
+    return words
+
+
+def read_token_signals(path: os.PathLike, hyps: Mapping[str, str]) -> Dict[str, Dict[str, List[float]]]:
+    """Per-word sampler signals from ``token_uncertainty`` (``<utt> <i> <TOKEN> <p> <entropy> <flips>``).
+
+    A word takes the largest entropy and the most flips among its pieces.  Returns
+    ``utt -> {"entropy": [...], "flips": [...]}`` aligned with the hypothesis words.
+    """
+    rows: Dict[str, List[Tuple[int, str, float, float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise ScoringError(f"{path}:{lineno}: expected '<utt> <index> <TOKEN> <probability> "
+                                   f"<entropy> <flips>', got {len(fields)} fields")
+            try:
+                rows.setdefault(fields[0], []).append(
+                    (int(fields[1]), fields[2], float(fields[4]), float(fields[5])))
+            except ValueError:
+                raise ScoringError(f"{path}:{lineno}: index, entropy or flips is not a number") from None
+    signals = {}
+    for utt, hyp in hyps.items():
+        entries = sorted(rows.get(utt, []))
+        tokens = [t for _, t, _, _ in entries]
+        # Grouping takes the lowest value of a word's pieces, so negate to get the largest.
+        entropy = words_with_confidence(tokens, [-e for _, _, e, _ in entries])
+        flips = words_with_confidence(tokens, [-n for _, _, _, n in entries])
+        if [w.upper() for w, _ in entropy] != [w.upper() for w in hyp.split()]:
+            raise ScoringError(f"{path}: pieces of utterance '{utt}' do not spell its hypothesis ({hyp!r})")
+        signals[utt] = {"entropy": [-v for _, v in entropy], "flips": [-v for _, v in flips]}
+    return signals
 
 
 def read_word_confidences(ctm_path: os.PathLike, hyps: Mapping[str, str]) -> Dict[str, List[float]]:
