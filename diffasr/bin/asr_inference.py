@@ -225,10 +225,10 @@ class Speech2Text:
         if missing:
             raise ValueError(f"the deliberation hypothesis file has no line for utterance {missing[0]}")
         for key in keys:
-            if len(self.hypotheses[key]) > self.model.canvas_length:
+            if len(self.hypotheses[key]) > self.model.max_hypothesis_length:
                 raise ValueError(
                     f"the hypothesis of utterance {key} has {len(self.hypotheses[key])} tokens, more "
-                    f"than the model's canvas_length={self.model.canvas_length}"
+                    f"than the decoder's {self.model.max_hypothesis_length} positions"
                 )
         return [self.hypotheses[k] for k in keys]
 

@@ -373,11 +373,25 @@ class DiffusionASRModel(ESPnetASRModel):
         )
         return [list(h) for h in hyps], [confidence[b, : len(h)].tolist() for b, h in enumerate(hyps)]
 
+    @property
+    def max_hypothesis_length(self) -> int:
+        """Longest canvas the decoder can hold (its position table)."""
+        return self.decoder.position.num_embeddings
+
     def _hypothesis_canvas(self, hyps: List[List[int]], margin: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Hypotheses on a canvas with ``margin`` end-filled positions (capped at canvas_length)."""
+        """Hypotheses on a canvas with ``margin`` end-filled positions.
+
+        An external hypothesis may be longer than the canvases seen in training
+        (``canvas_length``); it is kept whole, up to the decoder's position table.
+        """
         device = next(self.parameters()).device
+        too_long = [len(h) for h in hyps if len(h) > self.max_hypothesis_length]
+        if too_long:
+            raise ValueError(f"a hypothesis of {too_long[0]} tokens is longer than the decoder's "
+                             f"{self.max_hypothesis_length} positions")
         lengths = torch.tensor(
-            [max(1, min(len(h) + margin, self.canvas_length)) for h in hyps], dtype=torch.long, device=device
+            [max(1, min(len(h) + margin, self.max_hypothesis_length)) for h in hyps], dtype=torch.long,
+            device=device,
         )
         canvas = torch.full((len(hyps), int(lengths.max())), self.end_id, dtype=torch.long, device=device)
         for b, h in enumerate(hyps):
