@@ -165,6 +165,8 @@ class Benchmark:
         row = dict(system=name, wer=metrics["wer"], cer=metrics["cer"], rtfx=metrics.get("rtfx"),
                    slope_ms_per_token=1000 * slope, nce=unc.get("nce"), auroc=unc.get("auroc"),
                    ece=unc.get("ece"), ece_calibrated=(unc.get("calibrated") or {}).get("ece"),
+                   nce_calibrated=(unc.get("calibrated") or {}).get("nce"), n_words=unc.get("n_words"),
+                   word_accuracy=unc.get("word_accuracy"),
                    temperature=unc.get("temperature"), auroc_entropy=unc.get("auroc_entropy"),
                    auroc_flips=unc.get("auroc_flips"), masked_tokens=None)
         if (decode_dir / "remasked").is_file():
@@ -257,8 +259,8 @@ class Benchmark:
                 row["slope_vs_ar_beam10"] = row["slope_ms_per_token"] / reference["slope_ms_per_token"]
                 row["wer_vs_ar_beam10"] = row["wer"] / reference["wer"] if reference["wer"] else None
         columns = ["system", "wer", "cer", "rtfx", "rtfx_vs_ar_beam10", "wer_vs_ar_beam10", "slope_ms_per_token",
-                   "slope_vs_ar_beam10", "nce", "auroc", "ece", "ece_calibrated", "temperature", "auroc_entropy",
-                   "auroc_flips", "masked_tokens", "mask_ratio"]
+                   "slope_vs_ar_beam10", "nce", "nce_calibrated", "auroc", "auroc_entropy", "auroc_flips", "ece",
+                   "ece_calibrated", "temperature", "n_words", "word_accuracy", "masked_tokens", "mask_ratio"]
         with open(self.out / "benchmark.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -270,12 +272,15 @@ class Benchmark:
             return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
         header = ["system", "WER", "CER", "RTFx", "RTFx / AR b10", "WER / AR b10", "slope (ms/token)",
-                  "slope / AR b10", "NCE", "AUROC", "ECE", "ECE cal.", "masked tokens"]
+                  "slope / AR b10", "NCE", "NCE cal.", "AUROC", "AUROC entropy", "AUROC flips", "ECE",
+                  "ECE cal.", "words", "word acc.", "masked tokens"]
         keys = [("system", 0), ("wer", 2), ("cer", 2), ("rtfx", 1), ("rtfx_vs_ar_beam10", 2),
                 ("wer_vs_ar_beam10", 3), ("slope_ms_per_token", 2), ("slope_vs_ar_beam10", 3), ("nce", 3),
-                ("auroc", 3), ("ece", 3), ("ece_calibrated", 3), ("masked_tokens", 0)]
+                ("nce_calibrated", 3), ("auroc", 3), ("auroc_entropy", 3), ("auroc_flips", 3), ("ece", 3),
+                ("ece_calibrated", 3), ("n_words", 0), ("word_accuracy", 3), ("masked_tokens", 0)]
         lines = [f"Test set: {self.args.test_set} ({len(self.test_items)} utterances), batch 1, "
-                 f"{torch.get_num_threads()} CPU threads.", "",
+                 f"{torch.get_num_threads()} CPU threads. words / word acc.: hypothesis words rated by the "
+                 "confidence metrics and the share of them that is correct.", "",
                  "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         for row in self.rows:
             lines.append("| " + " | ".join(fmt(row.get(k), d) for k, d in keys) + " |")
