@@ -314,8 +314,8 @@ class Benchmark:
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(8, 5.5))
-        for name, (lengths, times) in self.curves.items():
-            ax.plot(lengths, 1000 * times, marker=".", label=name)
+        for index, (name, (lengths, times)) in enumerate(self.curves.items()):
+            ax.plot(lengths, 1000 * times, marker=".", label=name, color=colors[index % len(colors)])
         ax.set_xlabel("reference length (tokens), bucket mean")
         ax.set_ylabel("decode time per utterance (ms)")
         ax.set_yscale("log")
