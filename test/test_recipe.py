@@ -137,3 +137,14 @@ def test_stage_6_reruns_with_fewer_jobs(recipe):
     decode_dir = recipe / "exp/asr_ar_conformer_tiny/decode_ar_beam1/test"
     assert not (decode_dir / "logdir/output.2").exists()
     assert sorted(read_kv(decode_dir / "text", allow_empty_value=True)) == sorted(read_kv(recipe / "data/test/wav.scp"))
+
+
+def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
+    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
+    args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml",
+            "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml"]
+    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *TINY, *args], cwd=recipe, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "no decode config for model type 'diffusion'" in out.stderr
+    assert "Stage 6: Decoding" not in out.stdout + out.stderr

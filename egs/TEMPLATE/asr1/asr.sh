@@ -173,7 +173,10 @@ inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) tha
   for config in ${inference_configs:-conf/decode/decode_${mtype}_*.yaml}; do
     [[ $(basename "${config}") == decode_${mtype}_* ]] && [ -f "${config}" ] && configs+=" ${config}"
   done
-  [ -n "${configs}" ] || { log "no decode config for model type '${mtype}' of $1 in: ${inference_configs:-conf/decode/}"; exit 1; }
+  if [ -z "${configs}" ]; then
+    log "no decode config for model type '${mtype}' of $1 in: ${inference_configs:-conf/decode/} (decode_${mtype}_*.yaml)" >&2
+    return 1
+  fi
   echo "${configs}"
 }
 
@@ -198,7 +201,9 @@ decode_sets() { echo "${test_sets}"; ${calibrate} && echo "${valid_set}"; true; 
 if want 6; then
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
-    for inference_config in $(inference_configs_for "${asr_config}"); do
+    # (a failure inside $(...) would not stop the script; checked here)
+    configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
+    for inference_config in ${configs_of_model}; do
       inference_tag=$(basename "${inference_config}" .yaml)
       for dset in $(decode_sets); do
         stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
@@ -228,7 +233,9 @@ if want 7; then
   stage_begin 7 "Scoring with sclite and writing ${expdir}/RESULTS.md"
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
-    for inference_config in $(inference_configs_for "${asr_config}"); do
+    # (a failure inside $(...) would not stop the script; checked here)
+    configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
+    for inference_config in ${configs_of_model}; do
       inference_tag=$(basename "${inference_config}" .yaml)
       calib_args=
       if ${calibrate}; then
