@@ -196,7 +196,7 @@ class Benchmark:
 
         # Calibrate the first pass's confidences on dev; guided masking thresholds them.
         greedy_dev = self.out / "ctc_greedy" / self.args.dev_set.name
-        if not greedy_dev.is_dir():
+        if "ctc_greedy" not in self.args.calibrate:  # else run() has just decoded dev
             write_outputs(greedy_dev, decode(self.speech2text(exp, decode_mode="ctc_greedy"), self.dev(),
                                              "ctc_greedy (dev)"))
         try:

@@ -84,7 +84,7 @@ class TargetSpeakerASR:
         self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
         self.fs = self.speech2text.fs
         self.speaker_encoder = None
-        if self.speech2text.model.__dict__.get("_modules", {}).get("spk_conditioner") is not None:
+        if getattr(self.speech2text.model, "spk_conditioner", None) is not None:
             self.speaker_encoder, spk_conf = self._speaker_encoder(spk_model_dir, search_root, model, device)
             if spk_conf["sample_rate"] != self.fs:
                 raise ValueError(f"speaker encoder works at {spk_conf['sample_rate']} Hz, the ASR model at {self.fs} Hz")

@@ -38,9 +38,14 @@ def recipe(tmp_path_factory):
     return work
 
 
-def run_recipe(recipe, *args):
+def run_recipe_process(recipe, *args) -> subprocess.CompletedProcess:
+    """./run.sh at the tiny scale (later options win), without the real-corpus paths."""
     env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    out = subprocess.run(["./run.sh", *TINY, *args], cwd=recipe, env=env, capture_output=True, text=True)
+    return subprocess.run(["./run.sh", *TINY, *args], cwd=recipe, env=env, capture_output=True, text=True)
+
+
+def run_recipe(recipe, *args):
+    out = run_recipe_process(recipe, *args)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
@@ -120,11 +125,9 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
 def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
     (recipe / "conf/decode/decode_diffusion_delib_missing.yaml").write_text(
         "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    args = ["--inference_configs", "conf/decode/decode_diffusion_delib_missing.yaml",
-            "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml"]
-    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *TINY, *args], cwd=recipe, env=env,
-                         capture_output=True, text=True)
+    out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
+                             "--inference_configs", "conf/decode/decode_diffusion_delib_missing.yaml",
+                             "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml")
     assert out.returncode != 0
     assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr
 
@@ -140,11 +143,9 @@ def test_stage_6_reruns_with_fewer_jobs(recipe):
 
 
 def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
-    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml",
-            "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml"]
-    out = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", *TINY, *args], cwd=recipe, env=env,
-                         capture_output=True, text=True)
+    out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
+                             "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
+                             "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml")
     assert out.returncode != 0
     assert "no decode config for model type 'diffusion'" in out.stderr
     assert "Stage 6: Decoding" not in out.stdout + out.stderr

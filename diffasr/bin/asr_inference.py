@@ -71,7 +71,8 @@ class Recognition:
 
 def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
     """ESPnet loads checkpoints non-strictly; refuse one that leaves parameters untrained."""
-    saved = set(torch.load(model_file, map_location="cpu", weights_only=True))
+    # ESPnet has just read the file; memory-map it so that only the keys are read again.
+    saved = set(torch.load(model_file, map_location="cpu", weights_only=True, mmap=True))
     missing = sorted(set(model.state_dict()) - saved)
     if missing:
         raise ValueError(

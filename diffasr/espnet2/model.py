@@ -271,13 +271,18 @@ class DiffusionASRModel(ESPnetASRModel):
         # With intermediate CTC the encoder returns (out, intermediate outs); only out is used.
         return encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out
 
-    def ctc_lengths(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
-        """Number of tokens in the greedy CTC path (repeats merged, blanks dropped)."""
+    def _ctc_greedy_path(
+        self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Best CTC label per frame [B, T] and where it emits a token (repeats merged, blanks dropped)."""
         best = self.ctc.argmax(encoder_out)
         previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.blank_id)
         inside = torch.arange(best.size(1), device=best.device) < encoder_out_lens[:, None]
-        emitted = inside & (best != self.blank_id) & (best != previous)
-        return emitted.sum(dim=1)
+        return best, inside & (best != self.blank_id) & (best != previous)
+
+    def ctc_lengths(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
+        """Number of tokens in the greedy CTC path."""
+        return self._ctc_greedy_path(encoder_out, encoder_out_lens)[1].sum(dim=1)
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
@@ -351,10 +356,7 @@ class DiffusionASRModel(ESPnetASRModel):
 
     def ctc_greedy(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> List[List[int]]:
         """Best CTC path of each utterance, repeats merged and blanks dropped."""
-        best = self.ctc.argmax(encoder_out)
-        previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.blank_id)
-        inside = torch.arange(best.size(1), device=best.device) < encoder_out_lens[:, None]
-        emitted = inside & (best != self.blank_id) & (best != previous)
+        best, emitted = self._ctc_greedy_path(encoder_out, encoder_out_lens)
         return [best[b][emitted[b]].tolist() for b in range(best.size(0))]
 
     @torch.no_grad()
