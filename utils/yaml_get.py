@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Print one top-level key of a YAML file: utils/yaml_get.py FILE KEY [DEFAULT]."""
+"""Print a key of a YAML file: utils/yaml_get.py FILE KEY [DEFAULT].
+
+KEY may be dotted (``encoder_conf.enrollment``) to reach into mappings.  Without a
+DEFAULT a missing key is an error; a null value prints as ``none``.
+"""
 import sys
 
 import yaml
@@ -8,7 +12,12 @@ if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:
-        config = yaml.safe_load(f) or {}
-    if sys.argv[2] not in config and len(sys.argv) == 3:
-        sys.exit(f"yaml_get.py: {sys.argv[1]} has no key '{sys.argv[2]}'")
-    print(config.get(sys.argv[2], sys.argv[-1]))
+        value = yaml.safe_load(f) or {}
+    for part in sys.argv[2].split("."):
+        if not isinstance(value, dict) or part not in value:
+            if len(sys.argv) == 3:
+                sys.exit(f"yaml_get.py: {sys.argv[1]} has no key '{sys.argv[2]}'")
+            print(sys.argv[3])
+            sys.exit(0)
+        value = value[part]
+    print("none" if value is None else value)

@@ -39,15 +39,20 @@ from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
 from espnet2.legacy.nets.beam_search import BeamSearch
 from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
 from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
-from espnet2.text.build_tokenizer import build_tokenizer
-from espnet2.text.token_id_converter import TokenIDConverter
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
 
 from diffasr.espnet2.model import CANVAS_MODES, DiffusionASRModel
-from diffasr.espnet2.task import DEFAULT_MAX_AUDIO_SECONDS, ENROLL_EMBED, DiffASRTask
+from diffasr.espnet2.task import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    ENROLL_EMBED,
+    ENROLL_SPEECH,
+    DiffASRTask,
+    build_text_tokenizer,
+    build_token_id_converter,
+)
 from diffasr.diffusion.sampler import DELIBERATION_MASKING, REMASKING
 from diffasr.scoring.uncertainty import words_with_confidence
 
@@ -144,12 +149,12 @@ class Speech2Text:
                              f"has model: {getattr(train_args, 'model', '?')}")
         self.model = model.to(dtype=getattr(torch, dtype)).eval()
         self.device = device
-        self.converter = TokenIDConverter(token_list=model.token_list)
+        self.converter = build_token_id_converter(model.token_list)
         token_type = token_type or train_args.token_type
         bpemodel = bpemodel or getattr(train_args, "bpemodel", None)
         if token_type == "bpe" and bpemodel is None:
             raise ValueError("token_type bpe needs --bpemodel (none in the training config)")
-        self.tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
+        self.tokenizer = build_text_tokenizer(token_type, bpemodel)
         self.diffusion_options = dict(
             steps=steps, block_length=block_length, remasking=remasking,
             threshold=threshold, temperature=temperature,
@@ -169,7 +174,8 @@ class Speech2Text:
         self.fs = int(frontend_conf.get("fs", 16000)) if isinstance(frontend_conf, dict) else 16000
         if max_audio_seconds is None:
             max_audio_seconds = getattr(train_args, "max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)
-        self.max_audio_seconds = max_audio_seconds
+        # An encoder with a position table (Whisper's 30 s) sets a hard limit of its own.
+        self.max_audio_seconds = min(max_audio_seconds, getattr(model.encoder, "max_seconds", float("inf")))
         self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
         self.beam_search, self.maskctc = None, None
         if isinstance(model, MaskCTCModel):
@@ -179,6 +185,9 @@ class Speech2Text:
 
     def _build_beam_search(self, beam_size: int, ctc_weight: float, penalty: float, dtype: str):
         model = self.model
+        if model.ctc is None and ctc_weight > 0.0:
+            logging.info(f"ctc_weight {ctc_weight} ignored: this model has no CTC head")
+            ctc_weight = 0.0
         scorers = dict(decoder=model.decoder, length_bonus=LengthBonus(len(model.token_list)))
         weights = dict(decoder=1.0 - ctc_weight, length_bonus=penalty)
         if ctc_weight > 0.0:
@@ -234,7 +243,7 @@ class Speech2Text:
         return [self.hypotheses[k] for k in keys]
 
     def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None) -> None:
-        """Refuse audio longer than the model's ``max_audio_seconds`` (no segmentation yet)."""
+        """Refuse audio longer than the model's limit (``max_audio_seconds``, Whisper's 30 s)."""
         if self.max_audio_seconds is None:
             return
         seconds = speech_lengths.float() / self.fs
@@ -244,8 +253,9 @@ class Speech2Text:
             who = f"utterance {keys[index]}" if keys else "the audio"
             raise ValueError(
                 f"{who} lasts {float(seconds[index]):.1f} s, longer than this model's maximum of "
-                f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml); cut it into "
-                "shorter segments first: long-form segmentation is not supported yet"
+                f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml, or the "
+                "encoder's position table); cut it into shorter segments first: long-form "
+                "segmentation is not supported yet"
             )
 
     @torch.no_grad()
@@ -255,8 +265,11 @@ class Speech2Text:
         speech_lengths: Optional[torch.Tensor] = None,
         enroll_embed: Optional[torch.Tensor] = None,
         keys: Optional[Sequence[str]] = None,
+        enroll_speech: Optional[torch.Tensor] = None,
+        enroll_speech_lengths: Optional[torch.Tensor] = None,
     ) -> List[Recognition]:
-        """Decode a batch: speech [B, T] (or [T]), lengths [B], enroll_embed [B, E].
+        """Decode a batch: speech [B, T] (or [T]), lengths [B], and the enrollment:
+        its embedding ``enroll_embed`` [B, E] and/or audio ``enroll_speech`` [B, T'].
 
         ``keys`` (utterance ids) name utterances in errors and select external
         deliberation hypotheses.
@@ -267,26 +280,35 @@ class Speech2Text:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
         if enroll_embed is not None and enroll_embed.dim() == 1:
             enroll_embed = enroll_embed.unsqueeze(0)
+        if enroll_speech is not None and enroll_speech.dim() == 1:
+            enroll_speech = enroll_speech.unsqueeze(0)
         self.check_duration(speech_lengths, keys)
         dtype = next(self.model.parameters()).dtype
         speech = speech.to(self.device, dtype=dtype)
         speech_lengths = speech_lengths.to(self.device)
+        enrollment = {}
         if enroll_embed is not None:
-            enroll_embed = enroll_embed.to(self.device, dtype=dtype)
+            enrollment[ENROLL_EMBED] = enroll_embed.to(self.device, dtype=dtype)
+        if enroll_speech is not None:
+            if enroll_speech_lengths is None:
+                enroll_speech_lengths = torch.full((enroll_speech.size(0),), enroll_speech.size(1), dtype=torch.long)
+            self.check_duration(enroll_speech_lengths, keys)
+            enrollment[ENROLL_SPEECH] = enroll_speech.to(self.device, dtype=dtype)
+            enrollment[ENROLL_SPEECH + "_lengths"] = enroll_speech_lengths.to(self.device)
 
         if not isinstance(self.model, DiffusionASRModel):
-            ids, confidences = self._espnet_decode(speech, speech_lengths)
+            ids, confidences = self._espnet_decode(speech, speech_lengths, enrollment)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if self.decode_mode == "ctc_greedy":
-            ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enroll_embed)
+            ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enrollment)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if self.decode_mode == "diffusion":
             ids, confidences, out = self.model.diffusion_decode(
-                speech, speech_lengths, enroll_embed, **self.diffusion_options
+                speech, speech_lengths, enrollment, **self.diffusion_options
             )
             return self._sampler_results(ids, confidences, out)
         ids, confidences, out = self.model.deliberation_decode(
-            speech, speech_lengths, enroll_embed, hypotheses=self._hypotheses_for(keys),
+            speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys),
             generator=self.generator, **self.deliberation_options,
         )
         results = self._sampler_results(ids, confidences, out)
@@ -305,10 +327,8 @@ class Speech2Text:
             ))
         return results
 
-    def _espnet_decode(self, speech, speech_lengths) -> Tuple[List[List[int]], List[List[float]]]:
-        encoder_out, encoder_out_lens = self.model.encode(speech, speech_lengths)
-        if isinstance(encoder_out, tuple):
-            encoder_out = encoder_out[0]
+    def _espnet_decode(self, speech, speech_lengths, enrollment) -> Tuple[List[List[int]], List[List[float]]]:
+        encoder_out, encoder_out_lens = self.model.encode_conditioned(speech, speech_lengths, **enrollment)
         all_ids, all_confidences = [], []
         for b in range(encoder_out.size(0)):
             frames = encoder_out[b, : encoder_out_lens[b]]
@@ -362,12 +382,12 @@ class Speech2Text:
         )
 
 
-def rotate_enroll_embeddings(enroll_scp: str, utt2spk: str) -> Dict[str, np.ndarray]:
-    """Give every utterance the enrollment embedding of an utterance by another speaker.
+def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
+    """For each utterance, another utterance by a different speaker whose enrollment it gets.
 
-    Utterances are sorted; utterance ``i`` takes the embedding of the first utterance
-    from ``i + n // 2`` onwards (cyclically) whose speaker differs, a deterministic
-    "wrong speaker" control for target-speaker decoding.
+    Utterances are sorted; utterance ``i`` takes the first utterance from ``i + n // 2``
+    onwards (cyclically) whose speaker differs: a deterministic "wrong speaker" control
+    for target-speaker decoding.
     """
     speakers = {}
     with open(utt2spk, encoding="utf-8") as f:
@@ -376,22 +396,55 @@ def rotate_enroll_embeddings(enroll_scp: str, utt2spk: str) -> Dict[str, np.ndar
             if len(fields) != 2:
                 raise ValueError(f"{utt2spk}:{number}: expected '<utt> <spk>', got {line!r}")
             speakers[fields[0]] = fields[1]
-    embeddings = dict(kaldiio.load_scp(enroll_scp))
-    utts = sorted(embeddings)
+    utts = sorted(utts)
     missing = [u for u in utts if u not in speakers]
     if missing:
-        raise ValueError(f"{utt2spk} has no speaker for utterance {missing[0]!r} of {enroll_scp}")
+        raise ValueError(f"{utt2spk} has no speaker for utterance {missing[0]!r}")
     n = len(utts)
-    rotated = {}
+    partners = {}
     for i, utt in enumerate(utts):
         for k in range(n):
             other = utts[(i + n // 2 + k) % n]
             if speakers[other] != speakers[utt]:
-                rotated[utt] = np.asarray(embeddings[other])
+                partners[utt] = other
                 break
         else:
-            raise ValueError(f"{enroll_scp}: every utterance has speaker {speakers[utt]!r}; cannot rotate")
-    return rotated
+            raise ValueError(f"every utterance has speaker {speakers[utt]!r}; cannot rotate enrollments")
+    return partners
+
+
+class RotatedEnrollment:
+    """Replaces a batch's enrollment (embedding and/or audio) by its rotation partners'."""
+
+    def __init__(self, data_path_and_name_and_type: Sequence[Tuple[str, str, str]], utt2spk: str):
+        from espnet2.fileio.sound_scp import SoundScpReader
+
+        sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
+        self.readers = {}
+        for name in (ENROLL_EMBED, ENROLL_SPEECH):
+            if name in sources:
+                path, kind = sources[name]
+                self.readers[name] = SoundScpReader(path, dtype="float32") if kind == "sound" else kaldiio.load_scp(path)
+        if not self.readers or utt2spk is None:
+            raise ValueError("--enrollment_override rotate needs an enroll_embed or enroll_speech data "
+                             "option and --utt2spk")
+        with open(sources["speech"][0], encoding="utf-8") as f:
+            utts = [line.split(maxsplit=1)[0] for line in f if line.strip()]
+        self.partners = rotation_partners(utts, utt2spk)
+
+    def __call__(self, keys: Sequence[str], batch: Dict[str, torch.Tensor]) -> None:
+        others = [self.partners[k] for k in keys]
+        if ENROLL_EMBED in self.readers:
+            batch[ENROLL_EMBED] = torch.from_numpy(np.stack([np.asarray(self.readers[ENROLL_EMBED][o]) for o in others]))
+        if ENROLL_SPEECH in self.readers:
+            reader = self.readers[ENROLL_SPEECH]
+            audio = [np.asarray(reader[o][1] if isinstance(reader[o], tuple) else reader[o], dtype=np.float32)
+                     for o in others]
+            lengths = torch.tensor([len(a) for a in audio])
+            padded = torch.zeros(len(audio), int(lengths.max()), *audio[0].shape[1:])
+            for b, a in enumerate(audio):
+                padded[b, : len(a)] = torch.from_numpy(a)
+            batch[ENROLL_SPEECH], batch[ENROLL_SPEECH + "_lengths"] = padded, lengths
 
 
 def inference(
@@ -406,7 +459,7 @@ def inference(
     num_workers: int = 0,
     seed: int = 0,
     fs: int = 16000,
-    enroll_embed_override: Optional[str] = None,
+    enrollment_override: Optional[str] = None,
     utt2spk: Optional[str] = None,
     **decode_options,
 ) -> None:
@@ -420,13 +473,10 @@ def inference(
     )
 
     override = None
-    if enroll_embed_override == "rotate":
-        sources = [path for path, name, _ in data_path_and_name_and_type if name == ENROLL_EMBED]
-        if not sources or utt2spk is None:
-            raise ValueError("--enroll_embed_override rotate needs an enroll_embed data option and --utt2spk")
-        override = rotate_enroll_embeddings(sources[0], utt2spk)
-    elif enroll_embed_override is not None:
-        raise ValueError(f"--enroll_embed_override must be 'rotate' or none, got {enroll_embed_override!r}")
+    if enrollment_override == "rotate":
+        override = RotatedEnrollment(data_path_and_name_and_type, utt2spk)
+    elif enrollment_override is not None:
+        raise ValueError(f"--enrollment_override must be 'rotate' or none, got {enrollment_override!r}")
 
     train_args = load_train_args(asr_train_config)
     loader = DiffASRTask.build_streaming_iterator(
@@ -445,10 +495,11 @@ def inference(
     started = time.perf_counter()
     for keys, batch in loader:
         if override is not None:
-            batch[ENROLL_EMBED] = torch.from_numpy(np.stack([override[k] for k in keys]))
+            override(keys, batch)
         batch = to_device(batch, device)
         tic = time.perf_counter()
-        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED), keys)
+        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED), keys,
+                                   batch.get(ENROLL_SPEECH), batch.get(ENROLL_SPEECH + "_lengths"))
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
         for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
             results[key] = (recognition, share, samples / fs)
@@ -514,9 +565,9 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--data_path_and_name_and_type", type=str2triple_str, required=True,
                        action="append", help="e.g. data/test/wav.scp,speech,sound (repeatable)")
     group.add_argument("--key_file", type=str_or_none, help="decode only these utterances")
-    group.add_argument("--enroll_embed_override", type=str_or_none, default=None, choices=["rotate", None],
-                       help="rotate: decode with another speaker's enrollment embedding")
-    group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enroll_embed_override")
+    group.add_argument("--enrollment_override", type=str_or_none, default=None, choices=["rotate", None],
+                       help="rotate: decode with another speaker's enrollment (embedding and audio)")
+    group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enrollment_override")
 
     group = parser.add_argument_group("Model")
     group.add_argument("--asr_train_config", required=True, help="config.yaml of the experiment")

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Stage 2: SentencePiece model and ESPnet token list from training transcripts.
+"""Stage 2: ESPnet token lists from training transcripts.
 
-Writes OUTPUT_DIR/bpe.model and OUTPUT_DIR/tokens.txt. The token list follows
-ESPnet (`<blank>`, `<unk>`, pieces by frequency, ..., `<sos/eos>`) with `<mask>`
-placed just before `<sos/eos>`: the diffusion decoder's mask token; `<sos/eos>`
-doubles as the canvas end/pad fill. Both are looked up by name downstream.
+``--token_type bpe`` (SentencePiece) writes OUTPUT_DIR/bpe.model and OUTPUT_DIR/tokens.txt.
+The token list follows ESPnet (`<blank>`, `<unk>`, pieces by frequency, ...,
+`<sos/eos>`) with `<mask>` placed just before `<sos/eos>`: the diffusion decoder's mask
+token; `<sos/eos>` doubles as the canvas end/pad fill. Both are looked up by name
+downstream.
+
+``--token_type whisper_en`` writes Whisper's vocabulary plus `<mask>` as tokens.txt (the
+tokenizer ships with openai-whisper, nothing is trained) and logs how many tokens the
+training transcripts take.
 """
 
 from __future__ import annotations
@@ -57,15 +62,36 @@ def make_token_list(text: Path, output_dir: Path, nbpe: int, bpemode: str = "uni
     return output_dir / "tokens.txt"
 
 
+def make_whisper_token_list(text: Path, output_dir: Path) -> Path:
+    from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
+
+    transcripts = read_kv(text)
+    tokenizer = WhisperTextTokenizer()
+    lengths = sorted(len(tokenizer.text2ids(t)) for t in transcripts.values())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / "tokens.txt"
+    partial = output_dir / ".tokens.txt.tmp"
+    partial.write_text("".join(t + "\n" for t in whisper_token_list()), encoding="utf-8")
+    os.replace(partial, target)
+    logging.info(f"{target}: Whisper's {len(whisper_token_list()) - 1} tokens + <mask>; {text}: "
+                 f"{sum(lengths) / max(len(lengths), 1):.1f} tokens per transcript on average, "
+                 f"{lengths[-1] if lengths else 0} at most")
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", type=Path, required=True, help="Kaldi text file of the training set")
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--nbpe", type=int, default=100)
     parser.add_argument("--bpemode", choices=["unigram", "bpe", "char", "word"], default="unigram")
+    parser.add_argument("--token_type", choices=["bpe", "whisper_en"], default="bpe")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    make_token_list(args.text, args.output_dir, args.nbpe, args.bpemode)
+    if args.token_type == "whisper_en":
+        make_whisper_token_list(args.text, args.output_dir)
+    else:
+        make_token_list(args.text, args.output_dir, args.nbpe, args.bpemode)
 
 
 if __name__ == "__main__":

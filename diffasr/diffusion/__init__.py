@@ -5,7 +5,7 @@ Deliberately free of ESPnet imports so it can be tested and reused on its own.
 
 from diffasr.diffusion.canvas import build_canvas, canvas_lengths_from_predicted
 from diffasr.diffusion.forward import forward_mask
-from diffasr.diffusion.loss import scaled_masked_cross_entropy
+from diffasr.diffusion.loss import scaled_loss, scaled_masked_cross_entropy
 from diffasr.diffusion.sampler import (
     SamplerOutput,
     deliberate,
@@ -23,5 +23,6 @@ __all__ = [
     "generate",
     "hypothesis_confidence",
     "num_transfer_tokens",
+    "scaled_loss",
     "scaled_masked_cross_entropy",
 ]

@@ -5,7 +5,7 @@ then ``end_id`` fill up to the canvas length.  Positions beyond hold ``pad_id``;
 they are never masked, never predicted and ignored by the loss.
 """
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -18,7 +18,7 @@ def build_canvas(
     end_id: int,
     pad_id: int,
     canvas_length: Optional[int] = None,
-    margin: int = 0,
+    margin: Union[int, torch.Tensor] = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Place transcripts on canvases filled with ``end_id``.
 
@@ -29,7 +29,7 @@ def build_canvas(
         pad_id: id written beyond each canvas (only with dynamic canvases).
         canvas_length: fixed canvas length for every utterance, or None for a
             dynamic canvas of ``ys_len + margin`` positions (at least 1).
-        margin: extra end-filled positions of a dynamic canvas.
+        margin: extra end-filled positions of a dynamic canvas (an int, or [B] per utterance).
 
     Returns:
         canvas [B, L] and canvas_lengths [B].
@@ -45,7 +45,7 @@ def build_canvas(
             f"expected ys_pad [B, U] and ys_lens [B], got {tuple(ys_pad.shape)} "
             f"and {tuple(ys_lens.shape)}"
         )
-    if margin < 0:
+    if (torch.as_tensor(margin) < 0).any():
         raise ValueError(f"margin must be >= 0, got {margin}")
     ys_lens = ys_lens.to(device=ys_pad.device, dtype=torch.long)
     positions = torch.arange(ys_pad.size(1), device=ys_pad.device)

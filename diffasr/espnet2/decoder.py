@@ -84,6 +84,11 @@ class DiffusionTransformerDecoder(AbsDecoder):
             self.after_norm = LayerNorm(size)
         self.output_layer = torch.nn.Linear(size, vocab_size)
 
+    @property
+    def max_positions(self) -> int:
+        """Longest canvas (the position table)."""
+        return self.position.num_embeddings
+
     def forward(
         self,
         hs_pad: torch.Tensor,
@@ -102,6 +107,15 @@ class DiffusionTransformerDecoder(AbsDecoder):
         Returns:
             logits [B, L, vocab_size] and ys_in_lens.
         """
+        return self.project(self.hidden(hs_pad, hlens, ys_in_pad, ys_in_lens, causal)), ys_in_lens
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [..., vocab_size] of hidden states [..., D]."""
+        return self.output_layer(hidden)
+
+    def hidden(self, hs_pad: torch.Tensor, hlens: torch.Tensor, ys_in_pad: torch.Tensor,
+               ys_in_lens: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """Final hidden states [B, L, D] of the canvas (before the output layer)."""
         length = ys_in_pad.size(1)
         # [B, 1, L] keys inside the canvas; broadcast over queries (bidirectional).
         tgt_mask = (~make_pad_mask(ys_in_lens, maxlen=length))[:, None, :].to(hs_pad.device)
@@ -119,7 +133,7 @@ class DiffusionTransformerDecoder(AbsDecoder):
         x, _, _, _ = self.decoders(x, tgt_mask, hs_pad, memory_mask)
         if self.normalize_before:
             x = self.after_norm(x)
-        return self.output_layer(x), ys_in_lens
+        return x
 
     def score(self, ys, state, x):
         """Next-token log-probabilities from a causal pass (ESPnet ScorerInterface).

@@ -1,9 +1,10 @@
 """Target-speaker masked-diffusion ASR model (LLaDA-style SFT over an audio prompt).
 
-The encoder stack (frontend, SpecAugment, normalisation, conformer) and the CTC head
-come from ESPnet's ``ESPnetASRModel``; this class adds the speaker conditioner, the
-masked-diffusion decoder trained with LLaDA's scaled loss, and decoding through the
-plain-torch sampler of ``diffasr.diffusion``.
+The encoder stack (frontend, SpecAugment, normalisation, encoder) and the CTC head
+come from ESPnet's ``ESPnetASRModel``; the enrollment reaches the encoder through
+``TargetSpeakerMixin``; this class adds the masked-diffusion decoder trained with
+LLaDA's scaled loss, and decoding through the plain-torch sampler of
+``diffasr.diffusion``.
 """
 
 import logging
@@ -13,6 +14,7 @@ import torch
 from typeguard import typechecked
 
 from espnet2.asr.ctc import CTC
+from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
@@ -32,12 +34,46 @@ from diffasr.diffusion import (
     forward_mask,
     generate,
     hypothesis_confidence,
-    scaled_masked_cross_entropy,
+    scaled_loss,
 )
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
-from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2.target_speaker import ENROLLMENT_INPUTS, TargetSpeakerMixin
 
-CANVAS_MODES = ("fixed", "dynamic")
+CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
+
+
+class LengthPredictor(torch.nn.Module):
+    """Transcript length in tokens from the encoder output.
+
+    Attention pooling of the frames, with the log frame count beside it (pooling alone
+    forgets how long the audio is), then an MLP regressing the log length.
+    """
+
+    def __init__(self, size: int, hidden: int = 256):
+        super().__init__()
+        self.attention = torch.nn.Linear(size, 1)
+        self.regressor = torch.nn.Sequential(
+            torch.nn.Linear(size + 1, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+        )
+
+    def forward(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
+        """Predicted log length [B]."""
+        pad = torch.arange(encoder_out.size(1), device=encoder_out.device)[None] >= encoder_out_lens[:, None]
+        weights = self.attention(encoder_out).squeeze(-1).masked_fill(pad, float("-inf")).softmax(dim=-1)
+        pooled = (weights.unsqueeze(-1) * encoder_out).sum(dim=1)
+        frames = encoder_out_lens.float().clamp(min=1).log().unsqueeze(-1)
+        return self.regressor(torch.cat([pooled, frames], dim=-1)).squeeze(-1)
+
+    def loss(self, encoder_out, encoder_out_lens, text_lengths) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Smooth L1 on the log length, and the mean absolute error in tokens."""
+        predicted = self(encoder_out, encoder_out_lens)
+        target = text_lengths.float().clamp(min=1).log()
+        error = (predicted.detach().exp() - text_lengths.float()).abs().mean()
+        return torch.nn.functional.smooth_l1_loss(predicted, target, beta=0.1), error
+
+    def predict(self, encoder_out, encoder_out_lens) -> torch.Tensor:
+        return self(encoder_out, encoder_out_lens).exp().round().long()
 
 
 def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
@@ -47,14 +83,27 @@ def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
     return f"utterance #{index} of the batch"
 
 
-class DiffusionASRModel(ESPnetASRModel):
-    """Encoder + speaker conditioner + masked-diffusion decoder (+ CTC, + AR auxiliary).
+class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
+    """Encoder + speaker conditioning + masked-diffusion decoder (+ CTC, + AR auxiliary).
 
     Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR``.
 
     Canvas: ``fixed`` puts every transcript on ``canvas_length`` positions filled with
-    ``<sos/eos>``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
-    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).
+    ``sym_end``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
+    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).  With
+    ``random_margin`` each training canvas gets a margin drawn from 0..canvas_margin, so
+    the decoder learns to end the transcript wherever the predicted length overshoots.
+    ``duration`` sizes the canvas from the audio alone, ``ceil(canvas_rate * seconds) +
+    canvas_margin`` positions, in training (never shorter than the transcript) and at
+    inference alike, so the decoder learns where the transcript ends inside a canvas
+    it will see again; it needs no first pass.  ``length`` trains on exact canvases
+    (transcript + ``canvas_margin``) and sizes them at inference with a length head
+    (``LengthPredictor``, trained with weight ``length_weight``), so that the decoder is
+    trained on words rather than on end fill.
+
+    ``ctc_units`` (characters) replaces the token list as CTC's output classes when the
+    token list is too large for a CTC head (Whisper's); CTC hypotheses are turned into
+    tokens through the tokenizer.
     """
 
     @typechecked
@@ -68,9 +117,10 @@ class DiffusionASRModel(ESPnetASRModel):
         preencoder: Optional[AbsPreEncoder],
         encoder: AbsEncoder,
         postencoder: Optional[AbsPostEncoder],
-        decoder: DiffusionTransformerDecoder,
+        decoder: AbsDecoder,
         ctc: CTC,
         spk_conditioner: Optional[AbsSpeakerConditioner] = None,
+        ctc_units: Optional[CharacterUnits] = None,
         joint_network: Optional[torch.nn.Module] = None,
         ctc_weight: float = 0.3,
         ar_weight: float = 0.0,
@@ -81,6 +131,9 @@ class DiffusionASRModel(ESPnetASRModel):
         canvas: str = "dynamic",
         canvas_length: int = 64,
         canvas_margin: int = 4,
+        random_margin: bool = False,
+        canvas_rate: float = 5.0,
+        length_weight: float = 0.0,
         mask_eps: float = 1e-3,
         report_cer: bool = True,
         report_wer: bool = True,
@@ -96,6 +149,8 @@ class DiffusionASRModel(ESPnetASRModel):
             raise ValueError(f"ctc_weight must be in [0, 1) for a diffusion model, got {ctc_weight}")
         if canvas == "dynamic" and ctc_weight == 0.0:
             raise ValueError("canvas: dynamic predicts the canvas length with CTC: set ctc_weight > 0")
+        if (canvas == "length") != (length_weight > 0.0):
+            raise ValueError("canvas: length and length_weight > 0 go together (the length head sizes the canvas)")
         if ar_weight < 0.0:
             raise ValueError(f"ar_weight must be >= 0, got {ar_weight}")
         for symbol, option in ((sym_mask, "sym_mask"), (sym_end, "sym_end")):
@@ -127,12 +182,24 @@ class DiffusionASRModel(ESPnetASRModel):
             extract_feats_in_collect_stats=extract_feats_in_collect_stats,
         )
         self.spk_conditioner = spk_conditioner
+        self.ctc_units = ctc_units
+        self.ctc_blank_id = ctc_units.blank_id if ctc_units is not None else self.blank_id
         self.mask_id = self.token_list.index(sym_mask)
         self.end_id = self.token_list.index(sym_end)
+        # Tokens never written out: the canvas fill, the mask, and CTC's blank if listed.
+        self.fill_ids = {self.end_id, self.mask_id} | (
+            {self.token_list.index(sym_blank)} if sym_blank in self.token_list else set())
         self.ar_weight = ar_weight
         self.canvas = canvas
         self.canvas_length = canvas_length
         self.canvas_margin = canvas_margin
+        self.random_margin = random_margin
+        self.canvas_rate = canvas_rate
+        self.length_weight = length_weight
+        self.length_predictor = None
+        if length_weight > 0.0:
+            self.length_predictor = LengthPredictor(encoder.output_size() if postencoder is None
+                                                    else postencoder.output_size())
         self.mask_eps = mask_eps
         if ar_weight == 0.0:
             del self.criterion_att  # ESPnet's label-smoothed CE serves only the AR loss
@@ -144,54 +211,74 @@ class DiffusionASRModel(ESPnetASRModel):
         speech_lengths: torch.Tensor,
         text: torch.Tensor,
         text_lengths: torch.Tensor,
-        enroll_embed: Optional[torch.Tensor] = None,
-        enroll_embed_lengths: Optional[torch.Tensor] = None,
         utt_id: Optional[List[str]] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
-        """Encoder + conditioner + diffusion/CTC/AR losses.
+        """Encoder + speaker conditioning + diffusion/CTC/AR losses.
 
         Args:
             speech: [B, T(, C)]; speech_lengths: [B].
             text: [B, U] token ids, -1 padded; text_lengths: [B].
-            enroll_embed: [B, E] enrollment embedding of the target speaker.
+            kwargs: the enrollment: ``enroll_embed`` [B, E] (embedding) and/or
+                ``enroll_speech`` [B, T'] with ``enroll_speech_lengths`` (audio).
         """
         batch_size = speech.size(0)
         text = text[:, : text_lengths.max()]
         self._check_transcripts(text, text_lengths, utt_id)
         stats = dict()
 
-        # 1. Encoder, then speaker conditioning
-        encoder_out, encoder_out_lens = self.encode_conditioned(
-            speech, speech_lengths, enroll_embed, utt_id
-        )
+        # 1. Encoder with the enrollment
+        enrollment = {k: v for k, v in kwargs.items() if k in ENROLLMENT_INPUTS}
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, utt_id, **enrollment)
 
-        # 2. CTC branch on the conditioned frames
+        # 2. CTC branch on the conditioned frames (over tokens, or over their characters)
         loss_ctc = None
         if self.ctc_weight > 0.0:
-            loss_ctc, cer_ctc = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            if self.ctc_units is None:
+                loss_ctc, cer_ctc = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+                stats["cer_ctc"] = cer_ctc
+            else:
+                chars, char_lengths = self.ctc_units.targets(text, text_lengths)
+                loss_ctc = self.ctc(encoder_out, encoder_out_lens, chars, char_lengths)
             stats["loss_ctc"] = loss_ctc.detach()
-            stats["cer_ctc"] = cer_ctc
 
         # 3. Masked-diffusion branch: canvas, random masking, scaled CE on masked positions
-        canvas, canvas_lengths = self._training_canvas(text, text_lengths, utt_id)
+        #    (only masked positions are projected onto the vocabulary: the loss reads no other)
+        canvas, canvas_lengths = self._training_canvas(text, text_lengths, utt_id, speech, speech_lengths)
         noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps)
-        logits, _ = self.decoder(encoder_out, encoder_out_lens, noisy, canvas_lengths)
-        loss_diff = scaled_masked_cross_entropy(logits, canvas, is_masked, p, canvas_lengths)
+        hidden = self.decoder.hidden(encoder_out, encoder_out_lens, noisy, canvas_lengths)
+        masked_logits = self.decoder.project(hidden[is_masked]).float()
+        token_ce = torch.zeros(canvas.shape, dtype=masked_logits.dtype, device=canvas.device)
+        token_ce[is_masked] = torch.nn.functional.cross_entropy(
+            masked_logits, canvas[is_masked], reduction="none"
+        )
+        loss_diff = scaled_loss(token_ce, p, canvas_lengths)
         stats["loss_diffusion"] = loss_diff.detach()
         if is_masked.any():
-            hits = (logits.argmax(dim=-1) == canvas) & is_masked
-            stats["acc_masked"] = hits.sum().float() / is_masked.sum()
+            stats["acc_masked"] = (masked_logits.argmax(dim=-1) == canvas[is_masked]).float().mean()
 
-        # 4. Optional autoregressive auxiliary: a causal pass of the same decoder
+        # 4. Optional length head and autoregressive auxiliary (a causal pass of the same decoder)
         loss = (1.0 - self.ctc_weight) * loss_diff
         if loss_ctc is not None:
             loss = loss + self.ctc_weight * loss_ctc
+        if self.length_predictor is not None:
+            loss_length, length_error = self.length_predictor.loss(encoder_out, encoder_out_lens, text_lengths)
+            stats["loss_length"], stats["length_error"] = loss_length.detach(), length_error
+            loss = loss + self.length_weight * loss_length
         if self.ar_weight > 0.0:
-            ys_in, ys_out = add_sos_eos(text, self.sos, self.eos, self.ignore_id)
-            ar_logits, _ = self.decoder(
-                encoder_out, encoder_out_lens, ys_in, text_lengths + 1, causal=True
-            )
+            if getattr(self.decoder, "shift", False):
+                # A shifted decoder predicts position i from i - 1 (its prompt predicts the
+                # first): the clean transcript + end, causally, is the AR pass it was made from.
+                ys_out, ys_lens = build_canvas(text, text_lengths, self.end_id, self.end_id, margin=1)
+                hidden = self.decoder.hidden(encoder_out, encoder_out_lens, ys_out, ys_lens, causal=True)
+                ar_logits = self.decoder.project(hidden)
+                inside = torch.arange(ys_out.size(1), device=ys_out.device) < ys_lens[:, None]
+                ys_out = ys_out.masked_fill(~inside, self.ignore_id)
+            else:
+                ys_in, ys_out = add_sos_eos(text, self.sos, self.eos, self.ignore_id)
+                ar_logits, _ = self.decoder(
+                    encoder_out, encoder_out_lens, ys_in, text_lengths + 1, causal=True
+                )
             loss_ar = self.criterion_att(ar_logits, ys_out)
             stats["loss_ar"] = loss_ar.detach()
             stats["acc_ar"] = th_accuracy(
@@ -222,9 +309,27 @@ class DiffusionASRModel(ESPnetASRModel):
                 f"position {col}, outside the token list of {self.vocab_size} entries"
             )
 
+    def _duration_lengths(self, speech: torch.Tensor, speech_lengths: torch.Tensor, margin: int,
+                          max_length: int) -> torch.Tensor:
+        """Canvas lengths from the audio duration: ``ceil(canvas_rate * seconds) + margin``."""
+        seconds_of = getattr(self.encoder, "input_seconds", None)
+        if seconds_of is None:
+            raise ValueError("canvas: duration needs an encoder that knows the duration of its input "
+                             f"(encoder: whisper); {type(self.encoder).__name__} does not")
+        seconds = seconds_of(speech, speech_lengths)
+        return canvas_lengths_from_predicted(torch.ceil(self.canvas_rate * seconds), margin=margin,
+                                             max_length=max_length)
+
     def _training_canvas(
-        self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
+        self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]],
+        speech: torch.Tensor, speech_lengths: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.canvas == "duration":
+            lengths = self._duration_lengths(speech, speech_lengths, self.canvas_margin, self.max_hypothesis_length)
+            return build_canvas(text, text_lengths, self.end_id, self.end_id,
+                                margin=(lengths - text_lengths).clamp(min=0))
+        if self.canvas == "length":
+            return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
         if self.canvas == "fixed":
             too_long = (text_lengths > self.canvas_length).nonzero()
             if too_long.numel() > 0:
@@ -239,49 +344,34 @@ class DiffusionASRModel(ESPnetASRModel):
             )
         # Padding beyond a canvas is <sos/eos> so the embedding lookup stays in range;
         # the decoder's key mask and the loss never look at it.
-        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
+        margin = self.canvas_margin
+        if self.random_margin:
+            margin = torch.randint(0, self.canvas_margin + 1, text_lengths.shape, device=text_lengths.device)
+        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=margin)
 
-    # ------------------------------------------------------------------ encoding
-    def encode_conditioned(
-        self,
-        speech: torch.Tensor,
-        speech_lengths: torch.Tensor,
-        enroll_embed: Optional[torch.Tensor] = None,
-        utt_ids: Optional[List[str]] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """ESPnet's encoder with the speaker conditioner (if any) inside or after it."""
-        if self.spk_conditioner is None:
-            encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
-            return self._main_output(encoder_out), encoder_out_lens
-        if enroll_embed is None:
-            who = f" (batch of {', '.join(utt_ids)})" if utt_ids else ""
-            raise ValueError(
-                f"this model is speaker-conditioned but no enroll_embed was given{who}; add "
-                "'<dir>/enroll_embed.scp,enroll_embed,kaldi_ark' to the data options"
-            )
-        if self.spk_conditioner.position == "encoder_input":
-            with self.spk_conditioner.attached_to(self.encoder.embed, enroll_embed):
-                encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
-            return self._main_output(encoder_out), encoder_out_lens
-        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
-        return self.spk_conditioner(self._main_output(encoder_out), encoder_out_lens, enroll_embed)
-
-    @staticmethod
-    def _main_output(encoder_out):
-        # With intermediate CTC the encoder returns (out, intermediate outs); only out is used.
-        return encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out
-
+    # ------------------------------------------------------------------ CTC first pass
     def _ctc_greedy_path(
         self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Best CTC label per frame [B, T] and where it emits a token (repeats merged, blanks dropped)."""
+        """Best CTC label per frame [B, T] and where it emits a unit (repeats merged, blanks dropped)."""
         best = self.ctc.argmax(encoder_out)
-        previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.blank_id)
+        previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=self.ctc_blank_id)
         inside = torch.arange(best.size(1), device=best.device) < encoder_out_lens[:, None]
-        return best, inside & (best != self.blank_id) & (best != previous)
+        return best, inside & (best != self.ctc_blank_id) & (best != previous)
+
+    def ctc_greedy(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> List[List[int]]:
+        """Token ids of each utterance's best CTC path (repeats merged, blanks dropped)."""
+        best, emitted = self._ctc_greedy_path(encoder_out, encoder_out_lens)
+        paths = [best[b][emitted[b]].tolist() for b in range(best.size(0))]
+        if self.ctc_units is not None:
+            return [self.ctc_units.tokens(path) for path in paths]
+        return paths
 
     def ctc_lengths(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
         """Number of tokens in the greedy CTC path."""
+        if self.ctc_units is not None:
+            hyps = self.ctc_greedy(encoder_out, encoder_out_lens)
+            return torch.tensor([len(h) for h in hyps], dtype=torch.long, device=encoder_out.device)
         return self._ctc_greedy_path(encoder_out, encoder_out_lens)[1].sum(dim=1)
 
     # ------------------------------------------------------------------ decoding
@@ -290,7 +380,7 @@ class DiffusionASRModel(ESPnetASRModel):
         self,
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
-        enroll_embed: Optional[torch.Tensor] = None,
+        enrollment: Optional[Dict[str, torch.Tensor]] = None,
         steps: int = 8,
         block_length: Optional[int] = None,
         remasking: str = "low_confidence",
@@ -302,6 +392,7 @@ class DiffusionASRModel(ESPnetASRModel):
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Decode a batch with the masked-diffusion sampler.
 
+        ``enrollment``: the model's enrollment inputs (``enroll_embed``, ``enroll_speech``...).
         ``canvas``, ``canvas_length`` and ``canvas_margin`` default to the training values.
         Returns per utterance the token ids (``<sos/eos>``, ``<mask>`` and ``<blank>``
         fill removed) and the commit probability of each, plus the raw sampler output.
@@ -311,17 +402,24 @@ class DiffusionASRModel(ESPnetASRModel):
             raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {canvas!r}")
         length = canvas_length or self.canvas_length
         margin = self.canvas_margin if canvas_margin is None else canvas_margin
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
         batch = encoder_out.size(0)
         if canvas == "fixed":
             lengths = torch.full((batch,), length, dtype=torch.long, device=encoder_out.device)
+        elif canvas == "duration":
+            lengths = self._duration_lengths(speech, speech_lengths, margin, self.max_hypothesis_length)
+        elif canvas == "length":
+            if self.length_predictor is None:
+                raise ValueError("canvas: length needs the length head, but this model has none")
+            predicted = self.length_predictor.predict(encoder_out, encoder_out_lens)
+            lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
         else:
             if self.ctc is None:
                 raise ValueError("canvas: dynamic needs the CTC head, but this model has none")
             predicted = self.ctc_lengths(encoder_out, encoder_out_lens)
             lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
         width = int(lengths.max())
-        if block_length is not None and canvas == "dynamic":
+        if block_length is not None and canvas != "fixed":
             # A dynamic canvas varies per batch: round it up to whole blocks (the extra
             # positions are padding) and the steps to a multiple of the blocks.  A fixed
             # canvas is checked as given by the sampler, which names values that work.
@@ -344,8 +442,8 @@ class DiffusionASRModel(ESPnetASRModel):
         return (*self._strip_fill(out, lengths), out)
 
     def _strip_fill(self, out: SamplerOutput, lengths: torch.Tensor) -> Tuple[List[List[int]], List[List[float]]]:
-        """Token ids and confidences of each canvas, ``<sos/eos>``/``<mask>``/``<blank>`` removed."""
-        fill = {self.end_id, self.mask_id, self.blank_id}
+        """Token ids and confidences of each canvas, the fill tokens (``fill_ids``) removed."""
+        fill = self.fill_ids
         token_ids, confidences, out.kept_positions = [], [], []
         for b in range(out.tokens.size(0)):
             keep = [i for i in range(int(lengths[b])) if int(out.tokens[b, i]) not in fill]
@@ -354,19 +452,15 @@ class DiffusionASRModel(ESPnetASRModel):
             out.kept_positions.append(keep)
         return token_ids, confidences
 
-    def ctc_greedy(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> List[List[int]]:
-        """Best CTC path of each utterance, repeats merged and blanks dropped."""
-        best, emitted = self._ctc_greedy_path(encoder_out, encoder_out_lens)
-        return [best[b][emitted[b]].tolist() for b in range(best.size(0))]
-
     @torch.no_grad()
     def ctc_greedy_decode(
-        self, speech: torch.Tensor, speech_lengths: torch.Tensor, enroll_embed: Optional[torch.Tensor] = None
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+        enrollment: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Tuple[List[List[int]], List[List[float]]]:
         """CTC greedy hypotheses, each token scored by the diffusion decoder (one pass)."""
         if self.ctc is None:
             raise ValueError("CTC greedy decoding needs the CTC head, but this model has none")
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
         hyps = self.ctc_greedy(encoder_out, encoder_out_lens)
         canvas, lengths = self._hypothesis_canvas(hyps, margin=0)
         confidence = hypothesis_confidence(
@@ -378,7 +472,7 @@ class DiffusionASRModel(ESPnetASRModel):
     @property
     def max_hypothesis_length(self) -> int:
         """Longest canvas the decoder can hold (its position table)."""
-        return self.decoder.position.num_embeddings
+        return self.decoder.max_positions
 
     def _hypothesis_canvas(self, hyps: List[List[int]], margin: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Hypotheses on a canvas with ``margin`` end-filled positions.
@@ -407,7 +501,7 @@ class DiffusionASRModel(ESPnetASRModel):
         self,
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
-        enroll_embed: Optional[torch.Tensor] = None,
+        enrollment: Optional[Dict[str, torch.Tensor]] = None,
         hypotheses: Optional[List[List[int]]] = None,
         steps: int = 8,
         masking: str = "random",
@@ -430,7 +524,7 @@ class DiffusionASRModel(ESPnetASRModel):
         """
         if confidence_temperature <= 0:
             raise ValueError(f"confidence_temperature must be > 0, got {confidence_temperature}")
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, enroll_embed)
+        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
         if hypotheses is None:
             if self.ctc is None:
                 raise ValueError("deliberating CTC hypotheses needs the CTC head, but this model has none")

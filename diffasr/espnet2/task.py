@@ -1,10 +1,20 @@
 """``DiffASRTask``: ESPnet's ASR task with a masked-diffusion model and speaker input.
 
-ESPnet's registries are extended, never patched: ``model`` gains ``diffusion`` (next to
-``espnet`` and ``maskctc``), ``decoder`` gains ``diffusion``, and a new
-``spk_conditioner`` choice (``film``, ``prepend`` or ``none``) is added.  The optional
-data name ``enroll_embed`` carries one float vector per utterance
-(``<dir>/enroll_embed.scp,enroll_embed,kaldi_ark``); ESPnet baselines ignore it.
+ESPnet's registries are extended, never patched:
+
+- ``model``: ``diffusion`` is added; ``espnet`` and ``maskctc`` are ESPnet's models with
+  the enrollment routed into the encoder (``diffasr.espnet2.target_speaker``);
+- ``encoder``: ``whisper`` is the frozen Whisper encoder with a trainable adapter built
+  from offline weights (ESPnet's own ``whisper`` entry downloads by model name);
+- ``decoder``: ``diffusion`` (small bidirectional transformer), ``whisper_diffusion``
+  and ``whisper_ar`` (Whisper's decoder as mask predictor or AR decoder);
+- ``spk_conditioner``: ``film`` or ``prepend`` of an enrollment embedding, or none.
+
+Optional data names: ``enroll_embed`` (one float vector per utterance,
+``<dir>/enroll_embed.scp,enroll_embed,kaldi_ark``) and ``enroll_speech`` (the enrollment
+audio, ``<dir>/enroll.scp,enroll_speech,sound``, or its cached frozen-encoder frames as
+``kaldi_ark``).  ``token_type: whisper_en`` is Whisper's tokenizer
+(``diffasr.whisper.tokenizer``).
 """
 
 import argparse
@@ -16,6 +26,8 @@ from typeguard import typechecked
 from espnet2.asr.ctc import CTC
 from espnet2.tasks import asr as espnet_asr
 from espnet2.tasks.asr import ASRTask
+from espnet2.text.cleaner import TextCleaner
+from espnet2.text.token_id_converter import TokenIDConverter
 from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
@@ -25,21 +37,40 @@ from diffasr.espnet2.conditioning import (
     FiLMConditioner,
     PrependConditioner,
 )
+from diffasr.datadir import read_kv
+from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.model import DiffusionASRModel
+from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel, TargetSpeakerMaskCTCModel
+from diffasr.espnet2.whisper_decoder import WhisperARDecoder, WhisperDiffusionDecoder
+from diffasr.espnet2.whisper_encoder import WhisperEncoder
+from diffasr.whisper.tokenizer import END as WHISPER_END
+from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
+from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
 ENROLL_EMBED = "enroll_embed"
+ENROLL_SPEECH = "enroll_speech"
 DEFAULT_MAX_AUDIO_SECONDS = 40.0
+CTC_UNITS = ("tokens", "chars")
 
 model_choices = ClassChoices(
     "model",
-    classes=dict(espnet_asr.model_choices.classes, diffusion=DiffusionASRModel),
+    classes=dict(espnet_asr.model_choices.classes, espnet=TargetSpeakerESPnetModel,
+                 maskctc=TargetSpeakerMaskCTCModel, diffusion=DiffusionASRModel),
     type_check=AbsESPnetModel,
     default="diffusion",
 )
+encoder_choices = ClassChoices(
+    "encoder",
+    classes=dict(espnet_asr.encoder_choices.classes, whisper=WhisperEncoder),
+    type_check=espnet_asr.AbsEncoder,
+    default="conformer",
+)
 decoder_choices = ClassChoices(
     "decoder",
-    classes=dict(espnet_asr.decoder_choices.classes, diffusion=DiffusionTransformerDecoder),
+    classes=dict(espnet_asr.decoder_choices.classes, diffusion=DiffusionTransformerDecoder,
+                 whisper_diffusion=WhisperDiffusionDecoder, whisper_ar=WhisperARDecoder),
     type_check=espnet_asr.AbsDecoder,
     default=None,
     optional=True,
@@ -51,6 +82,7 @@ spk_conditioner_choices = ClassChoices(
     default=None,
     optional=True,
 )
+DIFFUSION_DECODERS = ("diffusion", "whisper_diffusion")
 
 
 def _choice(args: argparse.Namespace, name: str):
@@ -65,11 +97,28 @@ def _replace(choices_list, replacement: ClassChoices):
     return [replacement if c.name == replacement.name else c for c in choices_list]
 
 
+def build_token_id_converter(token_list) -> TokenIDConverter:
+    """ESPnet's token/id converter; Whisper's byte-level BPE has no ``<unk>`` (every byte
+    sequence has pieces), so its end token stands in as the never-used unknown symbol."""
+    token_list = list(token_list)
+    unk = "<unk>" if "<unk>" in token_list else WHISPER_END
+    return TokenIDConverter(token_list=token_list, unk_symbol=unk)
+
+
+def build_text_tokenizer(token_type: str, bpemodel=None):
+    """ESPnet's tokenizer for a token type, or Whisper's for ``whisper_en``."""
+    if token_type == WHISPER_TOKEN_TYPE:
+        return WhisperTextTokenizer()
+    from espnet2.text.build_tokenizer import build_tokenizer
+
+    return build_tokenizer(token_type=token_type, bpemodel=bpemodel)
+
+
 class DiffASRTask(ASRTask):
-    """ASR task whose ``build_model`` also knows the diffusion model and its conditioner."""
+    """ASR task that builds every model with diffasr's registries (see the module docstring)."""
 
     class_choices_list = _replace(
-        _replace(ASRTask.class_choices_list, model_choices), decoder_choices
+        _replace(_replace(ASRTask.class_choices_list, model_choices), encoder_choices), decoder_choices
     ) + [spk_conditioner_choices]
 
     @classmethod
@@ -84,35 +133,62 @@ class DiffASRTask(ASRTask):
         )
 
     @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        cls.check_encoder_caches(args)
+        super().main_worker(args)
+
+    @classmethod
+    def check_encoder_caches(cls, args: argparse.Namespace) -> None:
+        """Refuse cached encoder frames from another frozen encoder or another set."""
+        for option in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
+            entries = getattr(args, option, None) or []
+            texts = [path for path, name, _ in entries if name == "text"]
+            for path, name, kind in entries:
+                if name in ("speech", ENROLL_SPEECH) and kind == "kaldi_ark":
+                    if _choice(args, "encoder") != "whisper":
+                        raise ValueError(f"{path}: cached encoder frames need encoder: whisper, "
+                                         f"the config has encoder: {_choice(args, 'encoder')}")
+                    keys = read_kv(texts[0]).keys() if texts else None
+                    check_cache(path, args.encoder_conf, keys, texts[0] if texts else "")
+
+    @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + (ENROLL_EMBED,)
+        return tuple(super().optional_data_names(train, inference)) + (ENROLL_EMBED, ENROLL_SPEECH)
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        if getattr(args, "token_type", None) != WHISPER_TOKEN_TYPE:
+            return super().build_preprocess_fn(args, train)
+        # ESPnet's whisper_en tokenizer needs an openai-whisper older than the one that
+        # ships its tokenizer offline: build the preprocessor without text handling, then
+        # give it Whisper's tokenizer over the token list.
+        text_free = argparse.Namespace(**vars(args))
+        text_free.token_type = None
+        preprocessor = super().build_preprocess_fn(text_free, train)
+        if preprocessor is None:
+            return None
+        preprocessor.text_cleaner = TextCleaner(None)
+        preprocessor.tokenizer = WhisperTextTokenizer()
+        preprocessor.token_id_converter = build_token_id_converter(cls._read_token_list(args))
+        return preprocessor
 
     @classmethod
     @typechecked
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
-        model_name = _choice(args, "model") or "espnet"
-        if model_name != "diffusion":
-            # Baselines are ESPnet's own models, built by ESPnet; enroll_embed reaches
-            # their forward(**kwargs) and is ignored.
-            if _choice(args, "decoder") == "diffusion":
-                raise ValueError(f"decoder: diffusion needs model: diffusion, not {model_name}")
-            if _choice(args, "spk_conditioner") is not None:
-                logging.warning(f"spk_conditioner is ignored by model: {model_name}")
-            if model_name == "maskctc":
-                # ESPnet's Mask-CTC appends its own <mask>; hide ours so the symbol is not
-                # duplicated.  <mask> follows every piece, so text ids do not move.
-                token_list = cls._read_token_list(args)
-                sym_mask = args.model_conf.get("sym_mask", "<mask>")
-                args = argparse.Namespace(**vars(args))
-                args.token_list = [t for t in token_list if t != sym_mask]
-            return super().build_model(args)
-        if _choice(args, "decoder") != "diffusion":
-            raise ValueError(
-                f"model: diffusion needs decoder: diffusion, got {getattr(args, 'decoder', None)}"
-            )
         token_list = cls._read_token_list(args)
         vocab_size = len(token_list)
         logging.info(f"Vocabulary size: {vocab_size}")
+        model_name = _choice(args, "model") or "espnet"
+        decoder_name = _choice(args, "decoder")
+        if (model_name == "diffusion") != (decoder_name in DIFFUSION_DECODERS):
+            raise ValueError(f"model: diffusion goes with decoder: {' or '.join(DIFFUSION_DECODERS)} "
+                             f"and only with it; got model: {model_name}, decoder: {decoder_name}")
+        if model_name == "maskctc":
+            # ESPnet's Mask-CTC appends its own <mask>; hide ours so the symbol is not
+            # duplicated.  <mask> follows every piece, so text ids do not move.
+            sym_mask = args.model_conf.get("sym_mask", "<mask>")
+            token_list = [t for t in token_list if t != sym_mask]
+            vocab_size = len(token_list)
 
         # 1. Frontend, SpecAugment, normalisation, pre-encoder, encoder, post-encoder
         stack = cls._build_encoder_stack(args)
@@ -120,33 +196,39 @@ class DiffASRTask(ASRTask):
         if stack["postencoder"] is not None:
             size = stack["postencoder"].output_size()
 
-        # 2. Speaker conditioner on the encoder output
+        # 2. Speaker conditioner of an enrollment embedding
         conditioner = None
         conditioner_name = _choice(args, "spk_conditioner")
         if conditioner_name is not None:
-            conditioner_class = spk_conditioner_choices.get_class(conditioner_name)
-            conditioner = conditioner_class(
+            conditioner = spk_conditioner_choices.get_class(conditioner_name)(
                 encoder_output_size=size, **getattr(args, "spk_conditioner_conf", {})
             )
 
-        # 3. Diffusion decoder and CTC head
-        decoder = DiffusionTransformerDecoder(
-            vocab_size=vocab_size, encoder_output_size=size, **args.decoder_conf
-        )
-        ctc = CTC(odim=vocab_size, encoder_output_size=size, **args.ctc_conf)
+        # 3. Decoder and CTC head (over tokens, or over characters for a large token list)
+        decoder = None
+        if decoder_name is not None:
+            decoder = decoder_choices.get_class(decoder_name)(
+                vocab_size=vocab_size, encoder_output_size=size, **args.decoder_conf
+            )
+        model_conf = dict(args.model_conf)
+        model_conf.pop("spk_conditioner", None)
+        extra = dict(spk_conditioner=conditioner, joint_network=None)
+        ctc_units = model_conf.pop("ctc_units", "tokens")
+        if ctc_units not in CTC_UNITS:
+            raise ValueError(f"model_conf ctc_units must be one of {CTC_UNITS}, got {ctc_units!r}")
+        ctc_size = vocab_size
+        if ctc_units == "chars":
+            if model_name != "diffusion" or args.token_type != WHISPER_TOKEN_TYPE:
+                raise ValueError("model_conf ctc_units: chars is for model: diffusion with "
+                                 f"token_type: {WHISPER_TOKEN_TYPE}")
+            extra["ctc_units"] = CharacterUnits(token_list, build_text_tokenizer(args.token_type))
+            ctc_size = len(extra["ctc_units"])
+        ctc = CTC(odim=ctc_size, encoder_output_size=size, **args.ctc_conf)
 
         # 4. The model (modules built above win over same-named model_conf entries)
-        model_conf = {
-            k: v for k, v in args.model_conf.items() if k not in ("joint_network", "spk_conditioner")
-        }
-        model = DiffusionASRModel(
-            vocab_size=vocab_size,
-            token_list=token_list,
-            decoder=decoder,
-            ctc=ctc,
-            spk_conditioner=conditioner,
-            **stack,
-            **model_conf,
+        model = model_choices.get_class(model_name)(
+            vocab_size=vocab_size, token_list=token_list, decoder=decoder, ctc=ctc,
+            **stack, **extra, **model_conf,
         )
         if args.init is not None:
             initialize(model, args.init)
@@ -156,7 +238,7 @@ class DiffASRTask(ASRTask):
     def _read_token_list(cls, args: argparse.Namespace) -> list:
         if isinstance(args.token_list, str):
             with open(args.token_list, encoding="utf-8") as f:
-                token_list = [line.rstrip() for line in f]
+                token_list = [line.rstrip("\n") for line in f]
             args.token_list = list(token_list)  # stored in config.yaml: portable model
         elif isinstance(args.token_list, (tuple, list)):
             token_list = list(args.token_list)
@@ -166,7 +248,7 @@ class DiffASRTask(ASRTask):
 
     @classmethod
     def _build_encoder_stack(cls, args: argparse.Namespace) -> dict:
-        """ESPnet's input side, from ESPnet's own registries."""
+        """The input side, from ESPnet's registries plus diffasr's encoders."""
         if args.input_size is None:
             frontend = espnet_asr.frontend_choices.get_class(args.frontend)(**args.frontend_conf)
             input_size = frontend.output_size()
@@ -187,9 +269,7 @@ class DiffASRTask(ASRTask):
                 **args.preencoder_conf
             )
             input_size = preencoder.output_size()
-        encoder = espnet_asr.encoder_choices.get_class(args.encoder)(
-            input_size=input_size, **args.encoder_conf
-        )
+        encoder = encoder_choices.get_class(args.encoder)(input_size=input_size, **args.encoder_conf)
         postencoder = None
         if _choice(args, "postencoder") is not None:
             postencoder = espnet_asr.postencoder_choices.get_class(args.postencoder)(

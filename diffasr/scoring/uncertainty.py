@@ -26,25 +26,31 @@ from diffasr.scoring.sclite import ScoringError
 
 # Confidences are clipped away from 0 and 1 so that logs and logits stay finite.
 EPS = 1e-6
-WORD_BOUNDARY = "\u2581"  # SentencePiece's word-initial marker
+WORD_BOUNDARIES = ("\u2581", "\u0120")  # word-initial markers: SentencePiece's, GPT-2/Whisper's
 
 
 def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -> List[Tuple[str, float]]:
-    """Group SentencePiece pieces (or ``<space>``-separated characters) into words.
+    """Group SentencePiece or Whisper pieces (or ``<space>``-separated characters) into words.
 
-    A word's confidence is the lowest confidence among its pieces.
+    A word's confidence is the lowest confidence among its pieces.  Words are upper case,
+    as the transcripts (Whisper's pieces are lower case).
 
     >>> words_with_confidence(["\u2581HE", "LLO", "\u2581W", "ORLD"], [0.9, 0.5, 0.8, 0.7])
     [('HELLO', 0.5), ('WORLD', 0.7)]
+    >>> words_with_confidence(["\u0120don", "'t", "\u0120stop"], [0.9, 0.4, 0.8])
+    [("DON'T", 0.4), ('STOP', 0.8)]
     """
     words: List[Tuple[str, float]] = []
     current, lowest = "", 1.0
     for token, confidence in zip(tokens, confidences):
-        starts_word = token.startswith(WORD_BOUNDARY) or token == "<space>"
+        starts_word = token.startswith(WORD_BOUNDARIES) or token == "<space>"
         if starts_word and current:
             words.append((current, lowest))
             current, lowest = "", 1.0
-        piece = token.replace(WORD_BOUNDARY, "").replace("<space>", "")
+        piece = token.replace("<space>", "")
+        for boundary in WORD_BOUNDARIES:
+            piece = piece.replace(boundary, "")
+        piece = piece.upper()
         if piece:
             current += piece
             lowest = min(lowest, confidence)

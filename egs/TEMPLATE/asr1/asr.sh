@@ -33,8 +33,8 @@ train_set=train         # training mixtures
 valid_set=dev           # validation mixtures
 test_sets="test test_clean"  # decoded and scored sets
 
-# Tokens
-token_type=bpe          # only bpe is wired through the stages
+# Tokens (stage 2 writes both lists; a training config's token_type key picks one)
+token_type=bpe          # default token type of configs that set none: bpe (SentencePiece) | whisper_en
 nbpe=100                # SentencePiece vocabulary size
 bpemode=unigram         # unigram | bpe | char
 
@@ -47,12 +47,15 @@ asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per c
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_args=               # extra arguments for every training run
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
+feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
+cache_fold_length=500   # the same for cached encoder frames (20 ms each)
 text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
 inference_args=         # extra arguments for decoding
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
+ar_exp=                 # the AR experiment whose output decode configs deliberate ({ar_exp}); default: ${expdir}/${asr_tag_prefix}_ar_whisper
 batch_size=8            # decoding batch size
 
 . ./path.sh
@@ -64,13 +67,26 @@ if [ $# -ne 0 ]; then
   log "Unexpected arguments: $*  (run $0 --help)"; exit 2
 fi
 
-token_listdir=data/token_list/${token_type}_${bpemode}${nbpe}
-bpemodel=${token_listdir}/bpe.model
-token_list=${token_listdir}/tokens.txt
+bpe_listdir=data/token_list/bpe_${bpemode}${nbpe}
+whisper_listdir=data/token_list/whisper_en
+bpemodel=${bpe_listdir}/bpe.model
 [ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
+[ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper
 
 asr_exp_of() { echo "${expdir}/${asr_tag_prefix}_$(basename "$1" .yaml | sed 's/^train_//')"; }
 model_type_of() { ${python} utils/yaml_get.py "$1" model espnet; }
+config_get() { ${python} utils/yaml_get.py "$@"; }  # config_get <config> <dotted key> <default>
+token_args_of() {  # the token options of a training config
+  local tt
+  tt=$(config_get "$1" token_type "${token_type}")
+  case "${tt}" in
+    bpe) echo "--token_type bpe --token_list ${bpe_listdir}/tokens.txt --bpemodel ${bpemodel}" ;;
+    whisper_en) echo "--token_type whisper_en --token_list ${whisper_listdir}/tokens.txt" ;;
+    *) log "$1: token_type ${tt} is not wired through the stages (bpe or whisper_en)" >&2; return 1 ;;
+  esac
+}
+reads_enrollment_audio() { [ "$(config_get "$1" encoder_conf.enrollment none)" != none ]; }
+is_cacheable() { [ "${feats_type}" = extracted ] && [ "$(config_get "$1" encoder none)" = whisper ]; }
 record_command() {
   # Every experiment dir keeps the command that made it (as ESPnet writes exp/*/run.sh).
   mkdir -p "$1"
@@ -91,9 +107,11 @@ fi
 
 # ---------------------------------------------------------------------------
 if want 2; then
-  stage_begin 2 "SentencePiece ${bpemode} (nbpe=${nbpe}) on data/${train_set}/text -> ${token_listdir}"
+  stage_begin 2 "Token lists: SentencePiece ${bpemode} (nbpe=${nbpe}) -> ${bpe_listdir}; Whisper's -> ${whisper_listdir}"
   ${python} -m diffasr.bin.make_token_list --text "data/${train_set}/text" \
-    --output_dir "${token_listdir}" --nbpe "${nbpe}" --bpemode "${bpemode}"
+    --output_dir "${bpe_listdir}" --nbpe "${nbpe}" --bpemode "${bpemode}"
+  ${python} -m diffasr.bin.make_token_list --token_type whisper_en --text "data/${train_set}/text" \
+    --output_dir "${whisper_listdir}"
   stage_end 2
 fi
 
@@ -122,15 +140,36 @@ if want 4; then
 fi
 
 # ---------------------------------------------------------------------------
-# Arguments naming the inputs of a set, as espnet2's data loader reads them.
-data_args() {  # data_args <option> <set> [with_text=true]
-  local option=$1 dset=$2 with_text=${3:-true} args
-  args="${option} data/${dset}/wav.scp,speech,sound"
+# Arguments naming the inputs of a set, as espnet2's data loader reads them: the audio
+# (or, with a cache dir, the frozen encoder's frames), the text, the enrollment
+# embedding and, for configs that read it, the enrollment audio (or its cached frames).
+data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir]
+  local option=$1 dset=$2 config=$3 with_text=${4:-true} cache=${5:-} args
+  if [ -n "${cache}" ]; then
+    args="${option} ${cache}/feats.scp,speech,kaldi_ark"
+  else
+    args="${option} data/${dset}/wav.scp,speech,sound"
+  fi
   ${with_text} && args+=" ${option} data/${dset}/text,text,text"
   if [ -f "data/${dset}/enroll_embed.scp" ]; then
     args+=" ${option} data/${dset}/enroll_embed.scp,enroll_embed,kaldi_ark"
   fi
+  if reads_enrollment_audio "${config}"; then
+    if [ -n "${cache}" ]; then
+      args+=" ${option} ${cache}/enroll_feats.scp,enroll_speech,kaldi_ark"
+    else
+      args+=" ${option} data/${dset}/enroll.scp,enroll_speech,sound"
+    fi
+  fi
   echo "${args}"
+}
+
+# The frozen encoder's cache of a set (feats_type extracted), written once per frozen
+# encoder and shared by every config that has the same one.
+encoder_cache() {  # encoder_cache <config> <set>; prints the cache dir
+  local fingerprint
+  fingerprint=$(${python} -m diffasr.bin.extract_encoder_cache --config "$1" --print_fingerprint)
+  echo "${dumpdir}/encoder_cache/${fingerprint}/$2"
 }
 
 if want 5 && ! ${skip_train}; then
@@ -139,27 +178,43 @@ if want 5 && ! ${skip_train}; then
     stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
     stage_begin 5 "ASR training: ${asr_config} -> ${asr_exp}"
     record_command "${asr_exp}"
-    common_args="--token_type ${token_type} --token_list ${token_list} --bpemodel ${bpemodel}"
-    common_args+=" --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
+    token_args=$(token_args_of "${asr_config}") || exit 1
+    common_args="${token_args} --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
+    train_cache= valid_cache= fold_length=${speech_fold_length}
+    if is_cacheable "${asr_config}"; then
+      train_cache=$(encoder_cache "${asr_config}" "${train_set}")
+      valid_cache=$(encoder_cache "${asr_config}" "${valid_set}")
+      fold_length=${cache_fold_length}
+      for dset in ${train_set} ${valid_set}; do
+        log "Frozen encoder cache of data/${dset} -> $(encoder_cache "${asr_config}" "${dset}")"
+        ${python} -m diffasr.bin.extract_encoder_cache --config "${asr_config}" --data_dir "data/${dset}" \
+          --output_dir "$(encoder_cache "${asr_config}" "${dset}")" --nj "${nj}"
+      done
+      stats_dir+=_extracted
+    fi
     if [ ! -f "${stats_dir}/train/feats_stats.npz" ]; then
       log "Collecting feature statistics into ${stats_dir}"
       # shellcheck disable=SC2046,SC2086
       ${train_cmd} "${stats_dir}/collect_stats.log" \
         ${python} -m diffasr.bin.asr_train --collect_stats true ${common_args} --ngpu 0 \
-          $(data_args --train_data_path_and_name_and_type "${train_set}") \
-          $(data_args --valid_data_path_and_name_and_type "${valid_set}") \
+          $(data_args --train_data_path_and_name_and_type "${train_set}" "${asr_config}" true "${train_cache}") \
+          $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
           --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
           --output_dir "${stats_dir}" ${asr_args}
+    fi
+    # Global mean/variance normalisation of the features unless the config sets its own.
+    normalize_args=
+    if [ "$(config_get "${asr_config}" normalize global_mvn)" = global_mvn ]; then
+      normalize_args="--normalize global_mvn --normalize_conf stats_file=${stats_dir}/train/feats_stats.npz"
     fi
     # shellcheck disable=SC2046,SC2086
     OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${python} -m diffasr.bin.asr_train ${common_args} \
-        $(data_args --train_data_path_and_name_and_type "${train_set}") \
-          $(data_args --valid_data_path_and_name_and_type "${valid_set}") \
+        $(data_args --train_data_path_and_name_and_type "${train_set}" "${asr_config}" true "${train_cache}") \
+        $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
-        --fold_length "${speech_fold_length}" --fold_length "${text_fold_length}" \
-        --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
+        --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
         --resume true --output_dir "${asr_exp}" ${asr_args}
     stage_end 5
   done
@@ -180,14 +235,14 @@ inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) tha
   echo "${configs}"
 }
 
-# A decode config may name a per-set file with {test_set} (e.g. the first-pass
-# hypotheses that deliberation revises); it is rendered once per set.
+# A decode config may name a per-set file with {test_set} and {ar_exp} (e.g. the
+# first-pass hypotheses that deliberation revises); it is rendered once per set.
 render_inference_config() {  # render_inference_config <config> <set> <output>
-  if grep -q '{test_set}' "$1"; then
-    sed "s|{test_set}|$2|g" "$1" >"$3"
+  if grep -q '{test_set}\|{ar_exp}' "$1"; then
+    sed -e "s|{test_set}|$2|g" -e "s|{ar_exp}|${ar_exp}|g" "$1" >"$3"
     local hyp
     hyp=$(${python} utils/yaml_get.py "$3" deliberation_hyp "")
-    if [ -n "${hyp}" ] && [ "${hyp}" != ctc ] && [ ! -f "${hyp}" ]; then
+    if [ -n "${hyp}" ] && [ "${hyp}" != ctc ] && [ "${hyp}" != none ] && [ ! -f "${hyp}" ]; then
       log "$1 deliberates ${hyp}, which does not exist: decode that system first (list its config earlier in --asr_configs)"
       exit 1
     fi
@@ -218,7 +273,7 @@ if want 6; then
         # shellcheck disable=SC2046,SC2086
         ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
           ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
-            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" false) \
+            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${asr_config}" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
@@ -261,10 +316,14 @@ if want 8; then
     packed=${asr_exp}/packed/$(basename "${asr_exp}").zip
     stage_begin 8 "Packing ${asr_exp} with its tokens, statistics and speaker encoder -> ${packed}"
     # espnet2's packer stores the files and rewrites the paths in config.yaml to point inside the zip.
+    # Whisper-based models need no BPE model, and neither statistics if trained on a cache.
+    options=
+    for file in "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml"; do
+      [ -f "${file}" ] && options+=" --option ${file}"
+    done
+    # shellcheck disable=SC2086
     ${python} -m espnet2.bin.pack asr --asr_train_config "${asr_exp}/config.yaml" \
-      --asr_model_file "${asr_exp}/${inference_model}" --option "${bpemodel}" \
-      --option "${stats_dir}/train/feats_stats.npz" --option "${spk_exp}/model.pt" \
-      --option "${spk_exp}/config.yaml" --outpath "${packed}"
+      --asr_model_file "${asr_exp}/${inference_model}" ${options} --outpath "${packed}"
     stage_end 8
   done
 fi

@@ -1,0 +1,119 @@
+"""The Whisper-based diffusion model: shifted decoder, canvases, length head, character CTC."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffasr.espnet2.model import LengthPredictor
+from diffasr.espnet2.task import DiffASRTask
+from diffasr.espnet2.whisper_decoder import WhisperDiffusionDecoder
+from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
+
+TUNING = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf/tuning"
+VOCAB = 51865
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    torch.manual_seed(0)
+    return WhisperDiffusionDecoder(vocab_size=VOCAB, encoder_output_size=384).eval()
+
+
+def _logits(decoder, tokens, causal):
+    memory = torch.randn(1, 30, 384, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        hidden = decoder.hidden(memory, torch.tensor([30]), tokens, torch.tensor([tokens.size(1)]), causal=causal)
+        return decoder.project(hidden)
+
+
+def test_shifted_causal_pass_is_whispers_next_token_prediction(decoder):
+    """With the shift, position i is predicted from positions < i: in a causal pass its
+    logits ignore the token at i itself, and equal Whisper's own next-token logits."""
+    import whisper
+
+    tokens = torch.tensor([WhisperTextTokenizer().text2ids("HELLO THERE MY FRIEND")])
+    changed = tokens.clone()
+    changed[0, 2] = 1000
+    first, second = _logits(decoder, tokens, True), _logits(decoder, changed, True)
+    assert torch.allclose(first[0, :3], second[0, :3], atol=1e-5)  # positions 0..2 do not see token 2
+    assert not torch.allclose(first[0, 3], second[0, 3], atol=1e-3)  # position 3 does
+    # Whisper's decoder (its own causal mask, same weights) gives the same next-token logits.
+    original = whisper.model.TextDecoder(VOCAB - 1, 448, 384, 6, 4)
+    state = {k: v for k, v in decoder.decoder.state_dict().items()}
+    state["token_embedding.weight"] = state["token_embedding.weight"][: VOCAB - 1]
+    original.load_state_dict(state)
+    memory = torch.randn(1, 30, 384, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = original(torch.cat([decoder.prompt[None], tokens], dim=1), memory)
+    assert torch.allclose(first[0, :, : VOCAB - 1], reference[0, 1:-1], atol=1e-3)
+
+
+def test_bidirectional_pass_reads_later_positions(decoder):
+    tokens = torch.tensor([WhisperTextTokenizer().text2ids("HELLO THERE MY FRIEND")])
+    changed = tokens.clone()
+    changed[0, 3] = 1000
+    assert not torch.allclose(_logits(decoder, tokens, False)[0, 0], _logits(decoder, changed, False)[0, 0], atol=1e-4)
+
+
+def test_length_head_learns_lengths_from_the_frames():
+    """Lengths proportional to the frame count (no content): the head must use its frame input."""
+    torch.manual_seed(0)
+    head = LengthPredictor(8)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    frames = torch.randint(20, 200, (64,))
+    encoder_out = torch.randn(64, 200, 8)
+    lengths = frames // 10
+    for _ in range(300):
+        loss, _ = head.loss(encoder_out, frames, lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    error = (head.predict(encoder_out, frames) - lengths).abs().float().mean()
+    assert error < 1.0, f"mean length error {error:.2f} tokens"
+
+
+def _model(**model_conf):
+    args = DiffASRTask.get_parser().parse_args(
+        ["--config", str(TUNING / "train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+    args.token_list = whisper_token_list()
+    args.model_conf.update(model_conf)
+    torch.manual_seed(0)
+    return DiffASRTask.build_model(args)
+
+
+def test_training_canvases_by_mode():
+    tokenizer = WhisperTextTokenizer()
+    ids = [tokenizer.text2ids("HELLO WORLD"), tokenizer.text2ids("A MUCH LONGER SENTENCE THAN THE FIRST ONE")]
+    text = torch.full((2, max(map(len, ids))), -1)
+    for b, i in enumerate(ids):
+        text[b, : len(i)] = torch.tensor(i)
+    lengths = torch.tensor([len(i) for i in ids])
+    speech = torch.zeros(2, 3 * 16000)
+    speech_lengths = torch.tensor([3 * 16000, 2 * 16000])
+
+    exact = _model()  # canvas: length, canvas_margin 1
+    canvas, canvas_lengths = exact._training_canvas(text, lengths, None, speech, speech_lengths)
+    assert canvas_lengths.tolist() == (lengths + 1).tolist()
+    assert canvas[0, len(ids[0])] == exact.end_id
+
+    by_duration = _model(canvas="duration", canvas_rate=4.0, canvas_margin=3, length_weight=0.0)
+    canvas, canvas_lengths = by_duration._training_canvas(text, lengths, None, speech, speech_lengths)
+    # ceil(4 * 3 s) + 3 = 15 for the first; the second's transcript (9 tokens) fits 4 * 2 + 3 = 11
+    assert canvas_lengths.tolist() == [15, 11]
+    assert (canvas[0, len(ids[0]): 15] == by_duration.end_id).all()
+
+
+def test_length_mode_and_length_weight_go_together():
+    with pytest.raises(ValueError, match="canvas: length and length_weight"):
+        _model(length_weight=0.0)
+
+
+def test_character_ctc_trains_and_decodes_to_tokens():
+    model = _model()
+    assert model.ctc.ctc_lo.out_features == 30  # blank, unk, space, apostrophe, a-z
+    tokenizer = WhisperTextTokenizer()
+    ids = tokenizer.text2ids("IT'S ME")
+    chars, lengths = model.ctc_units.targets(torch.tensor([ids]), torch.tensor([len(ids)]))
+    assert model.ctc_units.text(chars[0].tolist()) == "IT'S ME" and int(lengths[0]) == 7
+    assert model.ctc_units.tokens(chars[0].tolist()) == ids
