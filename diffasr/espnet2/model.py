@@ -38,42 +38,10 @@ from diffasr.diffusion import (
 )
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2.length import LengthPredictor
 from diffasr.espnet2.target_speaker import ENROLLMENT_INPUTS, TargetSpeakerMixin
 
 CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
-
-
-class LengthPredictor(torch.nn.Module):
-    """Transcript length in tokens from the encoder output.
-
-    Attention pooling of the frames, with the log frame count beside it (pooling alone
-    forgets how long the audio is), then an MLP regressing the log length.
-    """
-
-    def __init__(self, size: int, hidden: int = 256):
-        super().__init__()
-        self.attention = torch.nn.Linear(size, 1)
-        self.regressor = torch.nn.Sequential(
-            torch.nn.Linear(size + 1, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
-        )
-
-    def forward(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
-        """Predicted log length [B]."""
-        pad = torch.arange(encoder_out.size(1), device=encoder_out.device)[None] >= encoder_out_lens[:, None]
-        weights = self.attention(encoder_out).squeeze(-1).masked_fill(pad, float("-inf")).softmax(dim=-1)
-        pooled = (weights.unsqueeze(-1) * encoder_out).sum(dim=1)
-        frames = encoder_out_lens.float().clamp(min=1).log().unsqueeze(-1)
-        return self.regressor(torch.cat([pooled, frames], dim=-1)).squeeze(-1)
-
-    def loss(self, encoder_out, encoder_out_lens, text_lengths) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Smooth L1 on the log length, and the mean absolute error in tokens."""
-        predicted = self(encoder_out, encoder_out_lens)
-        target = text_lengths.float().clamp(min=1).log()
-        error = (predicted.detach().exp() - text_lengths.float()).abs().mean()
-        return torch.nn.functional.smooth_l1_loss(predicted, target, beta=0.1), error
-
-    def predict(self, encoder_out, encoder_out_lens) -> torch.Tensor:
-        return self(encoder_out, encoder_out_lens).exp().round().long()
 
 
 def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
@@ -86,13 +54,12 @@ def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
 class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     """Encoder + speaker conditioning + masked-diffusion decoder (+ CTC, + AR auxiliary).
 
-    Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR``.
+    Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR
+    + length_weight * length``.
 
     Canvas: ``fixed`` puts every transcript on ``canvas_length`` positions filled with
     ``sym_end``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
-    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).  With
-    ``random_margin`` each training canvas gets a margin drawn from 0..canvas_margin, so
-    the decoder learns to end the transcript wherever the predicted length overshoots.
+    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).
     ``duration`` sizes the canvas from the audio alone, ``ceil(canvas_rate * seconds) +
     canvas_margin`` positions, in training (never shorter than the transcript) and at
     inference alike, so the decoder learns where the transcript ends inside a canvas
@@ -131,7 +98,6 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas: str = "dynamic",
         canvas_length: int = 64,
         canvas_margin: int = 4,
-        random_margin: bool = False,
         canvas_rate: float = 5.0,
         length_weight: float = 0.0,
         mask_eps: float = 1e-3,
@@ -193,7 +159,6 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self.canvas = canvas
         self.canvas_length = canvas_length
         self.canvas_margin = canvas_margin
-        self.random_margin = random_margin
         self.canvas_rate = canvas_rate
         self.length_weight = length_weight
         self.length_predictor = None
@@ -328,8 +293,6 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             lengths = self._duration_lengths(speech, speech_lengths, self.canvas_margin, self.max_hypothesis_length)
             return build_canvas(text, text_lengths, self.end_id, self.end_id,
                                 margin=(lengths - text_lengths).clamp(min=0))
-        if self.canvas == "length":
-            return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
         if self.canvas == "fixed":
             too_long = (text_lengths > self.canvas_length).nonzero()
             if too_long.numel() > 0:
@@ -342,12 +305,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             return build_canvas(
                 text, text_lengths, self.end_id, self.end_id, canvas_length=self.canvas_length
             )
-        # Padding beyond a canvas is <sos/eos> so the embedding lookup stays in range;
-        # the decoder's key mask and the loss never look at it.
-        margin = self.canvas_margin
-        if self.random_margin:
-            margin = torch.randint(0, self.canvas_margin + 1, text_lengths.shape, device=text_lengths.device)
-        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=margin)
+        # dynamic and length: the transcript + canvas_margin end tokens.  Padding beyond a
+        # canvas is the end token so the embedding lookup stays in range; the decoder's key
+        # mask and the loss never look at it.
+        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
 
     # ------------------------------------------------------------------ CTC first pass
     def _ctc_greedy_path(

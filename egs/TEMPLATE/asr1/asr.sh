@@ -52,7 +52,8 @@ speech_fold_length=80000  # batch_type folded: utterances longer than this (samp
 cache_fold_length=500   # the same for cached encoder frames (20 ms each)
 text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
-inference_args=         # extra arguments for decoding
+inference_args=         # extra arguments for decoding (e.g. "--enrollment_override rotate")
+inference_suffix=       # appended to decode dir names (decode_<config><suffix>), e.g. _rotate
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
 ar_exp=                 # the AR experiment whose output decode configs deliberate ({ar_exp}); default: ${expdir}/${asr_tag_prefix}_ar_whisper
@@ -164,12 +165,10 @@ data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir]
   echo "${args}"
 }
 
-# The frozen encoder's cache of a set (feats_type extracted), written once per frozen
-# encoder and shared by every config that has the same one.
-encoder_cache() {  # encoder_cache <config> <set>; prints the cache dir
-  local fingerprint
-  fingerprint=$(${python} -m diffasr.bin.extract_encoder_cache --config "$1" --print_fingerprint)
-  echo "${dumpdir}/encoder_cache/${fingerprint}/$2"
+# The frozen encoder's cache (feats_type extracted) is written once per frozen encoder
+# and shared by every config that has the same one: dump/encoder_cache/<fingerprint>/<set>.
+cache_root_of() {  # cache_root_of <config>
+  echo "${dumpdir}/encoder_cache/$(${python} -m diffasr.bin.extract_encoder_cache --config "$1" --print_fingerprint)"
 }
 
 if want 5 && ! ${skip_train}; then
@@ -182,13 +181,13 @@ if want 5 && ! ${skip_train}; then
     common_args="${token_args} --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
     train_cache= valid_cache= fold_length=${speech_fold_length}
     if is_cacheable "${asr_config}"; then
-      train_cache=$(encoder_cache "${asr_config}" "${train_set}")
-      valid_cache=$(encoder_cache "${asr_config}" "${valid_set}")
+      cache_root=$(cache_root_of "${asr_config}") || exit 1
+      train_cache=${cache_root}/${train_set} valid_cache=${cache_root}/${valid_set}
       fold_length=${cache_fold_length}
       for dset in ${train_set} ${valid_set}; do
-        log "Frozen encoder cache of data/${dset} -> $(encoder_cache "${asr_config}" "${dset}")"
+        log "Frozen encoder cache of data/${dset} -> ${cache_root}/${dset}"
         ${python} -m diffasr.bin.extract_encoder_cache --config "${asr_config}" --data_dir "data/${dset}" \
-          --output_dir "$(encoder_cache "${asr_config}" "${dset}")" --nj "${nj}"
+          --output_dir "${cache_root}/${dset}" --nj "${nj}"
       done
       stats_dir+=_extracted
     fi
@@ -258,8 +257,13 @@ if want 6; then
     asr_exp=$(asr_exp_of "${asr_config}")
     # (a failure inside $(...) would not stop the script; checked here)
     configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
+    if [ ! -f "${asr_exp}/${inference_model}" ]; then
+      log "${asr_exp}/${inference_model} does not exist: train it (stage 5), or choose another with" \
+          "--inference_model (the averages are named by keep_nbest_models in ${asr_config})"
+      exit 1
+    fi
     for inference_config in ${configs_of_model}; do
-      inference_tag=$(basename "${inference_config}" .yaml)
+      inference_tag=$(basename "${inference_config}" .yaml)${inference_suffix}
       for dset in $(decode_sets); do
         stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
         decode_dir=${asr_exp}/${inference_tag}/${dset}
@@ -275,7 +279,8 @@ if want 6; then
           ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
             --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${asr_config}" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
-            --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" ${inference_args}
+            --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
+            --utt2spk "data/${dset}/utt2spk" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
         stage_end 6
       done
@@ -291,7 +296,7 @@ if want 7; then
     # (a failure inside $(...) would not stop the script; checked here)
     configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
     for inference_config in ${configs_of_model}; do
-      inference_tag=$(basename "${inference_config}" .yaml)
+      inference_tag=$(basename "${inference_config}" .yaml)${inference_suffix}
       calib_args=
       if ${calibrate}; then
         calib_args="--calib_data_dir data/${valid_set} --calib_decode_dir ${asr_exp}/${inference_tag}/${valid_set}"
