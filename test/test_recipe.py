@@ -121,10 +121,10 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
 def test_conformer_systems_train_on_audio_and_decode(recipe):
     """The from-scratch conformer systems (SentencePiece tokens, ECAPA FiLM, raw audio)."""
     run_recipe(recipe, "--stage", "5", "--stop-stage", "7", *CONFORMER, "--calibrate", "false",
-               "--inference_configs", "conf/decode/decode_ar_beam1.yaml conf/decode/decode_diffusion_8step.yaml "
+               "--inference_configs", "conf/decode/decode_ar_beam10.yaml conf/decode/decode_diffusion_8step.yaml "
                                       "conf/decode/decode_diffusion_delib_ar_guided.yaml")
     results = (recipe / "exp" / "RESULTS.md").read_text()
-    for exp, decode in (("asr_ar_conformer_tiny", "ar_beam1"), ("asr_diffusion_conformer_tiny", "diffusion_8step"),
+    for exp, decode in (("asr_ar_conformer_tiny", "ar_beam10"), ("asr_diffusion_conformer_tiny", "diffusion_8step"),
                         ("asr_diffusion_conformer_tiny", "diffusion_delib_ar_guided")):
         assert f"| {exp} | {decode} | test |" in results
     config = (recipe / "exp/asr_diffusion_conformer_tiny/config.yaml").read_text()
