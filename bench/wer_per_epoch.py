@@ -90,9 +90,12 @@ def main():
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    # Minutes only when every epoch's are known (a resumed run's log lacks the earlier ones).
+    use_minutes = all(r["minutes"] is not None for r in rows)
     for name in names:
-        ax.plot([r["minutes"] or r["epoch"] for r in rows], [r[name] for r in rows], marker="o", label=name)
-    ax.set_xlabel("training minutes (2 CPU cores)" if all(r["minutes"] for r in rows) else "epoch")
+        ax.plot([r["minutes"] if use_minutes else r["epoch"] for r in rows], [r[name] for r in rows],
+                marker="o", label=name)
+    ax.set_xlabel("training minutes (2 CPU cores)" if use_minutes else "epoch")
     ax.set_ylabel("WER (%)")
     ax.set_title(f"{args.exp.name}: {args.decode_config.stem}")
     ax.grid(alpha=0.3)

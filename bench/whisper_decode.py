@@ -38,8 +38,15 @@ def load_whisper(num_threads: int):
 
 
 def transcribe(model, audio, beam_size: int = 5) -> str:
-    """Normalised transcript of 16 kHz float samples."""
-    segments, _ = model.transcribe(audio, language="en", beam_size=beam_size)
+    """Normalised transcript of 16 kHz float samples.
+
+    Beam search at temperature 0 only: faster-whisper's default fallback re-decodes a
+    looping or low-probability output at rising temperatures (sampling, up to 6
+    times), which on mixtures took about 10 s per utterance here and is not
+    deterministic. Timestamps are not needed for a transcript.
+    """
+    segments, _ = model.transcribe(audio, language="en", beam_size=beam_size, temperature=0.0,
+                                   without_timestamps=True)
     return normalize_transcript(" ".join(segment.text for segment in segments))
 
 
