@@ -99,13 +99,17 @@ def load_set(data_dir: Path):
         embeds = dict(kaldiio.load_scp(str(data_dir / "enroll_embed.scp")))
     if (data_dir / "enroll.scp").is_file():
         enroll_wavs = read_kv(data_dir / "enroll.scp")
-    items = []
+    items, enroll_audio = [], {}
     for utt in sorted(wavs):
         enrollment = {}
         if utt in embeds:
             enrollment["enroll_embed"] = np.asarray(embeds[utt])
         if utt in enroll_wavs:
-            enrollment["enroll_speech"] = _read_16k(enroll_wavs[utt], utt)
+            # Several mixtures share an enrollment recording: read each one once.
+            path = enroll_wavs[utt]
+            if path not in enroll_audio:
+                enroll_audio[path] = _read_16k(path, utt)
+            enrollment["enroll_speech"] = enroll_audio[path]
         items.append((utt, _read_16k(wavs[utt], utt), enrollment))
     return items, read_kv(data_dir / "text", allow_empty_value=True)
 
