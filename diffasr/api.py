@@ -13,16 +13,18 @@ recipe (``exp/asr_*``; the speaker encoder is ``--spk_model_dir`` or the one
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 import yaml
 
+from diffasr import longform
 from diffasr.bin.asr_inference import Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
 from diffasr.speaker.model import load_trained_encoder
@@ -30,6 +32,8 @@ from diffasr.speaker.model import load_trained_encoder
 logger = logging.getLogger(__name__)
 
 Audio = Union[str, os.PathLike, np.ndarray]
+MIN_ENROLLMENT_SECONDS = 1.0  # shorter enrollments say too little about the voice
+MIN_AUDIO_SECONDS = 0.1  # below this the encoder has no frame to give
 # Decode-config keys that belong to the batch loop, not to Speech2Text.
 LOOP_OPTIONS = ("batch_size", "ngpu", "num_workers")
 
@@ -43,6 +47,14 @@ def load_decode_config(path: Optional[os.PathLike]) -> Dict[str, Any]:
     if not isinstance(options, dict):
         raise ValueError(f"{path}: a decode config is a mapping of options")
     return {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
+
+
+@dataclasses.dataclass
+class Enrollment:
+    """A target speaker as the model takes it: an embedding and/or enrollment frames."""
+
+    embed: Optional[torch.Tensor] = None  # [E] speaker-encoder embedding
+    speech: Optional[torch.Tensor] = None  # [T] audio or [F, D] frozen encoder frames
 
 
 def _speaker_dirs(root: Path):
@@ -83,6 +95,7 @@ class TargetSpeakerASR:
             raise FileNotFoundError(f"{model}: neither a packed model (.zip) nor an experiment dir")
         self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
         self.fs = self.speech2text.fs
+        self._vad = None  # silero-vad, loaded on the first long recording
         self.speaker_encoder = None
         if getattr(self.speech2text.model, "spk_conditioner", None) is not None:
             self.speaker_encoder, spk_conf = self._speaker_encoder(spk_model_dir, search_root, model, device)
@@ -152,7 +165,92 @@ class TargetSpeakerASR:
         samples = read_audio(str(audio), Path(audio).stem, self.fs, what)
         if samples.size == 0:
             raise ValueError(f"{what} {audio} is empty")
+        longform.check_finite(samples, f"{what} {audio}")
+        if samples.size < MIN_AUDIO_SECONDS * self.fs:
+            raise ValueError(f"{what} {audio} lasts {samples.size / self.fs:.3f} s; at least "
+                             f"{MIN_AUDIO_SECONDS} s is needed (a truncated file?)")
         return samples
+
+    @property
+    def takes_enrollment(self) -> bool:
+        """Whether the model is told whose speech to transcribe."""
+        return self.speaker_encoder is not None or self.speech2text.model.needs_enrollment_audio()
+
+    def enroll(self, enrollment: Audio) -> "Enrollment":
+        """What the model needs of an enrollment, computed once: the speaker embedding
+        and/or (models that read the enrollment audio) the frozen encoder's frames."""
+        model = self.speech2text.model
+        if not self.takes_enrollment:
+            raise ValueError("this model takes no speaker input; it needs no enrollment")
+        samples = self.read(enrollment, "enrollment audio")
+        if samples.size < MIN_ENROLLMENT_SECONDS * self.fs:
+            raise ValueError(f"the enrollment lasts {samples.size / self.fs:.2f} s; give at least "
+                             f"{MIN_ENROLLMENT_SECONDS:g} s of the target speaker alone")
+        embed = None
+        if self.speaker_encoder is not None:
+            embed = torch.as_tensor(np.asarray(self.speaker_encoder.embed(samples), dtype=np.float32))
+        speech = None
+        if model.needs_enrollment_audio():
+            speech = torch.from_numpy(samples)
+            frozen = getattr(model.encoder, "frozen", None)
+            if frozen is not None:  # Whisper: its frozen frames stand for the audio
+                speech = frozen(speech.unsqueeze(0), torch.tensor([speech.numel()]))[0][0]
+        return Enrollment(embed=embed, speech=speech)
+
+    def decode(self, segments: List[np.ndarray], enrollment: Optional["Enrollment"] = None,
+               names: Optional[List[str]] = None) -> List[Recognition]:
+        """Decode a batch of sample arrays (each within the model's maximum duration)."""
+        model = self.speech2text.model
+        if self.takes_enrollment and enrollment is None:
+            raise ValueError("this model is speaker-conditioned: give an enrollment recording")
+        lengths = torch.tensor([len(s) for s in segments])
+        speech = torch.zeros(len(segments), int(lengths.max()))
+        for i, samples in enumerate(segments):
+            speech[i, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+        batch = len(segments)
+        embed = enroll_speech = enroll_lengths = None
+        if enrollment is not None and enrollment.embed is not None and self.speaker_encoder is not None:
+            embed = enrollment.embed.unsqueeze(0).expand(batch, -1)
+        if enrollment is not None and enrollment.speech is not None and model.needs_enrollment_audio():
+            enroll_speech = enrollment.speech.unsqueeze(0).expand(batch, *enrollment.speech.shape)
+            enroll_lengths = torch.full((batch,), enrollment.speech.size(0), dtype=torch.long)
+        return self.speech2text(speech, lengths, embed, names, enroll_speech, enroll_lengths)
+
+    def transcribe_long(
+        self,
+        recording: Audio,
+        enrollment: Optional[Audio] = None,
+        enrolled: Optional["Enrollment"] = None,
+        batch_size: int = 8,
+        vad_options: Optional[longform.VADOptions] = None,
+        progress: bool = False,
+    ) -> longform.LongFormResult:
+        """Transcribe a recording of any length: silero-vad segments decoded in batches.
+
+        A path is read in blocks (16 kHz mono, as the model); an array is taken as is.
+        The enrollment is computed once for the whole recording.
+        """
+        if enrolled is None and enrollment is not None:
+            enrolled = self.enroll(enrollment)
+        if isinstance(recording, np.ndarray):
+            source, what = np.asarray(recording, dtype=np.float32), "the recording"
+            if source.ndim != 1 or source.size == 0:
+                raise ValueError(f"expected a non-empty 1-D sample array, got shape {source.shape}")
+        else:
+            longform.check_recording(recording, self.fs)
+            source, what = str(recording), str(recording)
+        if self.fs != longform.VAD_RATE:
+            raise ValueError(f"long-form decoding runs silero-vad at {longform.VAD_RATE} Hz; "
+                             f"this model takes {self.fs} Hz")
+        if self._vad is None:
+            self._vad = longform.SpeechActivity()
+        options = vad_options or longform.VADOptions()
+        if options.max_segment > self.speech2text.max_audio_seconds:
+            options = dataclasses.replace(options, max_segment=self.speech2text.max_audio_seconds)
+        return longform.transcribe_long(
+            source, lambda segments: self.decode(segments, enrolled), self._vad, options,
+            batch_size=batch_size, what=what, progress=progress,
+        )
 
     def embed_enrollment(self, enrollment: Audio) -> np.ndarray:
         """Speaker embedding of an enrollment recording."""

@@ -1,0 +1,305 @@
+"""Long recordings: silero-vad segmentation, batched decoding, one merged transcript.
+
+    >>> from diffasr.api import TargetSpeakerASR
+    >>> asr = TargetSpeakerASR("exp/asr_diffusion_whisper")            # doctest: +SKIP
+    >>> result = asr.transcribe_long("meeting.wav", enrollment="alice.wav")  # doctest: +SKIP
+    >>> result.text, result.words[0]                                     # doctest: +SKIP
+    ('HELLO WORLD ...', Word(word='HELLO', start=12.43, end=12.71, confidence=0.93))
+
+The recording is read in blocks (``soundfile.blocks``) to compute silero-vad's
+speech probability of every 32 ms window; then only the speech segments are read
+back, a batch at a time, so memory does not grow with the recording.  Over-long
+speech regions are split at their quietest window.  Silero's own
+``get_speech_timestamps`` needs the whole waveform in memory and splits an
+over-long region at its last pause, not its quietest point, so the segmentation
+from the window probabilities is written here.
+
+Word times inside a segment are the segment's speech span shared among its words
+by length (characters + 1): the diffusion decoder emits no alignment.  They locate
+a word to within its segment, not to the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+
+from diffasr.scoring.uncertainty import words_with_confidence
+
+logger = logging.getLogger(__name__)
+
+VAD_RATE = 16000
+VAD_WINDOW = 512  # samples silero-vad takes per call at 16 kHz (32 ms)
+WINDOW_SECONDS = VAD_WINDOW / VAD_RATE
+
+Source = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass
+class VADOptions:
+    """Segmentation options (seconds unless said)."""
+
+    threshold: float = 0.5  # speech starts at this speech probability ...
+    neg_threshold: float = 0.35  # ... and ends when it stays below this one
+    min_silence: float = 0.3  # a pause shorter than this does not end a segment
+    min_speech: float = 0.25  # shorter speech regions are dropped
+    pad: float = 0.1  # kept around each region (never past the middle of a pause)
+    max_segment: float = 20.0  # longer regions are split at their quietest window
+    block: float = 30.0  # seconds read from the file at a time
+
+    def __post_init__(self):
+        if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
+            raise ValueError(f"VAD thresholds need 0 < neg_threshold <= threshold < 1, got "
+                             f"{self.neg_threshold} / {self.threshold}")
+        if self.max_segment < 1.0:
+            raise ValueError(f"max_segment must be at least 1 s, got {self.max_segment}")
+        if min(self.min_silence, self.min_speech, self.pad) < 0 or self.block <= 0:
+            raise ValueError("VAD durations must be non-negative and block positive")
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds from the start of the recording
+    end: float
+    confidence: float
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: List[Word] = field(default_factory=list)
+
+
+@dataclass
+class LongFormResult:
+    text: str
+    words: List[Word]
+    segments: List[Segment]
+    audio_seconds: float
+    decode_seconds: float
+
+    @property
+    def rtfx(self) -> float:
+        """Seconds of audio per second of processing (VAD, encoder and decoding)."""
+        return self.audio_seconds / max(self.decode_seconds, 1e-9)
+
+    def ctm(self, name: str, channel: str = "1") -> List[str]:
+        """CTM lines ``<name> <channel> <start> <duration> <WORD> <confidence>``."""
+        return [f"{name} {channel} {w.start:.2f} {w.end - w.start:.2f} {w.word} {w.confidence:.4f}"
+                for w in self.words]
+
+
+# ---------------------------------------------------------------------- reading
+def check_recording(path: Union[str, os.PathLike], sample_rate: int) -> sf._SoundFileInfo:
+    """soundfile info of a recording, refusing what long-form decoding cannot take."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such recording")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # LibsndfileError, RuntimeError
+        raise ValueError(f"{path}: not a readable audio file ({e})") from None
+    if info.samplerate != sample_rate:
+        raise ValueError(f"{path}: {info.samplerate} Hz; the model takes {sample_rate} Hz "
+                         f"(convert with: sox {path} -r {sample_rate} out.wav)")
+    if info.channels != 1:
+        raise ValueError(f"{path}: {info.channels} channels; the model takes mono "
+                         f"(down-mix with: sox {path} -c 1 out.wav)")
+    if info.frames == 0:
+        raise ValueError(f"{path}: no samples")
+    return info
+
+
+def iter_blocks(source: Source, block_samples: int) -> Iterator[np.ndarray]:
+    """Float32 blocks of a mono recording (a path, read block by block, or an array)."""
+    if isinstance(source, np.ndarray):
+        for start in range(0, len(source), block_samples):
+            yield source[start:start + block_samples]
+        return
+    for block in sf.blocks(str(source), blocksize=block_samples, dtype="float32", always_2d=True):
+        yield block[:, 0]
+
+
+def read_span(source: Source, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of a path (only those are read) or an array."""
+    if isinstance(source, np.ndarray):
+        return source[start:stop]
+    return sf.read(str(source), start=start, stop=stop, dtype="float32", always_2d=True)[0][:, 0]
+
+
+def check_finite(samples: np.ndarray, what: str, offset_seconds: float = 0.0) -> None:
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        at = offset_seconds + int(np.argmax(bad)) / VAD_RATE
+        raise ValueError(f"{what} has {int(bad.sum())} NaN/inf samples (the first at {at:.2f} s)")
+
+
+# ---------------------------------------------------------------------- VAD
+class SpeechActivity:
+    """silero-vad speech probability and RMS level of every 32 ms window of a recording.
+
+    Uses silero's ONNX export through onnxruntime: the weights ship in the PyPI wheel,
+    and it runs ~4x faster than the TorchScript one on one CPU core.
+    """
+
+    def __init__(self):
+        from silero_vad import load_silero_vad
+
+        self.model = load_silero_vad(onnx=True)
+
+    def __call__(self, blocks: Iterator[np.ndarray], what: str = "the recording"
+                 ) -> Tuple[np.ndarray, np.ndarray, int]:
+        """Per-window probabilities, RMS levels, and the number of samples read."""
+        import torch
+
+        self.model.reset_states()
+        probabilities, levels = [], []
+        carry = np.zeros(0, dtype=np.float32)
+        total = 0
+        for block in blocks:
+            check_finite(block, what, total / VAD_RATE)
+            total += len(block)
+            samples = np.concatenate([carry, block]) if carry.size else block
+            usable = len(samples) // VAD_WINDOW * VAD_WINDOW
+            windows = samples[:usable].reshape(-1, VAD_WINDOW)
+            carry = samples[usable:]
+            for window in windows:
+                probabilities.append(float(self.model(torch.from_numpy(window).unsqueeze(0), VAD_RATE)))
+            levels.append(np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1)))
+        if carry.size:  # the last partial window, zero-padded as silero pads
+            window = np.pad(carry, (0, VAD_WINDOW - carry.size))
+            probabilities.append(float(self.model(torch.from_numpy(window).unsqueeze(0), VAD_RATE)))
+            levels.append(np.sqrt(np.mean(carry.astype(np.float64) ** 2, keepdims=True)))
+        return (np.asarray(probabilities, dtype=np.float32),
+                np.concatenate(levels) if levels else np.zeros(0), total)
+
+
+def speech_regions(probabilities: np.ndarray, options: VADOptions) -> List[Tuple[int, int]]:
+    """Speech regions as [start, end) window indices (hysteresis between the thresholds)."""
+    min_silence = max(1, round(options.min_silence / WINDOW_SECONDS))
+    regions, start, silence_start = [], None, None
+    for index, p in enumerate(probabilities):
+        if p >= options.threshold:
+            if start is None:
+                start = index
+            silence_start = None
+        elif start is not None and p < options.neg_threshold:
+            if silence_start is None:
+                silence_start = index
+            if index + 1 - silence_start >= min_silence:
+                regions.append((start, silence_start))
+                start, silence_start = None, None
+    if start is not None:
+        regions.append((start, len(probabilities) if silence_start is None else silence_start))
+    min_speech = options.min_speech / WINDOW_SECONDS
+    return [(s, e) for s, e in regions if e - s >= min_speech]
+
+
+def split_at_quietest(start: int, end: int, levels: np.ndarray, max_windows: int) -> List[Tuple[int, int]]:
+    """Split [start, end) into pieces of at most ``max_windows``, each cut at the quietest
+    window (lowest RMS) among the cuts that leave both sides no shorter than a quarter."""
+    if end - start <= max_windows:
+        return [(start, end)]
+    length = end - start
+    # Prefer cuts that make the first piece fit; fall back to the middle half of the region.
+    low, high = max(start + length // 4, end - max_windows), min(end - length // 4, start + max_windows)
+    if low >= high:
+        low, high = start + length // 4, end - length // 4
+    cut = low + int(np.argmin(levels[low:high]))
+    return split_at_quietest(start, cut, levels, max_windows) + split_at_quietest(cut, end, levels, max_windows)
+
+
+def segment(probabilities: np.ndarray, levels: np.ndarray, total_samples: int,
+            options: VADOptions) -> List[Tuple[float, float]]:
+    """Speech segments (start, end) in seconds: regions padded, over-long ones split."""
+    regions = speech_regions(probabilities, options)
+    max_windows = max(1, int(options.max_segment / WINDOW_SECONDS))
+    pieces = [p for s, e in regions for p in split_at_quietest(s, e, levels, max_windows)]
+    total = total_samples / VAD_RATE
+    pad = options.pad
+    segments = []
+    for index, (s, e) in enumerate(pieces):
+        start, end = s * WINDOW_SECONDS, min(e * WINDOW_SECONDS, total)
+        # Pad into a pause, but never past its middle (a cut inside a region gets no pad).
+        before = pieces[index - 1][1] * WINDOW_SECONDS if index > 0 else -math.inf
+        after = pieces[index + 1][0] * WINDOW_SECONDS if index + 1 < len(pieces) else math.inf
+        start = max(0.0, start - min(pad, max(0.0, (start - before) / 2)))
+        end = min(total, end + min(pad, max(0.0, (after - end) / 2)))
+        end = min(end, start + options.max_segment)
+        segments.append((round(start, 3), round(end, 3)))
+    return segments
+
+
+# ---------------------------------------------------------------------- words
+def timed_words(tokens: Sequence[str], confidences: Sequence[float], start: float, end: float) -> List[Word]:
+    """Words of one segment, the segment's span shared among them by length."""
+    words = words_with_confidence(list(tokens), list(confidences))
+    if not words:
+        return []
+    weights = np.array([len(w) + 1 for w, _ in words], dtype=np.float64)
+    edges = start + (end - start) * np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum()
+    return [Word(w, round(float(edges[i]), 3), round(float(edges[i + 1]), 3), float(c))
+            for i, (w, c) in enumerate(words)]
+
+
+# ---------------------------------------------------------------------- decoding
+DecodeBatch = Callable[[List[np.ndarray]], list]  # segments -> Recognition-like results
+
+
+def transcribe_long(
+    source: Source,
+    decode_batch: DecodeBatch,
+    vad: Optional[SpeechActivity] = None,
+    options: Optional[VADOptions] = None,
+    batch_size: int = 8,
+    what: str = "the recording",
+    progress: bool = False,
+) -> LongFormResult:
+    """Segment ``source`` (a 16 kHz mono path or array) and decode its speech segments.
+
+    ``decode_batch`` turns a list of sample arrays into results with ``tokens`` and
+    ``confidences`` (``Speech2Text`` outputs); it carries the enrollment and options.
+    """
+    import time
+
+    options = options or VADOptions()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    started = time.perf_counter()
+    vad = vad or SpeechActivity()
+    probabilities, levels, total = vad(iter_blocks(source, int(options.block * VAD_RATE)), what)
+    segments_s = segment(probabilities, levels, total, options)
+    logger.info(f"{what}: {total / VAD_RATE:.1f} s, {len(segments_s)} speech segments")
+    if not segments_s:
+        logger.warning(f"{what}: no speech found; the transcript is empty")
+    # Similar lengths together waste less padding; results go back in time order.
+    order = sorted(range(len(segments_s)), key=lambda i: segments_s[i][1] - segments_s[i][0])
+    results = [None] * len(segments_s)
+    batches = range(0, len(order), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="segments", unit="batch")
+    for first in batches:
+        chosen = order[first:first + batch_size]
+        audio = [read_span(source, round(segments_s[i][0] * VAD_RATE), round(segments_s[i][1] * VAD_RATE))
+                 for i in chosen]
+        for i, recognition in zip(chosen, decode_batch(audio)):
+            results[i] = recognition
+    segments = []
+    for (start, end), recognition in zip(segments_s, results):
+        words = timed_words(recognition.tokens, recognition.confidences, start, end)
+        segments.append(Segment(start, end, " ".join(w.word for w in words), words))
+    words = [w for s in segments for w in s.words]
+    return LongFormResult(
+        text=" ".join(w.word for w in words), words=words, segments=segments,
+        audio_seconds=total / VAD_RATE, decode_seconds=time.perf_counter() - started,
+    )
