@@ -13,6 +13,7 @@ recipe (``exp/asr_*``; the speaker encoder is ``--spk_model_dir`` or the one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,6 +26,7 @@ import torch
 import yaml
 
 from diffasr import longform
+from diffasr.audio import check_finite, check_wav_file
 from diffasr.bin.asr_inference import Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
 from diffasr.speaker.model import load_trained_encoder
@@ -165,7 +167,8 @@ class TargetSpeakerASR:
         samples = read_audio(str(audio), Path(audio).stem, self.fs, what)
         if samples.size == 0:
             raise ValueError(f"{what} {audio} is empty")
-        longform.check_finite(samples, f"{what} {audio}")
+        check_wav_file(audio)
+        check_finite(samples, f"{what} {audio}")
         if samples.size < MIN_AUDIO_SECONDS * self.fs:
             raise ValueError(f"{what} {audio} lasts {samples.size / self.fs:.3f} s; at least "
                              f"{MIN_AUDIO_SECONDS} s is needed (a truncated file?)")
@@ -197,24 +200,74 @@ class TargetSpeakerASR:
                 speech = frozen(speech.unsqueeze(0), torch.tensor([speech.numel()]))[0][0]
         return Enrollment(embed=embed, speech=speech)
 
-    def decode(self, segments: List[np.ndarray], enrollment: Optional["Enrollment"] = None,
+    def decode(self, segments: List[np.ndarray],
+               enrollment: Union[None, "Enrollment", List["Enrollment"]] = None,
                names: Optional[List[str]] = None) -> List[Recognition]:
-        """Decode a batch of sample arrays (each within the model's maximum duration)."""
-        model = self.speech2text.model
+        """Decode a batch of sample arrays (each within the model's maximum duration),
+        with one enrollment for all or one per segment."""
         if self.takes_enrollment and enrollment is None:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
+        batch = len(segments)
         lengths = torch.tensor([len(s) for s in segments])
-        speech = torch.zeros(len(segments), int(lengths.max()))
+        speech = torch.zeros(batch, int(lengths.max()))
         for i, samples in enumerate(segments):
             speech[i, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
-        batch = len(segments)
         embed = enroll_speech = enroll_lengths = None
-        if enrollment is not None and enrollment.embed is not None and self.speaker_encoder is not None:
-            embed = enrollment.embed.unsqueeze(0).expand(batch, -1)
-        if enrollment is not None and enrollment.speech is not None and model.needs_enrollment_audio():
-            enroll_speech = enrollment.speech.unsqueeze(0).expand(batch, *enrollment.speech.shape)
-            enroll_lengths = torch.full((batch,), enrollment.speech.size(0), dtype=torch.long)
+        if self.takes_enrollment:
+            enrollments = enrollment if isinstance(enrollment, list) else [enrollment] * batch
+            if self.speaker_encoder is not None:
+                embed = torch.stack([e.embed for e in enrollments])
+            if self.speech2text.model.needs_enrollment_audio():
+                enroll_lengths = torch.tensor([e.speech.size(0) for e in enrollments])
+                first = enrollments[0].speech
+                enroll_speech = first.new_zeros(batch, int(enroll_lengths.max()), *first.shape[1:])
+                for i, e in enumerate(enrollments):
+                    enroll_speech[i, : e.speech.size(0)] = e.speech
         return self.speech2text(speech, lengths, embed, names, enroll_speech, enroll_lengths)
+
+    # Options a caller may change per request, and the modes a diffusion model decodes in.
+    REQUEST_MODES = ("diffusion", "ctc_greedy")
+
+    def check_decode_options(self, mode: Optional[str] = None, steps: Optional[int] = None,
+                             block_length: Optional[int] = None) -> Dict[str, Any]:
+        """Validated per-request decode options (only those given), or a ValueError."""
+        from diffasr.diffusion.sampler import _check_schedule
+        from diffasr.espnet2.model import DiffusionASRModel
+
+        model = self.speech2text.model
+        given = {k: v for k, v in dict(decode_mode=mode, steps=steps, block_length=block_length).items()
+                 if v is not None}
+        if not isinstance(model, DiffusionASRModel):
+            if given:
+                raise ValueError(f"this is an autoregressive model (beam search); the options "
+                                 f"{sorted(given)} are for diffusion models")
+            return given
+        if mode is not None and mode not in self.REQUEST_MODES:
+            raise ValueError(f"mode must be one of {self.REQUEST_MODES}, got {mode!r}")
+        if mode == "ctc_greedy" and model.ctc is None:
+            raise ValueError("mode ctc_greedy needs a CTC head; this model has none")
+        canvas = model.max_hypothesis_length
+        if steps is not None and not 1 <= steps <= canvas:
+            raise ValueError(f"steps must be between 1 and the canvas length {canvas}, got {steps}")
+        if block_length is not None:
+            if not 1 <= block_length <= canvas:
+                raise ValueError(f"block_length must be between 1 and the canvas length {canvas}, "
+                                 f"got {block_length}")
+            if model.canvas == "fixed":  # a dynamic canvas is rounded up to whole blocks
+                _check_schedule(model.canvas_length, steps or self.speech2text.diffusion_options["steps"], block_length)
+        return given
+
+    @contextlib.contextmanager
+    def decode_options(self, options: Dict[str, Any]):
+        """Decode with ``options`` (from ``check_decode_options``) inside; not thread-safe."""
+        s2t = self.speech2text
+        saved = s2t.decode_mode, dict(s2t.diffusion_options)
+        s2t.decode_mode = options.get("decode_mode", s2t.decode_mode)
+        s2t.diffusion_options.update({k: v for k, v in options.items() if k != "decode_mode"})
+        try:
+            yield
+        finally:
+            s2t.decode_mode, s2t.diffusion_options = saved
 
     def transcribe_long(
         self,
@@ -224,14 +277,22 @@ class TargetSpeakerASR:
         batch_size: int = 8,
         vad_options: Optional[longform.VADOptions] = None,
         progress: bool = False,
+        whole: bool = False,
     ) -> longform.LongFormResult:
         """Transcribe a recording of any length: silero-vad segments decoded in batches.
 
         A path is read in blocks (16 kHz mono, as the model); an array is taken as is.
-        The enrollment is computed once for the whole recording.
+        The enrollment is computed once for the whole recording.  ``whole``: decode the
+        recording as one segment, without VAD (it must fit the model's maximum).
         """
         if enrolled is None and enrollment is not None:
             enrolled = self.enroll(enrollment)
+        if whole:
+            samples = self.read(recording, "mixture audio")
+            name = str(recording) if not isinstance(recording, np.ndarray) else "the mixture"
+            self.speech2text.check_duration(torch.tensor([samples.size]), [name])
+            return longform.transcribe_long(samples, lambda segments: self.decode(segments, enrolled),
+                                            what=name, whole=True)
         if isinstance(recording, np.ndarray):
             source, what = np.asarray(recording, dtype=np.float32), "the recording"
             if source.ndim != 1 or source.size == 0:

@@ -30,6 +30,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import soundfile as sf
 
+from diffasr.audio import check_finite, check_wav_file
 from diffasr.scoring.uncertainty import words_with_confidence
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class Segment:
     end: float
     text: str
     words: List[Word] = field(default_factory=list)
+    tokens: List[str] = field(default_factory=list)
+    token_confidences: List[float] = field(default_factory=list)
 
 
 @dataclass
@@ -94,7 +97,7 @@ class LongFormResult:
 
     def ctm(self, name: str, channel: str = "1") -> List[str]:
         """CTM lines ``<name> <channel> <start> <duration> <WORD> <confidence>``."""
-        return [f"{name} {channel} {w.start:.2f} {w.end - w.start:.2f} {w.word} {w.confidence:.4f}"
+        return [f"{name} {channel} {w.start:.3f} {w.end - w.start:.3f} {w.word} {w.confidence:.4f}"
                 for w in self.words]
 
 
@@ -115,6 +118,7 @@ def check_recording(path: Union[str, os.PathLike], sample_rate: int) -> sf._Soun
                          f"(down-mix with: sox {path} -c 1 out.wav)")
     if info.frames == 0:
         raise ValueError(f"{path}: no samples")
+    check_wav_file(path)
     return info
 
 
@@ -135,13 +139,6 @@ def read_span(source: Source, start: int, stop: int) -> np.ndarray:
     return sf.read(str(source), start=start, stop=stop, dtype="float32", always_2d=True)[0][:, 0]
 
 
-def check_finite(samples: np.ndarray, what: str, offset_seconds: float = 0.0) -> None:
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        at = offset_seconds + int(np.argmax(bad)) / VAD_RATE
-        raise ValueError(f"{what} has {int(bad.sum())} NaN/inf samples (the first at {at:.2f} s)")
-
-
 # ---------------------------------------------------------------------- VAD
 class SpeechActivity:
     """silero-vad speech probability and RMS level of every 32 ms window of a recording.
@@ -151,13 +148,20 @@ class SpeechActivity:
     """
 
     def __init__(self):
+        import threading
+
         from silero_vad import load_silero_vad
 
         self.model = load_silero_vad(onnx=True)
+        self._lock = threading.Lock()  # the model carries state from window to window
 
     def __call__(self, blocks: Iterator[np.ndarray], what: str = "the recording"
                  ) -> Tuple[np.ndarray, np.ndarray, int]:
         """Per-window probabilities, RMS levels, and the number of samples read."""
+        with self._lock:
+            return self._run(blocks, what)
+
+    def _run(self, blocks: Iterator[np.ndarray], what: str) -> Tuple[np.ndarray, np.ndarray, int]:
         import torch
 
         self.model.reset_states()
@@ -205,7 +209,8 @@ def speech_regions(probabilities: np.ndarray, options: VADOptions) -> List[Tuple
 
 def split_at_quietest(start: int, end: int, levels: np.ndarray, max_windows: int) -> List[Tuple[int, int]]:
     """Split [start, end) into pieces of at most ``max_windows``, each cut at the quietest
-    window (lowest RMS) among the cuts that leave both sides no shorter than a quarter."""
+    window (lowest RMS) among the cuts that leave both pieces within the maximum (in a
+    region over twice the maximum: among those that leave both a quarter or more)."""
     if end - start <= max_windows:
         return [(start, end)]
     length = end - start
@@ -262,11 +267,13 @@ def transcribe_long(
     batch_size: int = 8,
     what: str = "the recording",
     progress: bool = False,
+    whole: bool = False,
 ) -> LongFormResult:
     """Segment ``source`` (a 16 kHz mono path or array) and decode its speech segments.
 
     ``decode_batch`` turns a list of sample arrays into results with ``tokens`` and
     ``confidences`` (``Speech2Text`` outputs); it carries the enrollment and options.
+    ``whole``: decode an array as one segment, without VAD (it fits the model).
     """
     import time
 
@@ -274,12 +281,18 @@ def transcribe_long(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
-    vad = vad or SpeechActivity()
-    probabilities, levels, total = vad(iter_blocks(source, int(options.block * VAD_RATE)), what)
-    segments_s = segment(probabilities, levels, total, options)
-    logger.info(f"{what}: {total / VAD_RATE:.1f} s, {len(segments_s)} speech segments")
-    if not segments_s:
-        logger.warning(f"{what}: no speech found; the transcript is empty")
+    if whole:
+        if not isinstance(source, np.ndarray):
+            raise ValueError("whole: decoding without VAD takes an array")
+        check_finite(source, what)
+        total, segments_s = len(source), [(0.0, len(source) / VAD_RATE)]
+    else:
+        vad = vad or SpeechActivity()
+        probabilities, levels, total = vad(iter_blocks(source, int(options.block * VAD_RATE)), what)
+        segments_s = segment(probabilities, levels, total, options)
+        logger.info(f"{what}: {total / VAD_RATE:.1f} s, {len(segments_s)} speech segments")
+        if not segments_s:
+            logger.warning(f"{what}: no speech found; the transcript is empty")
     # Similar lengths together waste less padding; results go back in time order.
     order = sorted(range(len(segments_s)), key=lambda i: segments_s[i][1] - segments_s[i][0])
     results = [None] * len(segments_s)
@@ -297,7 +310,8 @@ def transcribe_long(
     segments = []
     for (start, end), recognition in zip(segments_s, results):
         words = timed_words(recognition.tokens, recognition.confidences, start, end)
-        segments.append(Segment(start, end, " ".join(w.word for w in words), words))
+        segments.append(Segment(start, end, " ".join(w.word for w in words), words,
+                                list(recognition.tokens), list(recognition.confidences)))
     words = [w for s in segments for w in s.words]
     return LongFormResult(
         text=" ".join(w.word for w in words), words=words, segments=segments,

@@ -34,6 +34,7 @@ import torch
 import yaml
 from typeguard import typechecked
 
+import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn import notice)
 from espnet2.asr.maskctc_model import MaskCTCInference, MaskCTCModel
 from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
 from espnet2.legacy.nets.beam_search import BeamSearch

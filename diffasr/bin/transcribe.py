@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Transcribe what an enrolled speaker says in one or more mixtures (one-off use).
+"""Transcribe what an enrolled speaker says in one or more recordings (one-off use).
 
     python -m diffasr.bin.transcribe \\
-        --model exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip \\
-        --mixture mix1.wav [mix2.wav ...] --enrollment alice.wav \\
-        [--decode_config conf/decode/decode_diffusion_8step.yaml] [--output_json out.json]
+        --model exp/asr_diffusion_whisper/packed/asr_diffusion_whisper.zip \\
+        --mixture meeting.wav [more.wav ...] --enrollment alice.wav \\
+        [--decode_config conf/decode/decode_diffusion_8step.yaml] \\
+        [--output_json out.json] [--output_ctm out.ctm]
 
 ``--model`` is a stage-8 zip or an experiment dir (``exp/asr_*``).  Prints
-``<mixture> <TEXT>`` per mixture.  ``--output_json`` also keeps tokens, token
-confidences and word confidences (the lowest of a word's pieces).
+``<recording> <TEXT>`` per recording.  A recording longer than the model's maximum
+(or any, with ``--long_form``) is split at its pauses by silero-vad and decoded
+segment by segment (``diffasr.longform``); a recording without speech gives an
+empty transcript and a log line.  ``--output_json`` keeps segments, tokens and
+words with times and confidences (the lowest of a word's pieces); ``--output_ctm``
+writes the words as CTM with times from the start of each recording.
 """
 
 import argparse
@@ -16,8 +21,11 @@ import json
 import logging
 import sys
 
+from dataclasses import asdict
+from pathlib import Path
+
 from diffasr.api import TargetSpeakerASR, load_decode_config
-from diffasr.bin.asr_inference import words_with_confidence
+from diffasr.longform import check_recording
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -30,7 +38,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_model", default="valid.loss.ave.pth", help="checkpoint of an experiment dir")
     parser.add_argument("--unpack_dir", default=None, help="where a zip is unpacked (default: beside it)")
     parser.add_argument("--ngpu", type=int, default=0, help="0: CPU")
+    parser.add_argument("--long_form", action="store_true",
+                        help="segment every recording with silero-vad (default: only those over the "
+                             "model's maximum duration)")
+    parser.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
     parser.add_argument("--output_json", default=None, help="also write the results here")
+    parser.add_argument("--output_ctm", default=None, help="words with times (CTM, seconds)")
     parser.add_argument("--log_level", default="WARNING")
     return parser
 
@@ -44,23 +57,37 @@ def main(argv=None) -> int:
             device="cuda" if args.ngpu > 0 else "cpu", unpack_dir=args.unpack_dir,
             **load_decode_config(args.decode_config),
         )
-        embed = asr.embed_enrollment(args.enrollment) if args.enrollment and asr.speaker_encoder else None
-        records = []
+        if args.enrollment:
+            check_recording(args.enrollment, asr.fs)  # a bad path is an error for every model
+        enrolled = asr.enroll(args.enrollment) if args.enrollment and asr.takes_enrollment else None
+        if args.enrollment and not asr.takes_enrollment:
+            logging.warning("this model takes no speaker input: the enrollment is ignored")
+        records, ctm = [], []
         for mixture in args.mixture:
-            result = asr.transcribe(mixture, enrollment=args.enrollment, enroll_embed=embed)
+            info = check_recording(mixture, asr.fs)
+            long_form = args.long_form or info.duration > asr.speech2text.max_audio_seconds
+            if long_form and not args.long_form:
+                logging.info(f"{mixture}: {info.duration:.1f} s, longer than the model's "
+                             f"{asr.speech2text.max_audio_seconds:g} s: segmenting it with silero-vad")
+            result = asr.transcribe_long(mixture, enrolled=enrolled, batch_size=args.batch_size,
+                                         whole=not long_form, progress=long_form)
             print(f"{mixture} {result.text}".rstrip(), flush=True)
             records.append({
-                "mixture": mixture, "text": result.text, "tokens": result.tokens,
-                "token_confidences": result.confidences,
-                "words": [{"word": w, "confidence": c}
-                          for w, c in words_with_confidence(result.tokens, result.confidences)],
+                "mixture": mixture, "text": result.text, "long_form": long_form,
+                "audio_seconds": result.audio_seconds, "rtfx": round(result.rtfx, 2),
+                "words": [asdict(w) for w in result.words],
+                "segments": [asdict(s) for s in result.segments],
             })
+            ctm += result.ctm(Path(mixture).stem)
     except (ValueError, FileNotFoundError) as e:
         print(f"transcribe: {e}", file=sys.stderr)
         return 1
     if args.output_json:
         with open(args.output_json, "w", encoding="utf-8") as f:
             json.dump(records, f, indent=2)
+    if args.output_ctm:
+        with open(args.output_ctm, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in ctm)
     return 0
 
 

@@ -1,0 +1,207 @@
+"""Long-form transcription: silero-vad segments at known pauses, quietest-point splits,
+absolute word times, and the memorised model read through a recording it never saw whole."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import TARGET_TEXT
+from diffasr import longform
+from diffasr.api import TargetSpeakerASR
+from diffasr.audio import AudioError, check_wav_file, decode_upload, wav_truncation
+
+RATE = 16000
+
+
+def speech_extent(samples: np.ndarray, floor: float = 1e-3):
+    """First and last sample above ``floor`` (espeak pads its output with silence)."""
+    loud = np.flatnonzero(np.abs(samples) > floor)
+    return loud[0] / RATE, (loud[-1] + 1) / RATE
+
+
+@pytest.fixture(scope="module")
+def spoken_recording(tmp_path_factory):
+    """Three synthesized sentences with pauses of 0.8, 1.5 and 2.5 s; true speech spans."""
+    from diffasr.data.voices import VOICES, synthesize
+
+    pytest.importorskip("silero_vad")
+    sentences = ["THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG", "PLEASE CALL STELLA",
+                 "ASK HER TO BRING THESE THINGS WITH HER FROM THE STORE"]
+    pauses = [0.8, 1.5, 2.5]
+    parts, spans, t = [np.zeros(int(0.5 * RATE), np.float32)], [], 0.5
+    for sentence, pause in zip(sentences, pauses):
+        speech = synthesize(VOICES[1], sentence)
+        start, end = speech_extent(speech)
+        spans.append((t + start, t + end))
+        parts += [speech, np.zeros(int(pause * RATE), np.float32)]
+        t += (len(speech) + int(pause * RATE)) / RATE
+    path = tmp_path_factory.mktemp("longform") / "three.wav"
+    soundfile.write(path, np.concatenate(parts), RATE)
+    return path, spans
+
+
+def test_vad_segments_fall_on_the_pauses(spoken_recording):
+    path, spans = spoken_recording
+    vad = longform.SpeechActivity()
+    options = longform.VADOptions(block=1.0)  # several blocks: the window carry-over is used
+    probabilities, levels, total = vad(longform.iter_blocks(str(path), int(options.block * RATE)))
+    assert total == soundfile.info(str(path)).frames
+    assert len(probabilities) == len(levels) == -(-total // longform.VAD_WINDOW)
+    segments = longform.segment(probabilities, levels, total, options)
+    assert len(segments) == len(spans), (segments, spans)
+    for (start, end), (true_start, true_end) in zip(segments, spans):
+        assert abs(start - true_start) <= 0.2 and abs(end - true_end) <= 0.2, (segments, spans)
+    # The whole file in one block gives the same windows as block-wise reading.
+    whole = vad(iter([soundfile.read(str(path), dtype="float32")[0]]))[0]
+    np.testing.assert_allclose(whole, probabilities, atol=1e-5)
+
+
+def test_an_overlong_region_is_split_at_its_quietest_window():
+    levels = np.ones(100)
+    levels[52] = 0.01  # the quietest cut that leaves both pieces within 60 windows
+    levels[30] = 0.0  # quieter, but the piece after it would still be too long
+    assert longform.split_at_quietest(0, 100, levels, max_windows=60) == [(0, 52), (52, 100)]
+    pieces = longform.split_at_quietest(0, 1000, np.random.default_rng(0).random(1000), max_windows=120)
+    assert all(e - s <= 120 for s, e in pieces)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+
+
+def test_segment_respects_max_length_and_padding():
+    window = longform.WINDOW_SECONDS
+    probabilities = np.zeros(400, dtype=np.float32)
+    probabilities[50:100] = 0.9  # 1.6 s of speech
+    probabilities[150:390] = 0.9  # 7.7 s of speech: over max_segment 3 s
+    levels = np.ones(400)
+    levels[230] = 0.0
+    segments = longform.segment(probabilities, levels, 400 * longform.VAD_WINDOW,
+                                longform.VADOptions(max_segment=3.0, pad=0.1))
+    assert segments[0] == (round(50 * window - 0.1, 3), round(100 * window + 0.1, 3))
+    assert all(e - s <= 3.0 + 1e-6 for s, e in segments)
+    assert any(abs(e - 230 * window) < 1e-3 for _, e in segments)  # the quiet window is a cut
+
+
+def test_words_get_absolute_times_in_order():
+    result = SimpleNamespace(tokens=["\u2581HEL", "LO", "\u2581WORLD"], confidences=[0.9, 0.5, 0.8])
+    calls = []
+
+    def decode_batch(segments):
+        calls.append([len(s) for s in segments])
+        return [result] * len(segments)
+
+    recording = np.zeros(10 * RATE, dtype=np.float32)
+
+    class FixedVAD:  # speech at 1-3 s and 6-8 s
+        def __call__(self, blocks, what=""):
+            total = sum(len(b) for b in blocks)
+            windows = -(-total // longform.VAD_WINDOW)
+            p = np.zeros(windows, dtype=np.float32)
+            for s, e in ((1, 3), (6, 8)):
+                p[int(s / longform.WINDOW_SECONDS):int(e / longform.WINDOW_SECONDS)] = 0.9
+            return p, np.ones(windows), total
+
+    out = longform.transcribe_long(recording, decode_batch, FixedVAD(), longform.VADOptions(pad=0.0), batch_size=1)
+    assert out.text == "HELLO WORLD HELLO WORLD"
+    assert [len(c) for c in calls] == [1, 1]  # batch_size 1: one segment per call
+    # 1-3 s and 6-8 s without padding, to the 32 ms window
+    assert all(abs(c[0] - 2 * RATE) <= longform.VAD_WINDOW for c in calls)
+    starts = [w.start for w in out.words]
+    assert starts == sorted(starts)
+    first, second = out.segments
+    assert 0.95 < first.start < 1.05 and 5.95 < second.start < 6.05
+    assert first.words[0].start == first.start and abs(first.words[-1].end - first.end) < 1e-3
+    assert all(second.start <= w.start < w.end <= second.end + 1e-3 for w in second.words)
+    # HELLO has 5 letters, WORLD 5: each gets half of its segment; the lower piece confidence
+    assert abs((first.words[0].end - first.words[0].start) - (first.end - first.start) / 2) < 2e-3
+    assert out.words[0].confidence == 0.5
+    ctm = out.ctm("rec")
+    assert ctm[2].split()[:2] == ["rec", "1"] and float(ctm[2].split()[2]) == second.words[0].start
+    assert out.audio_seconds == 10.0
+
+
+def test_upload_conversions_and_refusals(tmp_path):
+    t = np.arange(RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    stereo = tmp_path / "stereo8k.wav"
+    soundfile.write(stereo, np.stack([tone[::2], tone[::2]], axis=1), 8000)
+    samples, notes = decode_upload(stereo.read_bytes(), RATE, "the audio")
+    assert len(samples) == RATE and any("down-mixed" in n for n in notes) and any("8000 Hz" in n for n in notes)
+    good = tmp_path / "good.wav"
+    soundfile.write(good, tone, RATE)
+    data = good.read_bytes()
+    assert wav_truncation(data[:4096], len(data)) == ""
+    with pytest.raises(AudioError, match="truncated WAV"):
+        decode_upload(data[:100], RATE, "the audio")
+    (tmp_path / "cut.wav").write_bytes(data[:100])
+    with pytest.raises(AudioError, match="cut.wav: truncated WAV"):
+        check_wav_file(tmp_path / "cut.wav")
+    with pytest.raises(AudioError, match="0 bytes"):
+        decode_upload(b"", RATE, "the audio")
+    with pytest.raises(AudioError) as e:
+        decode_upload(b"this is not audio at all" * 10, RATE, "the audio")
+    assert e.value.status == 415
+    bad = tone.copy()
+    bad[RATE // 2] = np.nan
+    soundfile.write(tmp_path / "nan.wav", bad, RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN/inf samples .the first at 0.50 s"):
+        decode_upload((tmp_path / "nan.wav").read_bytes(), RATE, "the audio")
+
+
+def repeated(path, pauses):
+    """The mixture said len(pauses) times, each followed by its pause; the speech spans."""
+    audio, _ = soundfile.read(path, dtype="float32")
+    parts, spans, t = [], [], 0.0
+    for pause in pauses:
+        parts += [audio, np.zeros(int(pause * RATE), np.float32)]
+        spans.append((t, t + len(audio) / RATE))
+        t += len(audio) / RATE + pause
+    return np.concatenate(parts), spans
+
+
+def test_memorised_model_reads_a_recording_longer_than_its_maximum(packed, tmp_path):
+    zip_path, mixture, enroll, _ = packed
+    asr = TargetSpeakerASR(zip_path, unpack_dir=tmp_path / "unpacked", steps=8)
+    audio, spans = repeated(mixture, [1.0, 1.7, 1.2, 0.9])
+    assert len(audio) / RATE > asr.speech2text.max_audio_seconds  # one decode would be refused
+    soundfile.write(tmp_path / "long.wav", audio, RATE)
+    result = asr.transcribe_long(tmp_path / "long.wav", enrollment=enroll, batch_size=3)
+    assert result.text == " ".join([TARGET_TEXT] * 4)
+    assert len(result.segments) == 4
+    for segment, (start, end) in zip(result.segments, spans):
+        assert start - 0.2 <= segment.start and segment.end <= end + 0.2
+        assert [w.word for w in segment.words] == TARGET_TEXT.split()
+    # The array path gives the same transcript.
+    assert asr.transcribe_long(audio, enrollment=enroll).text == result.text
+
+
+def test_cli_long_form_writes_ctm_and_handles_silence(packed, tmp_path):
+    zip_path, mixture, enroll, _ = packed
+    audio, _ = repeated(mixture, [1.0, 1.5, 1.0, 1.0, 1.0])
+    soundfile.write(tmp_path / "long.wav", audio, RATE)
+    soundfile.write(tmp_path / "silence.wav", np.zeros(8 * RATE, np.float32), RATE)
+    base = [sys.executable, "-m", "diffasr.bin.transcribe", "--model", str(zip_path),
+            "--enrollment", str(enroll), "--unpack_dir", str(tmp_path / "u")]
+    out = subprocess.run(base + ["--mixture", str(tmp_path / "long.wav"), str(tmp_path / "silence.wav"),
+                                 "--output_json", str(tmp_path / "out.json"), "--output_ctm", str(tmp_path / "out.ctm"),
+                                 "--log_level", "INFO"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == f"{tmp_path / 'long.wav'} {' '.join([TARGET_TEXT] * 5)}"
+    assert lines[1] == str(tmp_path / "silence.wav")  # no speech: an empty transcript ...
+    assert "no speech found" in out.stderr  # ... said in the log
+    assert "Flash Attention" not in out.stdout + out.stderr
+    ctm = (tmp_path / "out.ctm").read_text().splitlines()
+    assert len(ctm) == 10 and all(line.split()[0] == "long" for line in ctm)
+    starts = [float(line.split()[2]) for line in ctm]
+    assert starts == sorted(starts) and starts[-1] > 6.0  # absolute times, past the model's 6 s
+    record = json.loads((tmp_path / "out.json").read_text())[0]
+    assert len(record["segments"]) == 5 and record["words"][2]["start"] == starts[2]
+    missing = subprocess.run(base + ["--mixture", str(tmp_path / "nope.wav")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "nope.wav: no such recording" in missing.stderr
+    assert "Traceback" not in missing.stderr
