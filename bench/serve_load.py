@@ -13,9 +13,13 @@ clients send the mixtures of ``data_dir`` round robin (``POST /v1/transcribe`` w
 the target's speaker id) until ``--seconds`` have passed or ``--max_requests`` were
 sent.  Each run is bounded in count and time.
 
+Each client count first runs ``--warmup_seconds`` unmeasured at the same load (the
+batch sizes it brings set the server's working set), then the measured run.
 Reported per client count: WER of the answers (jiwer, against ``text``), requests/s,
-audio-seconds/s, p50/p95/p99 latency, errors by status, and the server's RSS at the
-start and end (``/proc/<pid>/status``) with its growth.  Written: ``serve_load.json``,
+audio-seconds/s, the mean batch decoded, p50/p95/p99 latency, errors by status, and
+the server's RSS (``/proc/<pid>/status``): idle before the warm-up, at the start of
+the measured run, its maximum (sampled every 2 s) and at the end, with the growth
+end/start.  Written: ``serve_load.json``,
 ``serve_load.md`` (the table, also printed), ``latency.png``.
 """
 
@@ -25,6 +29,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +40,7 @@ import jiwer
 import numpy as np
 
 from diffasr.datadir import read_kv
+from diffasr.serve.app import ServeOptions
 
 
 def free_port() -> int:
@@ -51,6 +57,14 @@ def server_rss_mb(pid: Optional[int]) -> Optional[float]:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return None
+
+
+def sample_rss(pid: Optional[int], timeline: list, stop: threading.Event, every: float = 2.0) -> None:
+    """(seconds since start, RSS MB) of the server every ``every`` seconds until ``stop``."""
+    started = time.monotonic()
+    while pid is not None and not stop.is_set():
+        timeline.append((time.monotonic() - started, server_rss_mb(pid)))
+        stop.wait(every)
 
 
 def start_server(args, port: int) -> subprocess.Popen:
@@ -131,13 +145,13 @@ def summarise(records: List[dict], texts: Dict[str, str], clients: int, wall: fl
     )
 
 
-def plot(runs: Dict[int, List[dict]], path: Path) -> None:
+def plot(runs: Dict[int, List[dict]], timelines: Dict[int, list], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (over_time, histogram) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (over_time, histogram, memory) = plt.subplots(1, 3, figsize=(15, 4))
     for clients, records in runs.items():
         ok = [r for r in records if r["status"] == 200]
         if not ok:
@@ -148,8 +162,13 @@ def plot(runs: Dict[int, List[dict]], path: Path) -> None:
         histogram.hist([r["latency"] for r in ok], bins=30, alpha=0.6, label=f"{clients} clients")
     over_time.set(xlabel="request sent (s)", ylabel="latency (s)", title="latency over the run")
     histogram.set(xlabel="latency (s)", ylabel="requests", title="latency distribution")
-    over_time.legend()
-    histogram.legend()
+    for clients, timeline in timelines.items():
+        if timeline:
+            memory.plot([t for t, _ in timeline], [r for _, r in timeline], label=f"{clients} clients")
+    memory.set(xlabel="time in the measured run (s)", ylabel="server RSS (MB)", title="server memory")
+    for axes in (over_time, histogram, memory):
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -165,8 +184,10 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=60.0, help="per client count")
     parser.add_argument("--max_requests", type=int, default=10000, help="per client count")
-    parser.add_argument("--max_batch", type=int, default=8)
-    parser.add_argument("--max_wait_ms", type=float, default=50.0)
+    parser.add_argument("--warmup_seconds", type=float, default=20.0,
+                        help="load at each client count before its measured run (RSS baseline after it)")
+    parser.add_argument("--max_batch", type=int, default=ServeOptions.max_batch)
+    parser.add_argument("--max_wait_ms", type=float, default=ServeOptions.max_wait_ms)
     parser.add_argument("--api_key", default=None)
     parser.add_argument("--output_dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -198,40 +219,56 @@ def main(argv=None) -> int:
 
         items = [dict(utt=u, audio=Path(wavs[u]).read_bytes(), speaker_id=speaker_ids.get(utt2spk[u]),
                       seconds=sf.info(wavs[u]).duration) for u in utts]
-        asyncio.run(run_load(url, items[:2], 1, 60, 2, headers))  # warm-up (not counted)
-        runs, rows = {}, []
+        runs, rows, timelines = {}, [], {}
+        pid = process.pid if process else None
         for clients in args.clients:
-            rss_start = server_rss_mb(process.pid if process else None)
+            rss_idle = server_rss_mb(pid)
+            if args.warmup_seconds > 0:
+                asyncio.run(run_load(url, items, clients, args.warmup_seconds, args.max_requests, headers))
+            before = httpx.get(f"{url}/health").json()
+            rss_start = server_rss_mb(pid)
+            timeline, stop = [], threading.Event()
+            sampler = threading.Thread(target=sample_rss, args=(pid, timeline, stop), daemon=True)
+            sampler.start()
             started = time.monotonic()
             records = asyncio.run(run_load(url, items, clients, args.seconds, args.max_requests, headers))
             wall = time.monotonic() - started
-            runs[clients] = records
-            rows.append(summarise(records, texts, clients, wall, rss_start,
-                                  server_rss_mb(process.pid if process else None)))
-            print(json.dumps(rows[-1]), flush=True)
-        health = httpx.get(f"{url}/health").json()
+            stop.set()
+            sampler.join()
+            after = httpx.get(f"{url}/health").json()
+            runs[clients], timelines[clients] = records, timeline
+            row = summarise(records, texts, clients, wall, rss_start, server_rss_mb(pid))
+            row["rss_idle_mb"] = None if rss_idle is None else round(rss_idle, 1)
+            row["rss_max_mb"] = round(max(r for _, r in timeline), 1) if timeline and pid else None
+            batches = after["batches"] - before["batches"]
+            row["mean_batch"] = round((after["segments_decoded"] - before["segments_decoded"]) / batches, 2) \
+                if batches else None
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     finally:
         if process is not None:
             process.terminate()
             process.wait(120)
     result = dict(model=args.model or args.url, data_dir=str(args.data_dir), seconds=args.seconds,
                   max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runs=rows,
-                  mean_batch=health.get("mean_batch"),
                   # uvicorn re-raises SIGTERM after a graceful shutdown: -15 is a clean exit
                   server_exit_code=None if process is None else process.returncode)
     if len(rows) > 1 and rows[0]["audio_seconds_per_second"]:
         result["throughput_ratio"] = round(rows[-1]["audio_seconds_per_second"] / rows[0]["audio_seconds_per_second"], 3)
     (args.output_dir / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(runs, args.output_dir / "latency.png")
+    plot(runs, timelines, args.output_dir / "latency.png")
     lines = [f"Serve load: {result['model']} on {args.data_dir}, {args.seconds:g} s per client count, "
-             f"max_batch {args.max_batch}, max_wait {args.max_wait_ms:g} ms (mean batch {result['mean_batch']})", "",
-             "| clients | requests | WER % | 5xx | other errors | req/s | audio s/s | p50 s | p95 s | p99 s | RSS start MB | RSS end MB | RSS growth % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"after {args.warmup_seconds:g} s of warm-up at the same load; max_batch {args.max_batch}, "
+             f"max_wait {args.max_wait_ms:g} ms", "",
+             "| clients | requests | WER % | 5xx | other errors | req/s | audio s/s | mean batch | p50 s | p95 s | p99 s "
+             "| RSS idle MB | RSS start MB | RSS max MB | RSS end MB | RSS growth % (end/start) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         others = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
         lines.append(f"| {r['clients']} | {r['requests']} | {r['wer']} | {r['server_errors']} | {others} | "
-                     f"{r['requests_per_second']} | {r['audio_seconds_per_second']} | {r['p50']} | {r['p95']} | "
-                     f"{r['p99']} | {r['rss_start_mb']} | {r['rss_end_mb']} | {r['rss_growth_percent']} |")
+                     f"{r['requests_per_second']} | {r['audio_seconds_per_second']} | {r['mean_batch']} | {r['p50']} | "
+                     f"{r['p95']} | {r['p99']} | {r['rss_idle_mb']} | {r['rss_start_mb']} | {r['rss_max_mb']} | "
+                     f"{r['rss_end_mb']} | {r['rss_growth_percent']} |")
     if "throughput_ratio" in result:
         lines += ["", f"Throughput (audio s/s) at {rows[-1]['clients']} clients / at {rows[0]['clients']}: "
                       f"{result['throughput_ratio']}"]

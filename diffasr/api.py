@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from diffasr import longform
+from diffasr.longform import Enrollment
 from diffasr.audio import check_finite, check_wav_file
 from diffasr.bin.asr_inference import Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
@@ -49,14 +50,6 @@ def load_decode_config(path: Optional[os.PathLike]) -> Dict[str, Any]:
     if not isinstance(options, dict):
         raise ValueError(f"{path}: a decode config is a mapping of options")
     return {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
-
-
-@dataclasses.dataclass
-class Enrollment:
-    """A target speaker as the model takes it: an embedding and/or enrollment frames."""
-
-    embed: Optional[torch.Tensor] = None  # [E] speaker-encoder embedding
-    speech: Optional[torch.Tensor] = None  # [T] audio or [F, D] frozen encoder frames
 
 
 def _speaker_dirs(root: Path):
@@ -179,7 +172,7 @@ class TargetSpeakerASR:
         """Whether the model is told whose speech to transcribe."""
         return self.speaker_encoder is not None or self.speech2text.model.needs_enrollment_audio()
 
-    def enroll(self, enrollment: Audio) -> "Enrollment":
+    def enroll(self, enrollment: Audio) -> Enrollment:
         """What the model needs of an enrollment, computed once: the speaker embedding
         and/or (models that read the enrollment audio) the frozen encoder's frames."""
         model = self.speech2text.model
@@ -189,41 +182,19 @@ class TargetSpeakerASR:
         if samples.size < MIN_ENROLLMENT_SECONDS * self.fs:
             raise ValueError(f"the enrollment lasts {samples.size / self.fs:.2f} s; give at least "
                              f"{MIN_ENROLLMENT_SECONDS:g} s of the target speaker alone")
-        embed = None
-        if self.speaker_encoder is not None:
-            embed = torch.as_tensor(np.asarray(self.speaker_encoder.embed(samples), dtype=np.float32))
-        speech = None
-        if model.needs_enrollment_audio():
-            speech = torch.from_numpy(samples)
-            frozen = getattr(model.encoder, "frozen", None)
-            if frozen is not None:  # Whisper: its frozen frames stand for the audio
-                speech = frozen(speech.unsqueeze(0), torch.tensor([speech.numel()]))[0][0]
-        return Enrollment(embed=embed, speech=speech)
+        embed = self.speaker_encoder.embed(samples) if self.speaker_encoder is not None else None
+        speech = samples if model.needs_enrollment_audio() else None
+        return longform.prepare_enrollment(model, embed, speech)
 
     def decode(self, segments: List[np.ndarray],
-               enrollment: Union[None, "Enrollment", List["Enrollment"]] = None,
+               enrollment: Union[None, Enrollment, List[Enrollment]] = None,
                names: Optional[List[str]] = None) -> List[Recognition]:
         """Decode a batch of sample arrays (each within the model's maximum duration),
         with one enrollment for all or one per segment."""
         if self.takes_enrollment and enrollment is None:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-        batch = len(segments)
-        lengths = torch.tensor([len(s) for s in segments])
-        speech = torch.zeros(batch, int(lengths.max()))
-        for i, samples in enumerate(segments):
-            speech[i, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
-        embed = enroll_speech = enroll_lengths = None
-        if self.takes_enrollment:
-            enrollments = enrollment if isinstance(enrollment, list) else [enrollment] * batch
-            if self.speaker_encoder is not None:
-                embed = torch.stack([e.embed for e in enrollments])
-            if self.speech2text.model.needs_enrollment_audio():
-                enroll_lengths = torch.tensor([e.speech.size(0) for e in enrollments])
-                first = enrollments[0].speech
-                enroll_speech = first.new_zeros(batch, int(enroll_lengths.max()), *first.shape[1:])
-                for i, e in enumerate(enrollments):
-                    enroll_speech[i, : e.speech.size(0)] = e.speech
-        return self.speech2text(speech, lengths, embed, names, enroll_speech, enroll_lengths)
+        return longform.decode_segments(self.speech2text, segments, enrollment if self.takes_enrollment else None,
+                                        names)
 
     # Options a caller may change per request, and the modes a diffusion model decodes in.
     REQUEST_MODES = ("diffusion", "ctc_greedy")
@@ -273,7 +244,7 @@ class TargetSpeakerASR:
         self,
         recording: Audio,
         enrollment: Optional[Audio] = None,
-        enrolled: Optional["Enrollment"] = None,
+        enrolled: Optional[Enrollment] = None,
         batch_size: int = 8,
         vad_options: Optional[longform.VADOptions] = None,
         progress: bool = False,

@@ -87,7 +87,7 @@ def test_segment_respects_max_length_and_padding():
 
 
 def test_words_get_absolute_times_in_order():
-    result = SimpleNamespace(tokens=["\u2581HEL", "LO", "\u2581WORLD"], confidences=[0.9, 0.5, 0.8])
+    result = SimpleNamespace(text="HELLO WORLD", tokens=["\u2581HEL", "LO", "\u2581WORLD"], confidences=[0.9, 0.5, 0.8])
     calls = []
 
     def decode_batch(segments):
@@ -205,3 +205,33 @@ def test_cli_long_form_writes_ctm_and_handles_silence(packed, tmp_path):
     missing = subprocess.run(base + ["--mixture", str(tmp_path / "nope.wav")], capture_output=True, text=True)
     assert missing.returncode == 1 and "nope.wav: no such recording" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_stage6_long_form_decodes_recordings_past_the_maximum(packed, tmp_path):
+    """asr_inference --long_form true (what asr.sh --long_form true runs in stage 6)."""
+    import kaldiio
+
+    _, mixture, _, exp = packed
+    data_dir = exp.parents[1] / "data"
+    embed = next(iter(kaldiio.load_scp(str(data_dir / "enroll_embed.scp")).values()))
+    for name, pauses in (("rec1", [1.0, 1.4, 1.0]), ("rec2", [1.2, 1.0, 1.1, 1.0, 1.3])):
+        soundfile.write(tmp_path / f"{name}.wav", repeated(mixture, pauses)[0], RATE)
+    (tmp_path / "wav.scp").write_text(f"rec1 {tmp_path / 'rec1.wav'}\nrec2 {tmp_path / 'rec2.wav'}\n")
+    kaldiio.save_ark(str(tmp_path / "embed.ark"), {"rec1": embed, "rec2": embed}, scp=str(tmp_path / "embed.scp"))
+    out = subprocess.run(
+        [sys.executable, "-m", "diffasr.bin.asr_inference", "--asr_train_config", str(exp / "config.yaml"),
+         "--asr_model_file", str(exp / "4epoch.pth"), "--output_dir", str(tmp_path / "out"),
+         "--data_path_and_name_and_type", f"{tmp_path / 'wav.scp'},speech,sound",
+         "--data_path_and_name_and_type", f"{tmp_path / 'embed.scp'},enroll_embed,kaldi_ark",
+         "--long_form", "true", "--batch_size", "2"],
+        capture_output=True, text=True, cwd=exp.parents[1],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = dict(line.split(" ", 1) for line in (tmp_path / "out/text").read_text().splitlines())
+    assert text == {"rec1": " ".join([TARGET_TEXT] * 3), "rec2": " ".join([TARGET_TEXT] * 5)}
+    ctm = [line.split() for line in (tmp_path / "out/words.ctm").read_text().splitlines()]
+    assert [c[0] for c in ctm] == ["rec1"] * 6 + ["rec2"] * 10
+    rec2_starts = [float(c[2]) for c in ctm if c[0] == "rec2"]
+    assert rec2_starts == sorted(rec2_starts) and rec2_starts[-1] > 6.0
+    timing = dict(line.split(" ", 1) for line in (tmp_path / "out/timing").read_text().splitlines())
+    assert abs(float(timing["rec2"].split()[1]) - soundfile.info(str(tmp_path / "rec2.wav")).duration) < 1e-2

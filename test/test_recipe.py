@@ -175,3 +175,24 @@ def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
     assert out.returncode != 0
     assert "no decode config for model type 'diffusion'" in out.stderr
     assert "Stage 6: Decoding" not in out.stdout + out.stderr
+
+
+def test_stage_6_long_form_option(recipe):
+    """--long_form true: the same utterances through silero-vad segments, with words.ctm."""
+    for config, decode in (("train_diffusion_whisper_tiny.yaml", "decode_diffusion_8step"),
+                           ("train_ar_whisper_tiny.yaml", "decode_ar_beam1")):
+        run_recipe(recipe, "--stage", "6", "--stop-stage", "6", "--long_form", "true",
+                   "--inference_suffix", "_longform", "--inference_configs", f"conf/decode/{decode}.yaml",
+                   "--asr_configs", f"conf/tuning/{config}", "--calibrate", "false")
+        exp = recipe / "exp" / config.replace("train_", "asr_").replace(".yaml", "")
+        decode_dir = exp / f"{decode}_longform/test"
+        utts = read_kv(recipe / "data/test/wav.scp")
+        assert sorted(read_kv(decode_dir / "text", allow_empty_value=True)) == sorted(utts)
+        durations = {k: float(v) for k, v in read_kv(recipe / "data/test/utt2dur").items()}
+        timing = read_kv(decode_dir / "timing")
+        assert all(abs(float(timing[u].split()[1]) - durations[u]) < 0.01 for u in utts)
+        for line in (decode_dir / "words.ctm").read_text().splitlines():
+            utt, _, start, duration, word, confidence = line.split()
+            assert utt in utts and 0 <= float(start) and float(start) + float(duration) <= durations[utt] + 0.01
+            assert word.isupper() or not word.isalpha()
+            assert 0 < float(confidence) <= 1

@@ -256,7 +256,7 @@ def test_load_script_runs_briefly(packed, tmp_path):
     (data / "enroll.scp").write_text(f"u1 {enroll}\nu2 {enroll}\n")
     out = subprocess.run(
         [sys.executable, str(REPO / "bench/serve_load.py"), "--model", str(packed[0]), "--data_dir", str(data),
-         "--clients", "1", "2", "--seconds", "3", "--max_requests", "6", "--output_dir", str(tmp_path / "load")],
+         "--clients", "1", "2", "--seconds", "3", "--warmup_seconds", "1", "--max_requests", "6", "--output_dir", str(tmp_path / "load")],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -267,6 +267,7 @@ def test_load_script_runs_briefly(packed, tmp_path):
     for run in result["runs"]:
         assert 1 <= run["requests"] <= 6 and run["ok"] == run["requests"] and run["server_errors"] == 0
         assert run["wer"] == 0.0 and run["p95"] >= run["p50"] > 0
+        assert run["rss_max_mb"] >= run["rss_start_mb"] > 100 and run["mean_batch"] >= 1
     assert result["server_exit_code"] in (0, -15)
     assert (tmp_path / "load/latency.png").stat().st_size > 10000
     assert "| 2 |" in (tmp_path / "load/serve_load.md").read_text()

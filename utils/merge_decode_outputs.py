@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm", "remasked",
-               "token_uncertainty")
+               "token_uncertainty", "words.ctm")
 
 
 def main() -> int:

@@ -462,6 +462,7 @@ def inference(
     fs: int = 16000,
     enrollment_override: Optional[str] = None,
     utt2spk: Optional[str] = None,
+    long_form: bool = False,
     **decode_options,
 ) -> None:
     """Decode every utterance of the data options and write the output files."""
@@ -472,6 +473,14 @@ def inference(
     speech2text = Speech2Text(
         asr_train_config, asr_model_file, device=device, dtype=dtype, seed=seed, **decode_options
     )
+    if long_form:
+        if enrollment_override is not None:
+            raise ValueError("--long_form does not take --enrollment_override")
+        results = long_form_inference(speech2text, data_path_and_name_and_type, key_file, batch_size,
+                                      Path(output_dir))
+        write_outputs(Path(output_dir), results)
+        logging.info(f"wrote {len(results)} recordings to {output_dir}")
+        return
 
     override = None
     if enrollment_override == "rotate":
@@ -508,6 +517,60 @@ def inference(
                      f"{keys[0]}: {recognitions[0].text}")
     write_outputs(Path(output_dir), results)
     logging.info(f"wrote {len(results)} utterances to {output_dir}")
+
+
+def long_form_inference(speech2text: Speech2Text, data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
+                        key_file: Optional[str], batch_size: int,
+                        output_dir: Path) -> Dict[str, Tuple[Recognition, float, float]]:
+    """Each recording split by silero-vad and decoded in segments (``diffasr.longform``);
+    one Recognition per recording, and ``words.ctm`` with times from its start."""
+    from diffasr import longform
+    from diffasr.datadir import read_kv
+
+    sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
+    path, kind = sources.get("speech", (None, None))
+    if kind != "sound":
+        raise ValueError(f"--long_form reads the recordings themselves (speech of type sound, a wav.scp); "
+                         f"got {path},speech,{kind}")
+    if speech2text.hypotheses is not None:
+        raise ValueError("--long_form cannot deliberate an external transcript: its words are not split "
+                         "at the recording's pauses")
+    wavs = read_kv(path)
+    keys = list(read_kv(key_file)) if key_file else list(wavs)
+    embeds = kaldiio.load_scp(sources[ENROLL_EMBED][0]) if ENROLL_EMBED in sources else None
+    enroll_wavs = read_kv(sources[ENROLL_SPEECH][0]) if ENROLL_SPEECH in sources else None
+    if enroll_wavs is not None and sources[ENROLL_SPEECH][1] != "sound":
+        raise ValueError("--long_form takes the enrollment audio (enroll.scp, type sound)")
+    vad = longform.SpeechActivity()
+    options = longform.VADOptions(max_segment=min(longform.VADOptions.max_segment, speech2text.max_audio_seconds))
+    results = {}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / "words.ctm").open("w", encoding="utf-8") as ctm:
+        for key in keys:
+            if key not in wavs:
+                raise ValueError(f"{key_file}: utterance {key} is not in {path}")
+            enrollment = None
+            if embeds is not None or enroll_wavs is not None:
+                audio = None
+                if enroll_wavs is not None:
+                    audio = longform.read_span(enroll_wavs[key], 0, None)
+                enrollment = longform.prepare_enrollment(speech2text.model, embeds[key] if embeds else None, audio)
+            result = longform.transcribe_long(
+                wavs[key], lambda segments: longform.decode_segments(speech2text, segments, enrollment),
+                vad, options, batch_size=batch_size, what=f"{wavs[key]} (utterance {key})",
+            )
+            segments = [s for s in result.segments if s.tokens]
+            tokens = [t for s in segments for t in s.tokens]
+            recognition = Recognition(
+                text=" ".join(s.text for s in segments), tokens=tokens,
+                token_ids=speech2text.converter.tokens2ids(tokens),
+                confidences=[c for s in segments for c in s.token_confidences],
+            )
+            results[key] = (recognition, result.decode_seconds, result.audio_seconds)
+            ctm.writelines(line + "\n" for line in result.ctm(key))
+            logging.info(f"{key}: {result.audio_seconds:.1f} s in {len(result.segments)} segments, "
+                         f"RTFx {result.rtfx:.1f}: {recognition.text[:80]}")
+    return results
 
 
 def load_train_args(asr_train_config: str) -> argparse.Namespace:
@@ -569,6 +632,9 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--enrollment_override", type=str_or_none, default=None, choices=["rotate", None],
                        help="rotate: decode with another speaker's enrollment (embedding and audio)")
     group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enrollment_override")
+    group.add_argument("--long_form", type=str2bool, default=False,
+                       help="split each recording at its pauses (silero-vad) and decode the segments; "
+                       "also writes words.ctm with times")
 
     group = parser.add_argument_group("Model")
     group.add_argument("--asr_train_config", required=True, help="config.yaml of the experiment")

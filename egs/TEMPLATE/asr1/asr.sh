@@ -54,6 +54,7 @@ text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
 inference_args=         # extra arguments for decoding (e.g. "--enrollment_override rotate")
 inference_suffix=       # appended to decode dir names (decode_<config><suffix>), e.g. _rotate
+long_form=false         # stage 6: split each recording at its pauses (silero-vad), decode the segments
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
 ar_exp=                 # the AR experiment whose output decode configs deliberate ({ar_exp}); default: ${expdir}/${asr_tag_prefix}_ar_whisper
@@ -280,7 +281,7 @@ if want 6; then
             --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${asr_config}" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
-            --utt2spk "data/${dset}/utt2spk" ${inference_args}
+            --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
         stage_end 6
       done
