@@ -12,8 +12,9 @@ cycled in order until ``--minutes`` is reached, with pauses of 0.8-1.6 s between
 them.  The same enrollment (the first utterance's) serves both decodes.
 
 Figures (each run in its own process so that peak RSS is its own):
-  - per-utterance: the utterances decoded in batches of ``--batch_size`` at their
-    known boundaries: WER, RTFx;
+  - per-utterance: the utterances decoded at their known boundaries, batched as the
+    long-form path batches segments (at most ``--batch_size`` and 40 padded seconds,
+    shortest first): WER, RTFx;
   - long-form: ``transcribe_long`` on the recording (silero-vad, segments in
     batches): WER, RTFx (VAD included), peak RSS; and the same on a 1-min recording.
 Both WERs are over the whole repeated reference, words as ``words_with_confidence``
@@ -35,8 +36,10 @@ import numpy as np
 import soundfile as sf
 
 from diffasr.datadir import read_kv
+from diffasr.longform import plan_batches
 
 RATE = 16000
+MAX_BATCH_SECONDS = 40.0
 
 
 def build_recording(data_dir: Path, minutes: float, out_wav: Path, seed: int = 0):
@@ -86,8 +89,9 @@ def run_per_utterance(args) -> dict:
     audio = {u: sf.read(job["wavs"][u], dtype="float32")[0] for u in distinct}
     started = time.perf_counter()
     hyps = {}
-    for first in range(0, len(distinct), args.batch_size):
-        batch = distinct[first:first + args.batch_size]
+    # The same batching as the long-form path (count and padded seconds, shortest first).
+    for chosen in plan_batches([len(audio[u]) / RATE for u in distinct], args.batch_size, MAX_BATCH_SECONDS):
+        batch = [distinct[i] for i in chosen]
         for utt, result in zip(batch, asr.decode([audio[u] for u in batch], enrolled, batch)):
             hyps[utt] = words(result)
     seconds = time.perf_counter() - started
@@ -101,7 +105,8 @@ def run_long_form(args, wav: str) -> dict:
     asr = load_asr(args)
     enrolled = asr.enroll(job["enrollment"]) if asr.takes_enrollment else None
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = asr.transcribe_long(wav, enrolled=enrolled, batch_size=args.batch_size, progress=True)
+    result = asr.transcribe_long(wav, enrolled=enrolled, batch_size=args.batch_size, progress=True,
+                                 max_batch_seconds=MAX_BATCH_SECONDS)
     return dict(text=result.text, rtfx=result.rtfx, audio_seconds=result.audio_seconds,
                 segments=len(result.segments), peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 rss_after_load_mb=rss_loaded)

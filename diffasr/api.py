@@ -249,6 +249,7 @@ class TargetSpeakerASR:
         vad_options: Optional[longform.VADOptions] = None,
         progress: bool = False,
         whole: bool = False,
+        max_batch_seconds: float = 40.0,
     ) -> longform.LongFormResult:
         """Transcribe a recording of any length: silero-vad segments decoded in batches.
 
@@ -281,7 +282,7 @@ class TargetSpeakerASR:
             options = dataclasses.replace(options, max_segment=self.speech2text.max_audio_seconds)
         return longform.transcribe_long(
             source, lambda segments: self.decode(segments, enrolled), self._vad, options,
-            batch_size=batch_size, what=what, progress=progress,
+            batch_size=batch_size, what=what, progress=progress, max_batch_seconds=max_batch_seconds,
         )
 
     def embed_enrollment(self, enrollment: Audio) -> np.ndarray:

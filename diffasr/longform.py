@@ -310,6 +310,22 @@ def timed_words(tokens: Sequence[str], confidences: Sequence[float], start: floa
 DecodeBatch = Callable[[List[np.ndarray]], list]  # segments -> Recognition-like results
 
 
+def plan_batches(durations: Sequence[float], batch_size: int, max_batch_seconds: float) -> List[List[int]]:
+    """Segment indices in batches, shortest first (similar lengths waste less padding),
+    each of at most ``batch_size`` segments and ``max_batch_seconds`` padded seconds
+    (a single segment longer than that is a batch of its own)."""
+    order = sorted(range(len(durations)), key=lambda i: durations[i])
+    batches: List[List[int]] = []
+    for index in order:
+        current = batches[-1] if batches else None
+        if current is not None and len(current) < batch_size \
+                and (len(current) + 1) * durations[index] <= max_batch_seconds:
+            current.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 def transcribe_long(
     source: Source,
     decode_batch: DecodeBatch,
@@ -319,11 +335,15 @@ def transcribe_long(
     what: str = "the recording",
     progress: bool = False,
     whole: bool = False,
+    max_batch_seconds: float = 40.0,
 ) -> LongFormResult:
     """Segment ``source`` (a 16 kHz mono path or array) and decode its speech segments.
 
     ``decode_batch`` turns a list of sample arrays into results with ``tokens`` and
     ``confidences`` (``Speech2Text`` outputs); it carries the enrollment and options.
+    A batch holds at most ``batch_size`` segments and ``max_batch_seconds`` of padded
+    audio (segments x the longest): the decoder's memory grows with the padded batch,
+    so a recording with long segments peaks no higher than one with short ones.
     ``whole``: decode an array as one segment, without VAD (it fits the model).
     """
     import time
@@ -344,16 +364,13 @@ def transcribe_long(
         logger.info(f"{what}: {total / VAD_RATE:.1f} s, {len(segments_s)} speech segments")
         if not segments_s:
             logger.warning(f"{what}: no speech found; the transcript is empty")
-    # Similar lengths together waste less padding; results go back in time order.
-    order = sorted(range(len(segments_s)), key=lambda i: segments_s[i][1] - segments_s[i][0])
     results = [None] * len(segments_s)
-    batches = range(0, len(order), batch_size)
+    batches = plan_batches([e - s for s, e in segments_s], batch_size, max_batch_seconds)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="segments", unit="batch")
-    for first in batches:
-        chosen = order[first:first + batch_size]
+    for chosen in batches:
         audio = [read_span(source, round(segments_s[i][0] * VAD_RATE), round(segments_s[i][1] * VAD_RATE))
                  for i in chosen]
         for i, recognition in zip(chosen, decode_batch(audio)):

@@ -72,6 +72,15 @@ def test_an_overlong_region_is_split_at_its_quietest_window():
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
 
 
+def test_batches_are_bounded_in_count_and_padded_seconds():
+    durations = [4.0, 1.0, 9.0, 2.0, 8.0, 3.0, 10.0]
+    batches = longform.plan_batches(durations, batch_size=3, max_batch_seconds=20.0)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert batches == [[1, 3, 5], [0, 4], [2, 6]]  # 3 x 3 s; 2 x 8 s; 2 x 10 s
+    assert all(len(b) * max(durations[i] for i in b) <= 20.0 for b in batches)
+    assert longform.plan_batches([30.0, 1.0], 8, 20.0) == [[1], [0]]  # an over-long one alone
+
+
 def test_segment_respects_max_length_and_padding():
     window = longform.WINDOW_SECONDS
     probabilities = np.zeros(400, dtype=np.float32)

@@ -211,25 +211,34 @@ def test_short_enrollment_and_path_like_filename(server, audio, tmp_path):
 
 def test_api_key_concurrency_limit_and_shutdown(packed, audio, tmp_path):
     server = Server(packed[0], tmp_path / "speakers.db", tmp_path / "server.log",
-                    env={"DIFFASR_API_KEY": "s3cret"}, max_concurrent=1, max_wait_ms=1500)
+                    env={"DIFFASR_API_KEY": "s3cret"}, max_concurrent=1)
     try:
         assert httpx.get(f"{server.url}/v1/speakers").status_code == 401
         assert httpx.get(f"{server.url}/v1/speakers", headers={"X-API-Key": "wrong"}).status_code == 401
         assert httpx.get(f"{server.url}/v1/speakers", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert httpx.get(f"{server.url}/health").status_code == 200  # liveness needs no key
 
-        # One request is in the queue (it waits up to 1.5 s for a batch): a second gets 429,
-        # then SIGTERM lets the first finish while new requests are turned away.
+        # A request whose upload trickles in (~1.2 s) is in flight: a second one gets 429;
+        # SIGTERM then lets the first finish while new connections are turned away.
+        request = httpx.Request("POST", f"{server.url}/v1/transcribe", headers={"X-API-Key": "s3cret"},
+                                files={"audio": ("m.wav", audio["mixture"]), "enrollment": ("e.wav", audio["enroll"])})
+        body, headers = request.read(), dict(request.headers)
+        assert int(headers["content-length"]) == len(body)
+
+        def trickle():
+            for start in range(0, len(body), len(body) // 12 + 1):
+                yield body[start:start + len(body) // 12 + 1]
+                time.sleep(0.1)
+
         results = {}
 
         def first():
-            results["first"] = httpx.post(
-                f"{server.url}/v1/transcribe", headers={"X-API-Key": "s3cret"}, timeout=120,
-                files={"audio": ("m.wav", audio["mixture"]), "enrollment": ("e.wav", audio["enroll"])})
+            results["first"] = httpx.post(f"{server.url}/v1/transcribe", content=trickle(), headers=headers,
+                                          timeout=120)
 
         thread = threading.Thread(target=first)
         thread.start()
-        time.sleep(0.6)
+        time.sleep(0.4)
         busy = httpx.post(f"{server.url}/v1/transcribe", headers={"X-API-Key": "s3cret"}, timeout=120,
                           files={"audio": ("m.wav", audio["mixture"]), "enrollment": ("e.wav", audio["enroll"])})
         assert busy.status_code == 429 and "retry later" in busy.json()["detail"]
@@ -271,3 +280,38 @@ def test_load_script_runs_briefly(packed, tmp_path):
     assert result["server_exit_code"] in (0, -15)
     assert (tmp_path / "load/latency.png").stat().st_size > 10000
     assert "| 2 |" in (tmp_path / "load/serve_load.md").read_text()
+
+
+def test_batcher_groups_by_options_across_requests_and_drains_on_stop():
+    from diffasr.serve.batcher import Batcher, ShuttingDown
+
+    calls = []
+
+    def decode(segments, enrollments, options):
+        calls.append((len(segments), dict(options), list(enrollments)))
+        time.sleep(0.05)
+        return [f"{e}:{len(s)}:{options.get('steps')}" for s, e in zip(segments, enrollments)]
+
+    coming = {"yes": True}
+    batcher = Batcher(decode, max_batch=3, max_wait=0.3, others_coming=lambda: coming["yes"])
+    # Two "requests" (speakers a and b) with the same options, one with other options.
+    first = batcher.submit([np.zeros(1), np.zeros(2)], "a", {"steps": 8})
+    second = batcher.submit([np.zeros(3), np.zeros(4)], "b", {"steps": 8})
+    other = batcher.submit([np.zeros(5)], "c", {"steps": 4})
+    assert [f.result(10) for f in first + second + other] == ["a:1:8", "a:2:8", "b:3:8", "b:4:8", "c:5:4"]
+    # The first batch took the 3 it could of steps 8 across both requests; options never mix.
+    assert calls[0][:2] == (3, {"steps": 8}) and calls[0][2] == ["a", "a", "b"]
+    assert sorted(c[0] for c in calls) == [1, 1, 3] and {c[1]["steps"] for c in calls if c[0] == 1} == {4, 8}
+    assert batcher.batch_sizes == [c[0] for c in calls]
+
+    # A lone request is not held back by max_wait.
+    coming["yes"] = False
+    started = time.monotonic()
+    assert batcher.submit([np.zeros(6)], "d", {})[0].result(10) == "d:6:None"
+    assert time.monotonic() - started < 0.25
+    # stop() finishes what is queued and then refuses new work.
+    queued = batcher.submit([np.zeros(7)] * 4, "e", {})
+    batcher.stop(10)
+    assert all(f.done() and f.result() == "e:7:None" for f in queued)
+    with pytest.raises(ShuttingDown):
+        batcher.submit([np.zeros(1)], "f", {})

@@ -90,8 +90,10 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         with asr.decode_options(decode_options):
             return asr.decode(segments, enrollments if asr.takes_enrollment else None)
 
-    batcher = Batcher(decode, options.max_batch, options.max_wait_ms / 1000)
     state = dict(shutting_down=False, in_flight=0, started=time.time(), rss_start_mb=rss_mb(), requests=0)
+    # A lone request (the only one in flight) is decoded without waiting for company.
+    batcher = Batcher(decode, options.max_batch, options.max_wait_ms / 1000,
+                      others_coming=lambda: state["in_flight"] > 1)
     counter_lock = threading.Lock()
 
     @contextlib.asynccontextmanager
@@ -254,8 +256,10 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             return [f.result() for f in batcher.submit(segments, enrolled, decode_options)]
 
         try:
+            # All segments go to the queue at once; the queue bounds the batches.
             result = await run_in_threadpool(
-                longform.transcribe_long, samples, decode_batch, vad, None, 1 << 16, "the audio", False, whole)
+                lambda: longform.transcribe_long(samples, decode_batch, vad, batch_size=1 << 16, what="the audio",
+                                                 whole=whole, max_batch_seconds=float("inf")))
         except ShuttingDown as e:
             raise HTTPException(503, str(e)) from None
         except ValueError as e:  # a decode option the sampler refuses for this canvas

@@ -66,10 +66,14 @@ class Batcher:
     """``decode(segments, enrollments, options) -> results`` run on batches from a queue."""
 
     def __init__(self, decode: Callable[[List[np.ndarray], List[Any], Dict[str, Any]], list],
-                 max_batch: int = 8, max_wait: float = 0.05):
+                 max_batch: int = 8, max_wait: float = 0.05,
+                 others_coming: Callable[[], bool] = lambda: True):
+        """``others_coming()``: whether other requests may still add segments; when it
+        says no (a lone request), the worker does not wait ``max_wait`` for them."""
         if max_batch < 1 or max_wait < 0:
             raise ValueError(f"max_batch must be >= 1 and max_wait >= 0, got {max_batch}, {max_wait}")
         self.decode, self.max_batch, self.max_wait = decode, max_batch, max_wait
+        self.others_coming = others_coming
         self._queue: "queue.Queue" = queue.Queue()
         self._stopping = threading.Event()
         self.batch_sizes: List[int] = []  # decoded batch sizes, for /health and tests
@@ -113,7 +117,7 @@ class Batcher:
                 self._run_call(item)
                 continue
             batch = [item]
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + (self.max_wait if self.others_coming() else 0.0)
             while len(batch) < self.max_batch:
                 same = next((h for h in held if isinstance(h, _Segment) and h.key == item.key), None)
                 if same is not None:
