@@ -274,7 +274,9 @@ def test_load_script_runs_briefly(packed, tmp_path):
     result = json.loads((tmp_path / "load/serve_load.json").read_text())
     assert [r["clients"] for r in result["runs"]] == [1, 2]
     for run in result["runs"]:
-        assert 1 <= run["requests"] <= 6 and run["ok"] == run["requests"] and run["server_errors"] == 0
+        assert run["requests"] >= 1  # every run sent something ...
+        assert run["requests"] <= 6  # ... within --max_requests
+        assert run["ok"] == run["requests"] and run["errors"] == {} and run["server_errors"] == 0
         assert run["wer"] == 0.0 and run["p95"] >= run["p50"] > 0
         assert run["rss_max_mb"] >= run["rss_start_mb"] > 100 and run["mean_batch"] >= 1
     assert result["server_exit_code"] in (0, -15)
