@@ -285,12 +285,6 @@ class TargetSpeakerASR:
             batch_size=batch_size, what=what, progress=progress, max_batch_seconds=max_batch_seconds,
         )
 
-    def embed_enrollment(self, enrollment: Audio) -> np.ndarray:
-        """Speaker embedding of an enrollment recording."""
-        if self.speaker_encoder is None:
-            raise ValueError("this model is not speaker-conditioned; it needs no enrollment")
-        return self.speaker_encoder.embed(self.read(enrollment, "enrollment audio"))
-
     def transcribe(
         self,
         mixture: Audio,
@@ -300,29 +294,23 @@ class TargetSpeakerASR:
         """Text (with tokens and confidences) of the enrolled speaker in ``mixture``.
 
         Give the enrollment as audio (``enrollment``) or, for a model conditioned on a
-        speaker embedding, as a ready embedding.  Audio longer than the model's limit is
-        refused.
+        speaker embedding only, as a ready embedding.  Audio longer than the model's
+        limit is refused (``transcribe_long`` takes it).
         """
-        speech = torch.from_numpy(self.read(mixture, "mixture audio"))
+        speech = self.read(mixture, "mixture audio")
         name = str(mixture) if not isinstance(mixture, np.ndarray) else "the mixture"
-        self.speech2text.check_duration(torch.tensor([speech.numel()]), [name])
-        model = self.speech2text.model
-        needs_audio = model.needs_enrollment_audio()
-        enrollment_audio = None
-        if enrollment is not None:
-            enrollment_audio = self.read(enrollment, "enrollment audio")  # a bad path is an error
-            if self.speaker_encoder is None and not needs_audio:
+        self.speech2text.check_duration(torch.tensor([speech.size]), [name])
+        enrolled = None
+        if not self.takes_enrollment:
+            if enrollment is not None:
+                self.read(enrollment, "enrollment audio")  # a bad path is an error
                 logger.warning("this model takes no speaker input: the enrollment is ignored")
-        embed, enroll_speech = None, None
-        if self.speaker_encoder is not None:
-            if enroll_embed is None:
-                if enrollment_audio is None:
-                    raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-                enroll_embed = self.speaker_encoder.embed(enrollment_audio)
-            embed = torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)).unsqueeze(0)
-        if needs_audio:
-            if enrollment_audio is None:
-                raise ValueError("this model reads the enrollment audio itself: give an enrollment recording")
-            enroll_speech = torch.from_numpy(enrollment_audio).unsqueeze(0)
-        return self.speech2text(speech.unsqueeze(0), torch.tensor([speech.numel()]), embed, [name],
-                                enroll_speech)[0]
+        elif enrollment is not None:
+            enrolled = self.enroll(enrollment)
+            if enroll_embed is not None:
+                enrolled.embed = torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32))
+        elif enroll_embed is not None and not self.speech2text.model.needs_enrollment_audio():
+            enrolled = Enrollment(embed=torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)))
+        else:
+            raise ValueError("this model is speaker-conditioned: give an enrollment recording")
+        return self.decode([speech], enrolled, [name])[0]

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import secrets
 import threading
 import time
@@ -36,7 +35,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from diffasr import longform
-from diffasr.api import MIN_ENROLLMENT_SECONDS, TargetSpeakerASR
+from diffasr.api import MIN_AUDIO_SECONDS, TargetSpeakerASR
 from diffasr.audio import AudioError, decode_upload
 from diffasr.serve.batcher import Batcher, ShuttingDown
 from diffasr.serve.speakers import SpeakerStore, UnknownSpeaker, WrongModel
@@ -155,10 +154,7 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             raise HTTPException(503, str(e)) from None
 
     async def enroll(samples: np.ndarray, what: str):
-        if len(samples) < MIN_ENROLLMENT_SECONDS * asr.fs:
-            raise HTTPException(400, f"{what} lasts {len(samples) / asr.fs:.2f} s; give at least "
-                                     f"{MIN_ENROLLMENT_SECONDS:g} s of the target speaker alone")
-        try:
+        try:  # asr.enroll refuses an enrollment under MIN_ENROLLMENT_SECONDS
             return await on_model(lambda: asr.enroll(samples))
         except ValueError as e:
             raise HTTPException(400, f"{what}: {e}") from None
@@ -246,8 +242,9 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         samples, audio_notes = await read_upload(audio, "the audio")
         notes += audio_notes
         whole = len(samples) / asr.fs <= asr.speech2text.max_audio_seconds
-        if whole and len(samples) < 0.1 * asr.fs:
-            raise HTTPException(400, f"the audio lasts {len(samples) / asr.fs:.3f} s; at least 0.1 s is needed")
+        if whole and len(samples) < MIN_AUDIO_SECONDS * asr.fs:
+            raise HTTPException(400, f"the audio lasts {len(samples) / asr.fs:.3f} s; at least "
+                                     f"{MIN_AUDIO_SECONDS:g} s is needed")
         if not whole:
             notes.append(f"longer than the model's {asr.speech2text.max_audio_seconds:g} s: "
                          "segmented with silero-vad")
