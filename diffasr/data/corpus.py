@@ -222,7 +222,7 @@ def parallel_map(fn: Callable, tasks: Sequence, sources: Dict[str, SourceUtt], n
 
 
 # ---- writing
-def _write_source_set(data_dir: Path, sources: Dict[str, SourceUtt]) -> None:
+def write_source_set(data_dir: Path, sources: Dict[str, SourceUtt]) -> None:
     write_kv(data_dir / "wav.scp", {u: s.path for u, s in sources.items()})
     write_kv(data_dir / "text", {u: s.text for u, s in sources.items()})
     write_kv(data_dir / "utt2spk", {u: s.spk for u, s in sources.items()})
@@ -276,17 +276,17 @@ def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, Source
             if split == "test":
                 _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in records],
                                    durations)
-            _write_source_set(tmp_root / f"sources_{split}", sources[split])
+            write_source_set(tmp_root / f"sources_{split}", sources[split])
         for name in set_names():
             validate_data_dir(tmp_root / name, check_paths=False)
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
         raise
-    _swap_into_place(output_dir, tmp_root, set_names())
+    swap_into_place(output_dir, tmp_root, set_names())
     return corpus_stats(output_dir)
 
 
-def _swap_into_place(output_dir: Path, tmp_root: Path, names: Iterable[str]) -> None:
+def swap_into_place(output_dir: Path, tmp_root: Path, names: Iterable[str]) -> None:
     """Replace output_dir/<name> by tmp_root/<name> for every set (a rename each)."""
     old_root = output_dir / OLD_NAME
     shutil.rmtree(old_root, ignore_errors=True)
@@ -306,11 +306,11 @@ def _read_kv_plain(path: Path) -> Dict[str, str]:
         return dict(line.rstrip("\n").split(" ", 1) for line in f)
 
 
-def corpus_stats(output_dir: os.PathLike) -> Dict[str, dict]:
-    """Hours, speakers and utterances of every set, from utt2dur and utt2spk."""
+def corpus_stats(output_dir: os.PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+    """Hours, speakers and utterances of every set (default: the mixture sets), from utt2dur and utt2spk."""
     output_dir = Path(output_dir)
     stats = {}
-    for name in set_names():
+    for name in names or set_names():
         durations = _read_kv_plain(output_dir / name / "utt2dur")
         speakers = set(_read_kv_plain(output_dir / name / "utt2spk").values())
         stats[name] = {"utterances": len(durations), "speakers": len(speakers),
@@ -321,7 +321,7 @@ def corpus_stats(output_dir: os.PathLike) -> Dict[str, dict]:
 def format_stats(stats: Dict[str, dict]) -> str:
     lines = [f"{'set':<15} {'utts':>7} {'spk':>5} {'hours':>8}"]
     lines += [f"{name:<15} {stats[name]['utterances']:>7} {stats[name]['speakers']:>5} {stats[name]['hours']:>8.3f}"
-              for name in set_names() if name in stats]
+              for name in stats]
     return "\n".join(lines)
 
 
@@ -334,14 +334,15 @@ def write_done(output_dir: os.PathLike, options: dict, stats: Dict[str, dict]) -
         os.replace(tmp, output_dir / name)
 
 
-def is_done(output_dir: os.PathLike, options: dict) -> bool:
-    """True when a previous run with the same options completed and its sets are valid."""
+def is_done(output_dir: os.PathLike, options: dict, names: Optional[Sequence[str]] = None) -> bool:
+    """True when a previous run with the same options completed and its sets (default:
+    the mixture sets) are valid."""
     output_dir = Path(output_dir)
     marker = output_dir / DONE_NAME
     try:
         if json.loads(marker.read_text(encoding="utf-8")) != json.loads(json.dumps(options)):
             return False
-        for name in set_names():
+        for name in names or set_names():
             validate_data_dir(output_dir / name)
     except (OSError, ValueError, DataDirError):
         return False

@@ -39,6 +39,7 @@ nbpe=100                # SentencePiece vocabulary size
 bpemode=unigram         # unigram | bpe | char
 
 # Speaker encoder
+use_speaker=true        # false: plain single-speaker ASR, no speaker encoder or enrollment (stages 3-4 skipped)
 spk_config=conf/spk/ecapa_aam.yaml  # stage 3 config (AAM-softmax or triplet)
 spk_exp=                # speaker experiment dir (default: exp/spk_<config name>)
 
@@ -64,9 +65,42 @@ batch_size=8            # decoding batch size
 . ./db.sh
 . ./cmd.sh
 . utils/parse_options.sh
+want() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 
 if [ $# -ne 0 ]; then
   log "Unexpected arguments: $*  (run $0 --help)"; exit 2
+fi
+
+# What a recipe must add to the template (egs/TEMPLATE/asr1/setup.sh): run.sh, local/data.sh
+# and conf/. Checked before any work for the stages asked for, so a new recipe hears
+# everything it lacks at once.
+missing=()
+want_any() { local s; for s in "$@"; do want "$s" && return 0; done; return 1; }
+if want 1 && [ ! -x local/data.sh ]; then
+  missing+=("local/data.sh (executable; stage 1: writes data/<set>/{wav.scp,text,utt2spk,spk2utt} for ${train_set} ${valid_set} ${test_sets})")
+fi
+if want_any 5 6 7 8; then
+  for config in ${asr_configs}; do
+    [ -f "${config}" ] || missing+=("${config} (a training config named by --asr_configs, e.g. conf/tuning/train_diffusion_whisper.yaml)")
+  done
+fi
+if want_any 6 7; then
+  if [ -n "${inference_configs}" ]; then
+    for config in ${inference_configs}; do
+      [ -f "${config}" ] || missing+=("${config} (a decode config named by --inference_configs)")
+    done
+  elif ! compgen -G "conf/decode/decode_*.yaml" >/dev/null; then
+    missing+=("conf/decode/decode_<model type>_<name>.yaml (decode configs: decode_ar_*.yaml, decode_diffusion_*.yaml)")
+  fi
+fi
+if ${use_speaker} && want 3 && ! ${skip_train} && [ ! -f "${spk_config}" ]; then
+  missing+=("${spk_config} (the speaker-encoder config of stage 3; or --use_speaker false for plain ASR)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  log "This recipe ($(pwd)) lacks what stages ${stage}-${stop_stage} need:"
+  printf '  - %s\n' "${missing[@]}" >&2
+  log "A recipe adds run.sh, local/data.sh and conf/ to egs/TEMPLATE/asr1/setup.sh's links (README: Adding a corpus)."
+  exit 1
 fi
 
 bpe_listdir=data/token_list/bpe_${bpemode}${nbpe}
@@ -97,13 +131,16 @@ record_command() {
 }
 stage_begin() { log "Stage $1: $2"; stage_t0=${SECONDS}; }
 stage_end() { log "Stage $1 done in $((SECONDS - stage_t0)) s"; }
-want() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 
 # ---------------------------------------------------------------------------
 if want 1; then
   stage_begin 1 "Data preparation: local/data.sh ${local_data_opts}"
   # shellcheck disable=SC2086
   local/data.sh ${local_data_opts}
+  # Whatever local/data.sh wrote, the later stages get consistent data dirs (or a message
+  # naming the file and line) before anything trains.
+  ${python} utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt -- \
+    $(printf 'data/%s ' ${train_set} ${valid_set} ${test_sets})
   stage_end 1
 fi
 
@@ -118,7 +155,7 @@ if want 2; then
 fi
 
 # ---------------------------------------------------------------------------
-if want 3 && ! ${skip_train}; then
+if want 3 && ${use_speaker} && ! ${skip_train}; then
   stage_begin 3 "Speaker encoder training: ${spk_config} -> ${spk_exp}"
   record_command "${spk_exp}"
   ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/train.log" \
@@ -131,7 +168,7 @@ if want 3 && ! ${skip_train}; then
 fi
 
 # ---------------------------------------------------------------------------
-if want 4; then
+if want 4 && ${use_speaker}; then
   stage_begin 4 "Enrollment speaker embeddings with ${spk_exp}"
   for dset in ${train_set} ${valid_set} ${test_sets}; do
     ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/embed/${dset}/embed.log" \

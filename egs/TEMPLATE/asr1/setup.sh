@@ -9,9 +9,9 @@ target=$1
 [ -e "${target}" ] && { echo "$0: ${target} exists" >&2; exit 1; }
 template=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "${target}/local" "${target}/conf"
-rel=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "${template}" "${target}")
-ln -s "${rel}/asr.sh" "${target}/asr.sh"
-ln -s "${rel}/../../../utils" "${target}/utils"
+relpath() { python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$1" "${target}"; }
+ln -s "$(relpath "${template}/asr.sh")" "${target}/asr.sh"
+ln -s "$(relpath "${template}/../../../utils")" "${target}/utils"
 cp "${template}/path.sh" "${template}/cmd.sh" "${template}/db.sh" "${target}/"
 # path.sh finds the repository root from its own location, three levels up.
 echo "Created ${target}: add run.sh, local/data.sh and conf/"
