@@ -126,11 +126,15 @@ def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp"
                 raise DataDirError(f"{data_dir / name}:{lineno}: not sorted ('{b}' after '{a}'); "
                                    f"run utils/fix_data_dir.py {data_dir}")
         if set(keys) != set(utts):
-            extra = sorted(set(keys) - set(utts))
-            missing = sorted(set(utts) - set(keys))
-            what = f"'{extra[0]}' is not in wav.scp" if extra else f"'{missing[0]}' of wav.scp is missing"
-            raise DataDirError(f"{data_dir / name}: utterance {what} "
-                               f"({len(extra)} extra, {len(missing)} missing)")
+            extra = set(keys) - set(utts)
+            missing = set(utts) - set(keys)
+            counts = f"({len(extra)} extra, {len(missing)} missing)"
+            if extra:
+                lineno, utt = next((n, k) for n, k in enumerate(keys, 1) if k in extra)
+                raise DataDirError(f"{data_dir / name}:{lineno}: utterance '{utt}' is not in wav.scp {counts}")
+            lineno, utt = next((n, u) for n, u in enumerate(utts, 1) if u in missing)
+            raise DataDirError(f"{data_dir / name}: no line for utterance '{utt}' of "
+                               f"{data_dir / 'wav.scp'}:{lineno} {counts}")
     if "text" in files:
         for lineno, (utt, words) in enumerate(files["text"].items(), 1):
             if not words:

@@ -218,3 +218,34 @@ def test_local_data_sh_builds_and_validates(built, tmp_path):
     assert (tmp_path / "data" / "train" / "text").read_text() == (built / "data" / "train" / "text").read_text()
     bad = subprocess.run(cmd[:2] + ["huge"] + cmd[3:], cwd=RECIPE, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "valid scales: tiny, default" in bad.stderr
+
+
+# ---- single-speaker sets (egs/librispeech/asr1 stage 1) from the same pool
+LIBRISPEECH_RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "asr1"
+
+
+def test_single_speaker_sets_from_the_embedded_pool(built, tmp_path):
+    import subprocess
+    env = {"PATH": "/usr/bin:/bin", "LIBRISPEECH": "", "HOME": str(tmp_path)}
+    out = tmp_path / "data"
+    cmd = ["local/data.sh", "--scale", "tiny", "--seed", "7", "--nj", "1", "--output_dir", str(out),
+           "--corpus_dir", str(built / "corpus")]  # the module's pool: no synthesis
+    done = subprocess.run(cmd, cwd=LIBRISPEECH_RECIPE, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sources = {split: read_kv(built / "data" / f"sources_{split}" / "text") for split in ("train", "dev", "test")}
+    assert read_kv(out / "train_clean_100" / "text") == sources["train"]
+    assert read_kv(out / "dev_clean" / "text") == sources["dev"]
+    clean, other = read_kv(out / "test_clean" / "text"), read_kv(out / "test_other" / "text")
+    assert not set(clean) & set(other) and {**clean, **other} == sources["test"]
+    for name in ("train_clean_100", "dev_clean", "test_clean", "test_other"):
+        validate_data_dir(out / name, require=SOURCE_FILES)
+        assert not (out / name / "enroll.scp").exists()
+    # test_other: the same voices under noise at 5-15 dB SNR (the source scaled down only if it would clip)
+    source_wav = read_kv(built / "data" / "sources_test" / "wav.scp")
+    for utt, path in read_kv(out / "test_other" / "wav.scp").items():
+        assert path == str(out / "test_other" / "wav" / f"{utt}.wav")
+        noisy, speech = _audio(path), _audio(source_wav[utt])
+        scale = float(noisy @ speech / (speech @ speech))  # noise is uncorrelated with the speech
+        snr = 10 * np.log10(power(scale * speech) / power(noisy - scale * speech))
+        assert 0.5 < scale < 1.05 and 4.5 < snr < 15.5, (utt, scale, snr)
+    assert read_kv(out / "test_clean" / "wav.scp") == {u: source_wav[u] for u in clean}

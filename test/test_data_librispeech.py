@@ -8,38 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from diffasr.bin import prepare_data
+from diffasr.bin import prepare_asr_data, prepare_data
 from diffasr.data.mixing import power
 from diffasr.datadir import read_jsonl, read_kv, validate_data_dir
-
-SUBSETS = {"train-clean-100": ("19", "26", "32"), "dev-clean": ("84", "174"), "test-clean": ("61", "121")}
-WORDS = "ALPHA BRAVO CHARLIE DELTA ECHO FOXTROT GOLF HOTEL INDIA JULIET".split()
-
-
-def _speech_like(rng, seconds=1.2, f0=120.0):
-    """A harmonic tone with a syllable-rate envelope: enough for loudness metering."""
-    t = np.arange(int(seconds * 16000)) / 16000
-    tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
-    return (0.3 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))) / 2.3).astype(np.float32)
-
-
-def make_librispeech(root: Path) -> Path:
-    """<root>/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac + <spk>-<chapter>.trans.txt."""
-    rng = np.random.default_rng(0)
-    for subset, speakers in SUBSETS.items():
-        for s, spk in enumerate(speakers):
-            for chapter in ("100", "200")[:2 if subset.startswith("train") else 1]:
-                chapter_dir = root / subset / spk / chapter
-                chapter_dir.mkdir(parents=True)
-                lines = []
-                for i in range(3):
-                    utt = f"{spk}-{chapter}-{i:04d}"
-                    sf.write(chapter_dir / f"{utt}.flac", _speech_like(rng, 1.0 + 0.2 * i, 90 + 40 * s),
-                             16000, subtype="PCM_16")
-                    lines.append(f"{utt} {' '.join(rng.choice(WORDS, 5))}\n")
-                (chapter_dir / f"{spk}-{chapter}.trans.txt").write_text("".join(lines))
-    return root
-
+from librispeech_fixture import ALL_SUBSETS, SUBSETS, make_librispeech
 
 @pytest.fixture(scope="module")
 def libri(tmp_path_factory):
@@ -178,3 +150,47 @@ def test_transcript_that_normalises_to_nothing(built, broken, capsys):
 def test_missing_subset(built, broken, capsys):
     shutil.rmtree(broken / "test-clean")
     _assert_fails_and_keeps(built, broken, capsys, f"{broken / 'test-clean'}: LibriSpeech subset directory not found")
+
+
+# ---- single-speaker data dirs (egs/librispeech/asr1 stage 1)
+@pytest.fixture(scope="module")
+def libri_all(tmp_path_factory):
+    return make_librispeech(tmp_path_factory.mktemp("LibriSpeechAll"), ALL_SUBSETS)
+
+
+def test_single_speaker_sets_in_espnet_librispeech_format(libri_all, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    for subset in ALL_SUBSETS:
+        data_dir = out / subset.replace("-", "_")
+        validate_data_dir(data_dir, require=("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur"))
+        assert not (data_dir / "enroll.scp").exists() and not (data_dir / "mixture.jsonl").exists()
+        flacs = {p.stem: p for p in (libri_all / subset).rglob("*.flac")}
+        # wav.scp points at the corpus's own flac files (ESPnet2 reads them directly)
+        assert read_kv(data_dir / "wav.scp") == {utt: str(path.resolve()) for utt, path in flacs.items()}
+        # text is the trans.txt line as it is; the speaker is the reader-chapter
+        expected_text = {}
+        for trans in (libri_all / subset).rglob("*.trans.txt"):
+            expected_text.update(line.split(" ", 1) for line in trans.read_text().splitlines())
+        assert read_kv(data_dir / "text") == expected_text
+        assert read_kv(data_dir / "utt2spk") == {utt: "-".join(utt.split("-")[:2]) for utt in flacs}
+    assert read_kv(out / "test_other" / "utt2spk")["831-100-0002"] == "831-100"
+    # A rerun with the same options reads nothing and rewrites nothing.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_single_speaker_bad_subset_names_the_file_and_keeps_earlier_sets(libri_all, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    broken = tmp_path / "LibriSpeech"
+    shutil.copytree(libri_all, broken)
+    trans = broken / "test-other/831/100/831-100.trans.txt"
+    lines = trans.read_text().splitlines(keepends=True)
+    lines[1] = "831-100-0001 ?!\n"
+    trans.write_text("".join(lines))
+    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 1
+    assert f"{trans}:2: transcript of '831-100-0001' is empty" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before

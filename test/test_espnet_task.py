@@ -73,11 +73,11 @@ def test_config_builds_the_intended_model(config):
         assert type(model.decoder) is expected_decoder
 
 
-def _step_batch(config: str) -> dict:
-    if token_list_of(config) == TOKENS:
-        text = torch.tensor([[2, 3, 4], [3, -1, -1]])
-    else:
+def _step_batch(whisper_tokens: bool) -> dict:
+    if whisper_tokens:
         text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
+    else:
+        text = torch.tensor([[2, 3, 4], [3, -1, -1]])
     return dict(
         speech=torch.randn(2, 8000), speech_lengths=torch.tensor([8000, 6000]),
         text=text, text_lengths=torch.tensor([3, 1]),
@@ -90,7 +90,7 @@ def _step_batch(config: str) -> dict:
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
 def test_tiny_config_trains_a_step_with_every_enrollment_input_present(config):
     model, _ = build(config)
-    loss, stats, weight = model(**_step_batch(config))
+    loss, stats, weight = model(**_step_batch(token_list_of(config) != TOKENS))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -101,7 +101,7 @@ def test_tiny_config_trains_a_step_with_every_enrollment_input_present(config):
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
 def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(config):
     model, _ = build(config)
-    batch = _step_batch(config)
+    batch = _step_batch(token_list_of(config) != TOKENS)
     needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
     needed += ["enroll_embed"] if model.spk_conditioner is not None else []
     for name in needed:
@@ -139,3 +139,31 @@ def test_diffusion_model_needs_the_diffusion_decoder():
     args.token_list = list(TOKENS)
     with pytest.raises(ValueError, match="goes with decoder: diffusion or whisper_diffusion"):
         DiffASRTask.build_model(args)
+
+
+# ---- egs/librispeech/asr1: single-speaker configs
+LIBRISPEECH_TUNING = TUNING.parents[3] / "librispeech/asr1/conf/tuning"
+LIBRISPEECH_CONFIGS = sorted(p.name for p in LIBRISPEECH_TUNING.glob("train_*.yaml"))
+
+
+@pytest.mark.parametrize("config", LIBRISPEECH_CONFIGS)
+def test_librispeech_configs_build_single_speaker_models(config):
+    path = LIBRISPEECH_TUNING / config
+    args = DiffASRTask.get_parser().parse_args(["--config", str(path), "--token_list", "x"])
+    with open(path) as f:
+        whisper = yaml.safe_load(f).get("token_type") == "whisper_en"
+    args.token_list = whisper_token_list() if whisper else list(TOKENS)
+    model = DiffASRTask.build_model(args)
+    system = config[len("train_"):-len(".yaml")].removesuffix("_tiny").removesuffix("_ls100")
+    assert type(model) is (DiffusionASRModel if system.startswith("diffusion") else TargetSpeakerESPnetModel)
+    assert model.spk_conditioner is None and not model.needs_enrollment_audio()
+    if config.endswith("_ls100.yaml"):  # ESPnet's LibriSpeech-100 conformer size
+        assert (args.encoder_conf["num_blocks"], model.encoder.output_size()) == (12, 256)
+        assert args.max_epoch == 70 and args.use_amp
+    if config.endswith("_tiny.yaml"):  # trains a step on audio and text alone
+        batch = {k: v for k, v in _step_batch(whisper).items() if not k.startswith("enroll")}
+        loss, stats, _ = model(**batch)
+        assert torch.isfinite(loss) and "loss" in stats
+    assert {c.removesuffix("_tiny.yaml").removesuffix("_ls100.yaml").removesuffix(".yaml")
+            for c in LIBRISPEECH_CONFIGS} == {"train_ar_whisper", "train_diffusion_whisper", "train_ar_conformer",
+                                              "train_diffusion_conformer"}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from diffasr.datadir import read_kv, validate_data_dir
+from librispeech_fixture import ALL_SUBSETS, make_librispeech
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librimix_target" / "asr1"
 TINY = [
@@ -196,3 +197,39 @@ def test_stage_6_long_form_option(recipe):
             assert utt in utts and 0 <= float(start) and float(start) + float(duration) <= durations[utt] + 0.01
             assert word.isupper() or not word.isalpha()
             assert 0 < float(confidence) <= 1
+
+
+LIBRISPEECH_RECIPE = RECIPE.parents[1] / "librispeech" / "asr1"
+
+
+def test_librispeech_recipe_on_the_librispeech_layout_fixture(tmp_path):
+    """egs/librispeech/asr1 stages 1-7 (speaker stages skipped) on a corpus laid out like LibriSpeech."""
+    corpus = make_librispeech(tmp_path / "LibriSpeech", ALL_SUBSETS)
+    work = tmp_path / "librispeech"
+    work.mkdir()
+    for name in ("run.sh", "asr.sh", "path.sh", "cmd.sh", "db.sh", "utils", "local", "conf"):
+        (work / name).symlink_to(LIBRISPEECH_RECIPE / name)
+    decodes = ("ar_beam10", "diffusion_8step", "diffusion_delib_ar_guided")  # delib revises ar_beam10
+    env = {**os.environ, "LIBRISPEECH": str(corpus)}
+    out = subprocess.run(
+        ["./run.sh", "--stage", "1", "--stop-stage", "7", "--nbpe", "30", "--calibrate", "false",
+         "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
+         "--ar_exp", "exp/asr_ar_whisper_tiny",
+         "--inference_configs", " ".join(f"conf/decode/decode_{d}.yaml" for d in decodes)],
+        cwd=work, env=env, capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "Stage 3" not in log and "Stage 4" not in log and not list((work / "exp").glob("spk_*"))
+    # Stage 1 read the real-corpus path: the data dirs point at the corpus's flac files.
+    for subset in ALL_SUBSETS:
+        wavs = read_kv(work / "data" / subset.replace("-", "_") / "wav.scp")
+        assert sorted(wavs.values()) == sorted(str(p.resolve()) for p in (corpus / subset).rglob("*.flac"))
+    tokens = (work / "data/token_list/bpe_unigram30/tokens.txt").read_text().split()
+    assert tokens[0] == "<blank>" and tokens[-1] == "<sos/eos>" and "▁ALPHA" in tokens
+    results = (work / "exp" / "RESULTS.md").read_text()
+    for dset in ("test_clean", "test_other"):
+        n_utts = len(read_kv(work / "data" / dset / "text"))
+        assert n_utts == 6
+        for decode in decodes:
+            exp = "asr_ar_whisper_tiny" if decode.startswith("ar_") else "asr_diffusion_whisper_tiny"
+            assert f"| {exp} | {decode} | {dset} | {n_utts} | {5 * n_utts} |" in results

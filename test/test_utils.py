@@ -139,8 +139,13 @@ def test_validation_names_file_and_line(tmp_path):
 def test_mismatched_ids_are_reported_and_fixed(tmp_path):
     d = make_dir(tmp_path)
     (d / "text").write_text("spkA-1 HELLO\nspkB-1 HI\n")
-    with pytest.raises(DataDirError, match="'spkA-2' of wav.scp is missing"):
+    with pytest.raises(DataDirError, match=r"/text: no line for utterance 'spkA-2' of .*/wav.scp:2 \(0 extra, 1 missing\)"):
         validate_data_dir(d)
+    (tmp_path / "extra").mkdir()
+    extra = make_dir(tmp_path / "extra")
+    (extra / "utt2spk").write_text("spkA-1 spkA\nspkA-2 spkA\nspkA-3 spkA\nspkB-1 spkB\n")
+    with pytest.raises(DataDirError, match=r"/utt2spk:3: utterance 'spkA-3' is not in wav.scp \(1 extra, 0 missing\)"):
+        validate_data_dir(extra)
     kept, dropped = fix_data_dir(d)
     assert (kept, dropped) == (2, 1)
     assert validate_data_dir(d) == ["spkA-1", "spkB-1"]

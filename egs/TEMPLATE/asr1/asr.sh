@@ -97,9 +97,9 @@ if ${use_speaker} && want 3 && ! ${skip_train} && [ ! -f "${spk_config}" ]; then
   missing+=("${spk_config} (the speaker-encoder config of stage 3; or --use_speaker false for plain ASR)")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  log "This recipe ($(pwd)) lacks what stages ${stage}-${stop_stage} need:"
+  log "This recipe ($(pwd)) lacks what stages ${stage}-${stop_stage} need:" >&2
   printf '  - %s\n' "${missing[@]}" >&2
-  log "A recipe adds run.sh, local/data.sh and conf/ to egs/TEMPLATE/asr1/setup.sh's links (README: Adding a corpus)."
+  log "A recipe adds run.sh, local/data.sh and conf/ to egs/TEMPLATE/asr1/setup.sh's links (README: Adding a corpus)." >&2
   exit 1
 fi
 
