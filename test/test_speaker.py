@@ -2,7 +2,6 @@
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import kaldiio
@@ -14,7 +13,7 @@ import torch
 from diffasr.datadir import read_kv, validate_data_dir, write_kv, write_spk2utt
 from diffasr.speaker import SpeakerDataError, compute_eer, compute_min_dcf, load_config, make_trials
 from diffasr.speaker.data import SpeakerSet
-from diffasr.speaker.embed import embed_scp, write_embeddings
+from diffasr.speaker.embed import embed_scp
 from diffasr.speaker.losses import batch_hard_triplet_loss, mine_batch_hard
 from diffasr.speaker.train import train
 

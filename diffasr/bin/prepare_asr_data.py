@@ -21,7 +21,7 @@ from typing import List, Optional
 
 from diffasr.data import DataPrepError
 from diffasr.data.corpus import format_stats, is_done, write_done
-from diffasr.data.embedded import SCALES, get_scale
+from diffasr.data.embedded import add_corpus_arguments, get_scale, marker_options
 from diffasr.data.single_speaker import (EMBEDDED_SETS, LIBRISPEECH_SUBSETS, embedded_sets, librispeech_sets,
                                          set_name, write_sets)
 from diffasr.datadir import DataDirError
@@ -31,30 +31,10 @@ log = logging.getLogger("prepare_asr_data")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="data", help="where the data dirs are written")
-    parser.add_argument("--corpus_dir", default="downloads/embedded",
-                        help="cache of synthesized clean utterances (embedded corpus)")
-    parser.add_argument("--scale", default="default", help=f"embedded corpus size: {', '.join(SCALES)}")
-    parser.add_argument("--seed", type=int, default=1, help="seed of every random draw")
-    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
-    parser.add_argument("--text_file", default=None,
-                        help="sentences for the embedded corpus, one per line (default: Debian text packages)")
-    parser.add_argument("--librispeech_root", default=None,
-                        help="LibriSpeech root: build from it instead of the embedded corpus")
+    add_corpus_arguments(parser)
     parser.add_argument("--subsets", nargs="+", default=list(LIBRISPEECH_SUBSETS),
                         help="LibriSpeech subsets to prepare (with --librispeech_root)")
     return parser
-
-
-def _options(args: argparse.Namespace) -> dict:
-    """What determines the outputs (for the rerun marker): every option but --nj, paths absolute."""
-    opts = {k: v for k, v in vars(args).items() if k != "nj"}
-    for key in ("output_dir", "corpus_dir", "text_file", "librispeech_root"):
-        if opts[key]:
-            opts[key] = str(Path(opts[key]).resolve())
-    for key in (("corpus_dir", "scale", "text_file") if args.librispeech_root else ("subsets",)):
-        opts.pop(key)
-    return opts
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -63,7 +43,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.time()
     names = [set_name(s) for s in args.subsets] if args.librispeech_root else list(EMBEDDED_SETS)
     try:
-        options = _options(args)
+        options = marker_options(args, ("output_dir", "corpus_dir", "text_file", "librispeech_root"),
+                                 ("corpus_dir", "scale", "text_file"), ("subsets",))
         output_dir = Path(args.output_dir)
         if is_done(output_dir, options, names):
             log.info(f"{output_dir}: complete for these options, nothing to do")

@@ -23,7 +23,7 @@ import numpy as np
 
 from diffasr.data import DataPrepError
 from diffasr.data.corpus import SPLITS, build_data_dirs, format_stats, is_done, plan_mixtures, write_done
-from diffasr.data.embedded import SCALES, build_pool, get_scale
+from diffasr.data.embedded import add_corpus_arguments, build_pool, get_scale, marker_options
 from diffasr.data.librispeech import list_noise_files, prepare_librispeech
 from diffasr.data.mixing import MIX_SETTINGS
 from diffasr.datadir import DataDirError
@@ -33,36 +33,13 @@ log = logging.getLogger("prepare_data")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="data", help="where the data dirs are written")
-    parser.add_argument("--corpus_dir", default="downloads/embedded",
-                        help="cache of synthesized clean utterances (embedded corpus)")
-    parser.add_argument("--scale", default="default",
-                        help=f"embedded corpus size: {', '.join(SCALES)}")
+    add_corpus_arguments(parser)
     parser.add_argument("--mix_setting", default="default",
                         help=f"SIR/SNR ranges: {', '.join(f'{k} (SIR {v.sir_db} dB, SNR {v.snr_db} dB)' for k, v in MIX_SETTINGS.items())}")
-    parser.add_argument("--seed", type=int, default=1, help="seed of every random draw")
-    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
-    parser.add_argument("--text_file", default=None,
-                        help="sentences for the embedded corpus, one per line (default: Debian text packages)")
-    parser.add_argument("--librispeech_root", default=None,
-                        help="LibriSpeech root: build from it instead of the embedded corpus")
     parser.add_argument("--librimix_metadata", default=None,
                         help="LibriMix metadata CSV dir: mixtures follow its pairs and gains")
     parser.add_argument("--noise_root", default=None, help="dir of noise wavs (e.g. WHAM!); default: synthesized")
     return parser
-
-
-def _options(args: argparse.Namespace) -> dict:
-    """What determines the outputs (for the rerun marker): every option but --nj, paths absolute."""
-    opts = {k: v for k, v in vars(args).items() if k != "nj"}
-    for key in ("output_dir", "corpus_dir", "text_file", "librispeech_root", "librimix_metadata", "noise_root"):
-        if opts[key]:
-            opts[key] = str(Path(opts[key]).resolve())
-    if args.librispeech_root:
-        opts.pop("corpus_dir")
-        opts.pop("scale")
-        opts.pop("text_file")
-    return opts
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -75,7 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise DataPrepError(f"unknown --mix_setting '{args.mix_setting}'; "
                                 f"valid settings: {', '.join(MIX_SETTINGS)}")
         setting = MIX_SETTINGS[args.mix_setting]
-        options = _options(args)
+        options = marker_options(args, ("output_dir", "corpus_dir", "text_file", "librispeech_root",
+                                        "librimix_metadata", "noise_root"), ("corpus_dir", "scale", "text_file"))
         output_dir = Path(args.output_dir)
         if is_done(output_dir, options):
             log.info(f"{output_dir}: complete for these options, nothing to do")

@@ -7,11 +7,12 @@ targets, interferers and enrollment; sources_<split> lists the whole pool.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -102,3 +103,31 @@ def build_pool(corpus_dir: os.PathLike, scale: Scale, seed: int, nj: int,
         pool[split][utt] = SourceUtt(utt, voice.spk, path, text, n)
     return pool
 
+
+
+# ---- the options every stage-1 entry point shares (prepare_data, prepare_asr_data)
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the data dirs go and where the audio comes from: the embedded corpus or LibriSpeech."""
+    parser.add_argument("--output_dir", default="data", help="where the data dirs are written")
+    parser.add_argument("--corpus_dir", default="downloads/embedded",
+                        help="cache of synthesized clean utterances (embedded corpus)")
+    parser.add_argument("--scale", default="default", help=f"embedded corpus size: {', '.join(SCALES)}")
+    parser.add_argument("--seed", type=int, default=1, help="seed of every random draw")
+    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
+    parser.add_argument("--text_file", default=None,
+                        help="sentences for the embedded corpus, one per line (default: Debian text packages)")
+    parser.add_argument("--librispeech_root", default=None,
+                        help="LibriSpeech root: build from it instead of the embedded corpus")
+
+
+def marker_options(args: argparse.Namespace, paths: Iterable[str], embedded_only: Iterable[str],
+                   real_only: Iterable[str] = ()) -> dict:
+    """What determines the outputs, for the rerun marker: every option but --nj, paths
+    absolute, and without the options of the corpus not used."""
+    opts = {k: v for k, v in vars(args).items() if k != "nj"}
+    for key in paths:
+        if opts[key]:
+            opts[key] = str(Path(opts[key]).resolve())
+    for key in (embedded_only if args.librispeech_root else real_only):
+        opts.pop(key)
+    return opts
