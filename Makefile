@@ -6,7 +6,7 @@ install:
 	tools/install.sh
 
 test: install
-	$(PYTHON) -m pytest -q test
+	$(PYTHON) -m pytest -q --doctest-modules diffasr test
 
 # The flagship recipe end to end on its embedded corpus.
 demo: install

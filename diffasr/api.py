@@ -1,7 +1,7 @@
 """One-off target-speaker transcription: a mixture, an enrollment, a trained model.
 
     >>> from diffasr.api import TargetSpeakerASR
-    >>> asr = TargetSpeakerASR("exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip")
+    >>> asr = TargetSpeakerASR("exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip")  # doctest: +SKIP
     >>> asr.transcribe("mixture.wav", enrollment="alice.wav").text  # doctest: +SKIP
     'HELLO WORLD'
 

@@ -304,6 +304,22 @@ def test_temperature_sampling_is_reproducible_and_varies_with_the_seed():
     assert not (sample(3) == MASK).any()
 
 
+def test_temperature_sampling_follows_the_softmax_with_float64_gumbel_noise():
+    # One position, tokens 0 and 1 at probabilities 0.8 / 0.2 after a temperature of 0.5.
+    logits = torch.full((1, 4000, VOCAB), -1e4)
+    logits[..., 0], logits[..., 1] = 0.0, 0.5 * math.log(0.25)
+    canvas, lengths = masked_canvas([4000], 4000)
+    generator = torch.Generator().manual_seed(0)
+    tokens = generate(Recorder(lambda t, call: logits), canvas, lengths, MASK, steps=1, temperature=0.5,
+                      generator=generator).tokens
+    assert (tokens == 1).float().mean().item() == pytest.approx(0.2, abs=0.02)
+    # The noise is drawn in float64 (as LLaDA): the same seed in float64 gives the same draw.
+    reference = torch.rand((1, 4000, VOCAB), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gumbel = -torch.log(-torch.log(reference))
+    expected = (logits.double().index_fill(-1, torch.tensor([MASK]), float("-inf")) / 0.5 + gumbel).argmax(-1)
+    assert torch.equal(tokens, expected)
+
+
 # --- deliberation ---------------------------------------------------------------------
 
 

@@ -208,7 +208,12 @@ def test_sampler_writes_token_probability_entropy_and_flips(corpus, diffusion_ex
 
 def test_ctc_greedy_mode_writes_confidences(corpus, diffusion_exp, tmp_path):
     _decode(corpus, diffusion_exp, tmp_path / "out", "--decode_mode", "ctc_greedy")
-    assert (tmp_path / "out/word_confidence.ctm").exists()
+    # one line per hypothesis word, in order, each with a probability
+    words = [(line.split()[0], word) for line in (tmp_path / "out/text").read_text().splitlines()
+             for word in line.split()[1:]]
+    rows = [line.split() for line in (tmp_path / "out/word_confidence.ctm").read_text().splitlines()]
+    assert words and [(utt, word) for utt, _, _, _, word, _ in rows] == words
+    assert all(0.0 <= float(confidence) <= 1.0 for *_, confidence in rows)
 
 
 def test_hypothesis_file_errors_name_the_utterance(corpus, diffusion_exp, tmp_path):

@@ -106,8 +106,11 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
             assert "Sum/Avg" in (decode_dir / "score_wer" / "result.txt").read_text()
             # dev was decoded too, and stage 7 calibrated on it (or says why it could not)
             assert (recipe / "exp" / exp / f"decode_{decode}" / "dev" / "text").is_file()
-            uncertainty = metrics.get("uncertainty", {})
-            assert "temperature" in uncertainty or "calibration_error" in uncertainty or not uncertainty
+            # every hypothesis word was rated, and stage 7 calibrated on dev (or said why it could not)
+            uncertainty = metrics["uncertainty"]
+            hyp_words = sum(len(line.split()) - 1 for line in (decode_dir / "text").read_text().splitlines())
+            assert uncertainty["n_words"] == hyp_words
+            assert ("temperature" in uncertainty and "calibrated" in uncertainty) or uncertainty["calibration_error"]
             if "delib" in decode:
                 assert (decode_dir / "remasked").is_file()
     packed = recipe / "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"

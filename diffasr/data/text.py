@@ -51,6 +51,7 @@ def normalize_transcript(text: str) -> str:
 
     >>> normalize_transcript("Don't panic -- it's 42 o'clock, Mr. Dent!")
     "DON'T PANIC IT'S FORTY TWO O'CLOCK MR DENT"
+
     A number that is not a plain count (3.5, 1:30, x86) makes the whole sentence
     unusable, since a reader could say it several ways: the result is ''.
     """

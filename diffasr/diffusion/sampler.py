@@ -71,9 +71,11 @@ def _predict(
     argmax = logits.argmax(dim=-1)
     predicted = argmax
     if temperature > 0:  # Gumbel-max sampling from softmax(logits / temperature)
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
-        predicted = (logits / temperature + gumbel).argmax(dim=-1)
+        # In float64, as LLaDA: float32 noise truncates the Gumbel tail and skews the
+        # samples (arXiv 2409.02908).
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+        predicted = (logits.double() / temperature + gumbel).argmax(dim=-1)
     confidence = probs.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
     return predicted, confidence, entropy, argmax
 
