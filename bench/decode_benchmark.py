@@ -44,8 +44,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from diffasr.bin.asr_inference import Speech2Text, write_outputs
-from diffasr.bin.score import fit_calibration, score
+from diffasr.inference import Speech2Text, write_outputs
+from diffasr.scoring.score import fit_calibration, score
 from diffasr.datadir import UTT_FILES, fix_data_dir, read_kv, write_kv
 from diffasr.espnet2.task import build_text_tokenizer
 from diffasr.scoring.sclite import ScoringError

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import kaldiio
 import torch
-import yaml
 
 from diffasr.espnet2.task import DiffASRTask
 from diffasr.whisper.tokenizer import WhisperTextTokenizer

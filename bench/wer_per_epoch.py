@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from diffasr.api import load_decode_config
-from diffasr.bin.asr_inference import inference
-from diffasr.bin.score import score
+from diffasr.inference import inference
+from diffasr.scoring.score import score
 
 TIME = re.compile(r"(\d+)epoch results: \[train\].*?time=((?:\d+ hours?, )?(?:\d+ minutes? and )?[\d.]+ seconds)")
 

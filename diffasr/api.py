@@ -28,7 +28,7 @@ import yaml
 from diffasr import longform
 from diffasr.longform import Enrollment
 from diffasr.audio import check_finite, check_wav_file
-from diffasr.bin.asr_inference import Recognition, Speech2Text
+from diffasr.inference import Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
 from diffasr.speaker.model import load_trained_encoder
 

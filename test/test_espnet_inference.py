@@ -10,7 +10,8 @@ import soundfile
 import torch
 
 from diffasr.bin import asr_inference, asr_train
-from diffasr.bin.asr_inference import RotatedEnrollment, Speech2Text, words_with_confidence
+from diffasr.inference import RotatedEnrollment, Speech2Text
+from diffasr.scoring.uncertainty import words_with_confidence
 
 CONF = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf"
 SENTENCES = ["HELLO WORLD", "GOOD MORNING", "THE CAT SAT", "A DOG RAN HOME", "HELLO CAT", "GOOD DOG"]

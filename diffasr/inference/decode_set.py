@@ -1,0 +1,257 @@
+"""Decoding a whole data set (stage 6): batches from ESPnet's data loader through
+Speech2Text, or long recordings through silero-vad segments, and the output files.
+
+Writes, sorted by utterance, into the output dir:
+
+- ``text``                 ``<utt> WORDS``
+- ``token``                ``<utt> tokens``
+- ``timing``               ``<utt> <decode_wall_seconds> <audio_seconds>``
+- ``word_confidence.ctm``  ``<utt> 1 <word_index> 1 <WORD> <confidence>``
+- ``remasked``             ``<utt> <tokens re-denoised> <canvas length>`` (deliberation only)
+- ``token_uncertainty``    ``<utt> <index> <TOKEN> <probability> <entropy> <flips>`` (diffusion
+                           sampler: commit probability, predictive entropy in nats, and how
+                           often the position's prediction changed before it was committed)
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import kaldiio
+import numpy as np
+import torch
+
+import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn import notice)
+from espnet2.torch_utils.device_funcs import to_device
+from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+
+from diffasr.espnet2.task import ENROLL_EMBED, ENROLL_SPEECH, DiffASRTask
+from diffasr.scoring.uncertainty import words_with_confidence
+
+
+from diffasr.inference.speech2text import Recognition, Speech2Text, load_train_args
+
+
+def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
+    """For each utterance, another utterance by a different speaker whose enrollment it gets.
+
+    Utterances are sorted; utterance ``i`` takes the first utterance from ``i + n // 2``
+    onwards (cyclically) whose speaker differs: a deterministic "wrong speaker" control
+    for target-speaker decoding.
+    """
+    speakers = {}
+    with open(utt2spk, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != 2:
+                raise ValueError(f"{utt2spk}:{number}: expected '<utt> <spk>', got {line!r}")
+            speakers[fields[0]] = fields[1]
+    utts = sorted(utts)
+    missing = [u for u in utts if u not in speakers]
+    if missing:
+        raise ValueError(f"{utt2spk} has no speaker for utterance {missing[0]!r}")
+    n = len(utts)
+    partners = {}
+    for i, utt in enumerate(utts):
+        for k in range(n):
+            other = utts[(i + n // 2 + k) % n]
+            if speakers[other] != speakers[utt]:
+                partners[utt] = other
+                break
+        else:
+            raise ValueError(f"every utterance has speaker {speakers[utt]!r}; cannot rotate enrollments")
+    return partners
+
+
+class RotatedEnrollment:
+    """Replaces a batch's enrollment (embedding and/or audio) by its rotation partners'."""
+
+    def __init__(self, data_path_and_name_and_type: Sequence[Tuple[str, str, str]], utt2spk: str):
+        from espnet2.fileio.sound_scp import SoundScpReader
+
+        sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
+        self.readers = {}
+        for name in (ENROLL_EMBED, ENROLL_SPEECH):
+            if name in sources:
+                path, kind = sources[name]
+                self.readers[name] = SoundScpReader(path, dtype="float32") if kind == "sound" else kaldiio.load_scp(path)
+        if not self.readers or utt2spk is None:
+            raise ValueError("--enrollment_override rotate needs an enroll_embed or enroll_speech data "
+                             "option and --utt2spk")
+        with open(sources["speech"][0], encoding="utf-8") as f:
+            utts = [line.split(maxsplit=1)[0] for line in f if line.strip()]
+        self.partners = rotation_partners(utts, utt2spk)
+
+    def __call__(self, keys: Sequence[str], batch: Dict[str, torch.Tensor]) -> None:
+        others = [self.partners[k] for k in keys]
+        if ENROLL_EMBED in self.readers:
+            batch[ENROLL_EMBED] = torch.from_numpy(np.stack([np.asarray(self.readers[ENROLL_EMBED][o]) for o in others]))
+        if ENROLL_SPEECH in self.readers:
+            reader = self.readers[ENROLL_SPEECH]
+            audio = [np.asarray(reader[o][1] if isinstance(reader[o], tuple) else reader[o], dtype=np.float32)
+                     for o in others]
+            lengths = torch.tensor([len(a) for a in audio])
+            padded = torch.zeros(len(audio), int(lengths.max()), *audio[0].shape[1:])
+            for b, a in enumerate(audio):
+                padded[b, : len(a)] = torch.from_numpy(a)
+            batch[ENROLL_SPEECH], batch[ENROLL_SPEECH + "_lengths"] = padded, lengths
+
+
+def inference(
+    output_dir: str,
+    data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
+    asr_train_config: str,
+    asr_model_file: Optional[str],
+    key_file: Optional[str] = None,
+    batch_size: int = 1,
+    ngpu: int = 0,
+    dtype: str = "float32",
+    num_workers: int = 0,
+    seed: int = 0,
+    fs: int = 16000,
+    enrollment_override: Optional[str] = None,
+    utt2spk: Optional[str] = None,
+    long_form: bool = False,
+    **decode_options,
+) -> None:
+    """Decode every utterance of the data options and write the output files."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    set_all_random_seed(seed)
+    device = "cuda" if ngpu > 0 else "cpu"
+    speech2text = Speech2Text(
+        asr_train_config, asr_model_file, device=device, dtype=dtype, seed=seed, **decode_options
+    )
+    if long_form:
+        if enrollment_override is not None:
+            raise ValueError("--long_form does not take --enrollment_override")
+        results = long_form_inference(speech2text, data_path_and_name_and_type, key_file, batch_size,
+                                      Path(output_dir))
+        write_outputs(Path(output_dir), results)
+        logging.info(f"wrote {len(results)} recordings to {output_dir}")
+        return
+
+    override = None
+    if enrollment_override == "rotate":
+        override = RotatedEnrollment(data_path_and_name_and_type, utt2spk)
+    elif enrollment_override is not None:
+        raise ValueError(f"--enrollment_override must be 'rotate' or none, got {enrollment_override!r}")
+
+    train_args = load_train_args(asr_train_config)
+    loader = DiffASRTask.build_streaming_iterator(
+        data_path_and_name_and_type,
+        dtype=dtype,
+        batch_size=batch_size,
+        key_file=key_file,
+        num_workers=num_workers,
+        preprocess_fn=DiffASRTask.build_preprocess_fn(train_args, False),
+        collate_fn=DiffASRTask.build_collate_fn(train_args, False),
+        allow_variable_data_keys=False,
+        inference=True,
+    )
+
+    results: Dict[str, Tuple[Recognition, float, float]] = {}
+    started = time.perf_counter()
+    for keys, batch in loader:
+        if override is not None:
+            override(keys, batch)
+        batch = to_device(batch, device)
+        tic = time.perf_counter()
+        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED), keys,
+                                   batch.get(ENROLL_SPEECH), batch.get(ENROLL_SPEECH + "_lengths"))
+        share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
+        for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
+            results[key] = (recognition, share, samples / fs)
+        logging.info(f"decoded {len(results)} utterances ({time.perf_counter() - started:.1f} s); "
+                     f"{keys[0]}: {recognitions[0].text}")
+    write_outputs(Path(output_dir), results)
+    logging.info(f"wrote {len(results)} utterances to {output_dir}")
+
+
+def long_form_inference(speech2text: Speech2Text, data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
+                        key_file: Optional[str], batch_size: int,
+                        output_dir: Path) -> Dict[str, Tuple[Recognition, float, float]]:
+    """Each recording split by silero-vad and decoded in segments (``diffasr.longform``);
+    one Recognition per recording, and ``words.ctm`` with times from its start."""
+    from diffasr import longform
+    from diffasr.datadir import read_kv
+
+    sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
+    path, kind = sources.get("speech", (None, None))
+    if kind != "sound":
+        raise ValueError(f"--long_form reads the recordings themselves (speech of type sound, a wav.scp); "
+                         f"got {path},speech,{kind}")
+    if speech2text.hypotheses is not None:
+        raise ValueError("--long_form cannot deliberate an external transcript: its words are not split "
+                         "at the recording's pauses")
+    wavs = read_kv(path)
+    keys = list(read_kv(key_file)) if key_file else list(wavs)
+    embeds = kaldiio.load_scp(sources[ENROLL_EMBED][0]) if ENROLL_EMBED in sources else None
+    enroll_wavs = read_kv(sources[ENROLL_SPEECH][0]) if ENROLL_SPEECH in sources else None
+    if enroll_wavs is not None and sources[ENROLL_SPEECH][1] != "sound":
+        raise ValueError("--long_form takes the enrollment audio (enroll.scp, type sound)")
+    vad = longform.SpeechActivity()
+    options = longform.VADOptions(max_segment=min(longform.VADOptions.max_segment, speech2text.max_audio_seconds))
+    results = {}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / "words.ctm").open("w", encoding="utf-8") as ctm:
+        for key in keys:
+            if key not in wavs:
+                raise ValueError(f"{key_file}: utterance {key} is not in {path}")
+            enrollment = None
+            if embeds is not None or enroll_wavs is not None:
+                audio = None
+                if enroll_wavs is not None:
+                    audio = longform.read_span(enroll_wavs[key], 0, None)
+                enrollment = longform.prepare_enrollment(speech2text.model, embeds[key] if embeds else None, audio)
+            result = longform.transcribe_long(
+                wavs[key], lambda segments: longform.decode_segments(speech2text, segments, enrollment),
+                vad, options, batch_size=batch_size, what=f"{wavs[key]} (utterance {key})",
+            )
+            segments = [s for s in result.segments if s.tokens]
+            tokens = [t for s in segments for t in s.tokens]
+            recognition = Recognition(
+                text=" ".join(s.text for s in segments), tokens=tokens,
+                token_ids=speech2text.converter.tokens2ids(tokens),
+                confidences=[c for s in segments for c in s.token_confidences],
+            )
+            results[key] = (recognition, result.decode_seconds, result.audio_seconds)
+            ctm.writelines(line + "\n" for line in result.ctm(key))
+            logging.info(f"{key}: {result.audio_seconds:.1f} s in {len(result.segments)} segments, "
+                         f"RTFx {result.rtfx:.1f}: {recognition.text[:80]}")
+    return results
+
+
+def write_outputs(output_dir: Path, results: Dict[str, Tuple[Recognition, float, float]]) -> None:
+    """Write text, token, timing, word_confidence.ctm (and remasked), sorted by utterance."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    keys = sorted(results)
+    if any(results[k][0].entropies is not None for k in keys):
+        with (output_dir / "token_uncertainty").open("w", encoding="utf-8") as uncertainty:
+            for key in keys:
+                recognition = results[key][0]
+                for index, token in enumerate(recognition.tokens):
+                    uncertainty.write(
+                        f"{key} {index} {token} {recognition.confidences[index]:.6f} "
+                        f"{recognition.entropies[index]:.6f} {recognition.flips[index]}\n"
+                    )
+    if any(results[k][0].num_remasked is not None for k in keys):
+        with (output_dir / "remasked").open("w", encoding="utf-8") as remasked:
+            for key in keys:
+                recognition = results[key][0]
+                remasked.write(f"{key} {recognition.num_remasked} {recognition.canvas_length}\n")
+    with (output_dir / "text").open("w", encoding="utf-8") as text, \
+            (output_dir / "token").open("w", encoding="utf-8") as token, \
+            (output_dir / "timing").open("w", encoding="utf-8") as timing, \
+            (output_dir / "word_confidence.ctm").open("w", encoding="utf-8") as ctm:
+        for key in keys:
+            recognition, seconds, audio_seconds = results[key]
+            text.write(f"{key} {recognition.text}".rstrip() + "\n")
+            token.write(f"{key} {' '.join(recognition.tokens)}".rstrip() + "\n")
+            timing.write(f"{key} {seconds:.6f} {audio_seconds:.3f}\n")
+            words = words_with_confidence(recognition.tokens, recognition.confidences)
+            for index, (word, confidence) in enumerate(words):
+                ctm.write(f"{key} 1 {index} 1 {word} {confidence:.6f}\n")
+
+

@@ -1,0 +1,369 @@
+"""Speech2Text: one loaded model (diffusion, ESPnet AR or Mask-CTC) that decodes batches.
+
+``model: diffusion`` decodes with the masked-diffusion sampler, ``model: espnet`` with
+ESPnet's joint CTC/attention beam search and ``model: maskctc`` with ESPnet's Mask-CTC
+inference. A diffusion model decodes in one of three modes (``decode_mode``):
+``diffusion`` (denoise a fully masked canvas), ``deliberation`` (mask part of a
+first-pass hypothesis, from ``deliberation_hyp`` or the model's own CTC greedy path,
+and denoise it again) or ``ctc_greedy`` (the first pass alone).
+"""
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import yaml
+from typeguard import typechecked
+
+import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn import notice)
+from espnet2.asr.maskctc_model import MaskCTCInference, MaskCTCModel
+from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
+from espnet2.legacy.nets.beam_search import BeamSearch
+from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
+from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
+
+from diffasr.espnet2.model import DiffusionASRModel
+from diffasr.espnet2.task import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    ENROLL_EMBED,
+    ENROLL_SPEECH,
+    DiffASRTask,
+    build_text_tokenizer,
+    build_token_id_converter,
+)
+from diffasr.diffusion.sampler import DELIBERATION_MASKING
+
+DECODE_MODES = ("diffusion", "deliberation", "ctc_greedy")
+HYPOTHESIS_TYPES = ("text", "token")
+
+
+@dataclass
+class Recognition:
+    """One decoded utterance: text, its tokens and each token's confidence."""
+
+    text: str
+    tokens: List[str]
+    token_ids: List[int]
+    confidences: List[float]
+    entropies: Optional[List[float]] = None  # diffusion sampler: entropy at commit (nats)
+    flips: Optional[List[int]] = None  # diffusion sampler: prediction changes before commit
+    num_remasked: Optional[int] = None  # deliberation: tokens re-denoised
+    canvas_length: Optional[int] = None  # deliberation: canvas positions
+
+
+def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
+    """ESPnet loads checkpoints non-strictly; refuse one that leaves parameters untrained."""
+    # ESPnet has just read the file; memory-map it so that only the keys are read again.
+    saved = set(torch.load(model_file, map_location="cpu", weights_only=True, mmap=True))
+    missing = sorted(set(model.state_dict()) - saved)
+    if missing:
+        raise ValueError(
+            f"{model_file} lacks {len(missing)} parameters of the model its config builds "
+            f"(e.g. {missing[:3]}); it was trained with another version of the model code"
+        )
+
+
+class Speech2Text:
+    """Batch speech (+ enrollment embedding) to text, tokens and token confidences.
+
+    >>> s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)  # doctest: +SKIP
+    >>> results = s2t(speech, speech_lengths, enroll_embed)  # doctest: +SKIP
+    >>> results[0].text, results[0].confidences  # doctest: +SKIP
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        asr_train_config: str,
+        asr_model_file: Optional[str] = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        bpemodel: Optional[str] = None,
+        token_type: Optional[str] = None,
+        # masked diffusion
+        steps: int = 8,
+        block_length: Optional[int] = None,
+        remasking: str = "low_confidence",
+        threshold: Optional[float] = None,
+        temperature: float = 0.0,
+        canvas: Optional[str] = None,
+        canvas_length: Optional[int] = None,
+        canvas_margin: Optional[int] = None,
+        # ESPnet joint CTC/attention beam search
+        beam_size: int = 10,
+        ctc_weight: float = 0.3,
+        penalty: float = 0.0,
+        maxlenratio: float = 0.0,
+        minlenratio: float = 0.0,
+        # ESPnet Mask-CTC
+        maskctc_n_iterations: int = 10,
+        maskctc_threshold_probability: float = 0.99,
+        # diffusion models: mode and deliberation
+        decode_mode: str = "diffusion",
+        deliberation_hyp: Optional[str] = None,
+        deliberation_hyp_type: str = "text",
+        masking: str = "random",
+        mask_ratio: float = 0.3,
+        deliberation_threshold: Optional[float] = None,
+        confidence_temperature: float = 1.0,
+        num_chunks: int = 1,
+        seed: int = 0,
+        max_audio_seconds: Optional[float] = None,
+    ):
+        if decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {decode_mode!r}")
+        if masking not in DELIBERATION_MASKING:
+            raise ValueError(f"masking must be one of {DELIBERATION_MASKING}, got {masking!r}")
+        if masking == "confidence_guided" and deliberation_threshold is None:
+            raise ValueError("masking: confidence_guided needs deliberation_threshold")
+        if deliberation_hyp_type not in HYPOTHESIS_TYPES:
+            raise ValueError(f"deliberation_hyp_type must be one of {HYPOTHESIS_TYPES}, got {deliberation_hyp_type!r}")
+        model, train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        if asr_model_file is not None:
+            check_checkpoint_matches(model, asr_model_file)
+        if decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
+            raise ValueError(f"decode_mode {decode_mode} needs a diffusion model; {asr_train_config} "
+                             f"has model: {getattr(train_args, 'model', '?')}")
+        self.model = model.to(dtype=getattr(torch, dtype)).eval()
+        self.device = device
+        self.converter = build_token_id_converter(model.token_list)
+        token_type = token_type or train_args.token_type
+        bpemodel = bpemodel or getattr(train_args, "bpemodel", None)
+        if token_type == "bpe" and bpemodel is None:
+            raise ValueError("token_type bpe needs --bpemodel (none in the training config)")
+        self.tokenizer = build_text_tokenizer(token_type, bpemodel)
+        self.diffusion_options = dict(
+            steps=steps, block_length=block_length, remasking=remasking,
+            threshold=threshold, temperature=temperature,
+            canvas=canvas, canvas_length=canvas_length, canvas_margin=canvas_margin,
+        )
+        self.decode_mode = decode_mode
+        self.deliberation_options = dict(
+            steps=steps, masking=masking, mask_ratio=mask_ratio, threshold=deliberation_threshold,
+            confidence_temperature=confidence_temperature, num_chunks=num_chunks,
+            canvas_margin=canvas_margin,
+        )
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.hypotheses = None
+        if decode_mode == "deliberation" and deliberation_hyp not in (None, "ctc"):
+            self.hypotheses = self.read_hypotheses(deliberation_hyp, deliberation_hyp_type)
+        frontend_conf = getattr(train_args, "frontend_conf", None) or {}
+        self.fs = int(frontend_conf.get("fs", 16000)) if isinstance(frontend_conf, dict) else 16000
+        if max_audio_seconds is None:
+            max_audio_seconds = getattr(train_args, "max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)
+        # An encoder with a position table (Whisper's 30 s) sets a hard limit of its own.
+        self.max_audio_seconds = min(max_audio_seconds, getattr(model.encoder, "max_seconds", float("inf")))
+        self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
+        self.beam_search, self.maskctc = None, None
+        if isinstance(model, MaskCTCModel):
+            self.maskctc = MaskCTCInference(model, maskctc_n_iterations, maskctc_threshold_probability)
+        elif not isinstance(model, DiffusionASRModel):
+            self.beam_search = self._build_beam_search(beam_size, ctc_weight, penalty, dtype)
+
+    def _build_beam_search(self, beam_size: int, ctc_weight: float, penalty: float, dtype: str):
+        model = self.model
+        if model.ctc is None and ctc_weight > 0.0:
+            logging.info(f"ctc_weight {ctc_weight} ignored: this model has no CTC head")
+            ctc_weight = 0.0
+        scorers = dict(decoder=model.decoder, length_bonus=LengthBonus(len(model.token_list)))
+        weights = dict(decoder=1.0 - ctc_weight, length_bonus=penalty)
+        if ctc_weight > 0.0:
+            scorers["ctc"] = CTCPrefixScorer(ctc=model.ctc, eos=model.eos)
+            weights["ctc"] = ctc_weight
+        search = BeamSearch(
+            beam_size=beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
+            vocab_size=len(model.token_list), token_list=model.token_list,
+            pre_beam_score_key=None if ctc_weight == 1.0 else "full",
+        )
+        search.__class__ = BatchBeamSearch  # every scorer above is batch-capable
+        return search.to(device=self.device, dtype=getattr(torch, dtype)).eval()
+
+    def read_hypotheses(self, path: str, hyp_type: str = "text") -> Dict[str, List[int]]:
+        """First-pass hypotheses ``<utt> WORDS`` (or ``<utt> pieces`` for ``token``) as token ids.
+
+        A piece outside the model's token list is an error naming the utterance and line.
+        """
+        vocabulary = set(self.model.token_list)
+        hypotheses = {}
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.rstrip("\n").split(maxsplit=1)
+                if not fields:
+                    continue
+                utt, words = fields[0], fields[1] if len(fields) > 1 else ""
+                if utt in hypotheses:
+                    raise ValueError(f"{path}:{number}: utterance {utt} appears twice")
+                pieces = self.tokenizer.text2tokens(words) if hyp_type == "text" else words.split()
+                unknown = [p for p in pieces if p not in vocabulary]
+                if unknown:
+                    raise ValueError(
+                        f"{path}:{number}: the hypothesis of utterance {utt} has tokens outside the "
+                        f"model's token list: {unknown[:5]}"
+                    )
+                hypotheses[utt] = self.converter.tokens2ids(pieces)
+        return hypotheses
+
+    def _hypotheses_for(self, keys: Optional[Sequence[str]]) -> Optional[List[List[int]]]:
+        if self.hypotheses is None:
+            return None  # the model's own CTC greedy path
+        if keys is None:
+            raise ValueError("deliberating an external hypothesis file needs the utterance keys")
+        missing = [k for k in keys if k not in self.hypotheses]
+        if missing:
+            raise ValueError(f"the deliberation hypothesis file has no line for utterance {missing[0]}")
+        for key in keys:
+            if len(self.hypotheses[key]) > self.model.max_hypothesis_length:
+                raise ValueError(
+                    f"the hypothesis of utterance {key} has {len(self.hypotheses[key])} tokens, more "
+                    f"than the decoder's {self.model.max_hypothesis_length} positions"
+                )
+        return [self.hypotheses[k] for k in keys]
+
+    def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None) -> None:
+        """Refuse audio longer than the model's limit (``max_audio_seconds``, Whisper's 30 s)."""
+        if self.max_audio_seconds is None:
+            return
+        seconds = speech_lengths.float() / self.fs
+        too_long = (seconds > self.max_audio_seconds).nonzero()
+        if too_long.numel() > 0:
+            index = int(too_long[0])
+            who = f"utterance {keys[index]}" if keys else "the audio"
+            raise ValueError(
+                f"{who} lasts {float(seconds[index]):.1f} s, longer than this model's maximum of "
+                f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml, or the "
+                "encoder's position table); cut it into shorter segments first: long-form "
+                "segmentation is not supported yet"
+            )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: Optional[torch.Tensor] = None,
+        enroll_embed: Optional[torch.Tensor] = None,
+        keys: Optional[Sequence[str]] = None,
+        enroll_speech: Optional[torch.Tensor] = None,
+        enroll_speech_lengths: Optional[torch.Tensor] = None,
+    ) -> List[Recognition]:
+        """Decode a batch: speech [B, T] (or [T]), lengths [B], and the enrollment:
+        its embedding ``enroll_embed`` [B, E] and/or audio ``enroll_speech`` [B, T'].
+
+        ``keys`` (utterance ids) name utterances in errors and select external
+        deliberation hypotheses.
+        """
+        if speech.dim() == 1:
+            speech = speech.unsqueeze(0)
+        if speech_lengths is None:
+            speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+        if enroll_embed is not None and enroll_embed.dim() == 1:
+            enroll_embed = enroll_embed.unsqueeze(0)
+        if enroll_speech is not None and enroll_speech.dim() == 1:
+            enroll_speech = enroll_speech.unsqueeze(0)
+        self.check_duration(speech_lengths, keys)
+        dtype = next(self.model.parameters()).dtype
+        speech = speech.to(self.device, dtype=dtype)
+        speech_lengths = speech_lengths.to(self.device)
+        enrollment = {}
+        if enroll_embed is not None:
+            enrollment[ENROLL_EMBED] = enroll_embed.to(self.device, dtype=dtype)
+        if enroll_speech is not None:
+            if enroll_speech_lengths is None:
+                enroll_speech_lengths = torch.full((enroll_speech.size(0),), enroll_speech.size(1), dtype=torch.long)
+            self.check_duration(enroll_speech_lengths, keys)
+            enrollment[ENROLL_SPEECH] = enroll_speech.to(self.device, dtype=dtype)
+            enrollment[ENROLL_SPEECH + "_lengths"] = enroll_speech_lengths.to(self.device)
+
+        if not isinstance(self.model, DiffusionASRModel):
+            ids, confidences = self._espnet_decode(speech, speech_lengths, enrollment)
+            return [self._result(i, c) for i, c in zip(ids, confidences)]
+        if self.decode_mode == "ctc_greedy":
+            ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enrollment)
+            return [self._result(i, c) for i, c in zip(ids, confidences)]
+        if self.decode_mode == "diffusion":
+            ids, confidences, out = self.model.diffusion_decode(
+                speech, speech_lengths, enrollment, **self.diffusion_options
+            )
+            return self._sampler_results(ids, confidences, out)
+        ids, confidences, out = self.model.deliberation_decode(
+            speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys),
+            generator=self.generator, **self.deliberation_options,
+        )
+        results = self._sampler_results(ids, confidences, out)
+        remasked = out.is_remasked.sum(dim=1).tolist()
+        for b, result in enumerate(results):
+            result.num_remasked, result.canvas_length = int(remasked[b]), int(out.canvas_lengths[b])
+        return results
+
+    def _sampler_results(self, ids, confidences, out) -> List[Recognition]:
+        """Recognitions with the sampler's per-token entropy and flips."""
+        results = []
+        for b, positions in enumerate(out.kept_positions):
+            results.append(self._result(
+                ids[b], confidences[b],
+                entropies=out.entropy[b, positions].tolist(), flips=out.flips[b, positions].tolist(),
+            ))
+        return results
+
+    def _espnet_decode(self, speech, speech_lengths, enrollment) -> Tuple[List[List[int]], List[List[float]]]:
+        encoder_out, encoder_out_lens = self.model.encode_conditioned(speech, speech_lengths, **enrollment)
+        all_ids, all_confidences = [], []
+        for b in range(encoder_out.size(0)):
+            frames = encoder_out[b, : encoder_out_lens[b]]
+            if self.maskctc is not None:
+                ids = self.maskctc(frames).yseq[1:-1].tolist()  # drop the <mask> guards
+            else:
+                best = self.beam_search(
+                    x=frames, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio
+                )[0]
+                ids = best.yseq[1:-1].tolist()  # drop <sos> and <eos>
+            all_ids.append(ids)
+            all_confidences.append(self._teacher_forced_confidence(frames, ids))
+        return all_ids, all_confidences
+
+    def _teacher_forced_confidence(self, frames: torch.Tensor, ids: List[int]) -> List[float]:
+        """Decoder probability of each hypothesis token given the hypothesis context.
+
+        AR decoder: given the left context; Mask-CTC's MLM: given all other tokens.
+        """
+        if not ids:
+            return []
+        hyp = torch.tensor([ids], device=frames.device)
+        if self.maskctc is not None:
+            ys_in, targets = hyp, hyp
+        else:
+            ys_in = torch.nn.functional.pad(hyp, (1, 0), value=self.model.sos)[:, :-1]
+            targets = hyp
+        logits, _ = self.model.decoder(
+            frames.unsqueeze(0), torch.tensor([frames.size(0)], device=frames.device),
+            ys_in, torch.tensor([ys_in.size(1)], device=frames.device),
+        )
+        probs = logits.float().softmax(dim=-1).gather(-1, targets.unsqueeze(-1))
+        return probs.view(-1).tolist()
+
+    def _result(self, ids: List[int], confidences: List[float], entropies: Optional[List[float]] = None,
+                flips: Optional[List[int]] = None) -> Recognition:
+        specials = {"<blank>", "<mask>", "<sos/eos>"}
+        keep = [
+            k for k, i in enumerate(ids)
+            if 0 <= i < len(self.model.token_list) and self.model.token_list[i] not in specials
+        ]
+        kept_ids = [ids[k] for k in keep]
+        tokens = self.converter.ids2tokens(kept_ids)
+        return Recognition(
+            text=self.tokenizer.tokens2text(tokens),
+            tokens=list(tokens),
+            token_ids=kept_ids,
+            confidences=[confidences[k] for k in keep],
+            entropies=None if entropies is None else [entropies[k] for k in keep],
+            flips=None if flips is None else [int(flips[k]) for k in keep],
+        )
+
+
+def load_train_args(asr_train_config: str) -> argparse.Namespace:
+    """The training options (token list, tokenizer, frontend) saved as config.yaml."""
+    with open(asr_train_config, encoding="utf-8") as f:
+        return argparse.Namespace(**yaml.safe_load(f))
+
+
