@@ -173,8 +173,7 @@ def test_results_md_has_one_row_per_scored_decode_dir(tmp_path):
     fake_metrics(exp / "asr_diffusion" / "decode_steps16" / "test", speaker_confusion=4.0,
                  uncertainty={"nce": 0.25, "auroc": 0.8, "ece": 0.05})
     fake_metrics(exp / "asr_diffusion" / "decode_steps16" / "test_clean")
-    (exp / "asr_diffusion" / "cmd").write_text("python -m espnet2.bin.launch --train\n")
-    (exp / "asr_diffusion" / "decode_steps16" / "cmd").write_text("python -m diffasr.bin.decode\n")
+    (exp / "asr_diffusion" / "run.sh").write_text("#!/usr/bin/env bash\n./asr.sh --stage 5 \"$@\"\n")
     make_results_bin.main(["--exp_dir", str(exp)])
     text = (exp / "RESULTS.md").read_text()
     lines = text.splitlines()
@@ -183,7 +182,7 @@ def test_results_md_has_one_row_per_scored_decode_dir(tmp_path):
     assert "ECE (calibrated)" not in header  # no row has it
     assert "| asr_diffusion | steps16 | test | 10 | 100 | 12.35 | 6.50 | 55.5 | 4.00 | 0.250 | 0.800 | 0.050 |" in lines
     assert "| asr_diffusion | steps16 | test_clean | 10 | 100 | 12.35 | 6.50 | 55.5 | - | - | - | - |" in lines
-    assert "python -m espnet2.bin.launch --train" in text and "python -m diffasr.bin.decode" in text
+    assert "### asr_diffusion\n\n- training (`run.sh`):\n\n```sh\n#!/usr/bin/env bash\n./asr.sh --stage 5" in text
     assert "torch version" in text and "python version" in text
 
 

@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-KEYED_FILES = ("text", "token", "token_int", "timing", "confidence", "word_confidence.ctm", "remasked",
-               "token_uncertainty", "words.ctm")
+# What diffasr.inference.decode_set writes (words.ctm: long-form decoding only).
+KEYED_FILES = ("text", "token", "timing", "word_confidence.ctm", "remasked", "token_uncertainty", "words.ctm")
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 Layout follows ESPnet's and icefall's RESULTS.md: an environment block, one table with a
 row per (experiment, decode config, test set), then per experiment the commands that made
-it (read from `<exp>/cmd` or `<exp>/run.sh`, `decode_<tag>/cmd`, `decode_<tag>/<set>/cmd`).
+it (`<exp>/run.sh`, which asr.sh writes into every experiment dir; it also decodes).
 """
 
 from __future__ import annotations
@@ -121,25 +121,11 @@ def _command_block(title: str, path: Path) -> List[str]:
 
 
 def command_lines(exp_dir: Path, rows: Sequence[ResultRow]) -> List[str]:
-    """Per experiment, the recorded training and decoding commands that exist."""
+    """Per experiment, the command that made it (and decoded it), when recorded."""
     lines: List[str] = []
     for exp in dict.fromkeys(r.exp for r in rows):
-        blocks: List[str] = []
-        for name in ("cmd", "run.sh"):
-            if (exp_dir / exp / name).is_file():
-                blocks += _command_block("training", exp_dir / exp / name)
-                break
-        exp_rows = [r for r in rows if r.exp == exp]
-        for decode in dict.fromkeys(r.decode for r in exp_rows):
-            decode_dir = exp_dir / exp / f"decode_{decode}"
-            if (decode_dir / "cmd").is_file():
-                blocks += _command_block(f"decoding `decode_{decode}`", decode_dir / "cmd")
-            for r in exp_rows:
-                if r.decode == decode and (decode_dir / r.test_set / "cmd").is_file():
-                    blocks += _command_block(f"decoding `decode_{decode}/{r.test_set}`",
-                                             decode_dir / r.test_set / "cmd")
-        if blocks:
-            lines += [f"### {exp}", ""] + blocks
+        if (exp_dir / exp / "run.sh").is_file():
+            lines += [f"### {exp}", ""] + _command_block("training", exp_dir / exp / "run.sh")
     return lines
 
 
