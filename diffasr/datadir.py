@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Tuple
+
+from diffasr.fileio import write_text_atomic
 
 # Files keyed by utterance id that, when present, must cover exactly the ids of wav.scp.
 UTT_FILES = ("wav.scp", "text", "utt2spk", "utt2dur", "enroll.scp", "enroll_embed.scp")
@@ -53,13 +55,13 @@ def write_kv(path: os.PathLike, items: Mapping[str, object] | Iterable[Tuple[str
     if len(set(keys)) != len(keys):
         dup = next(k for i, k in enumerate(keys[1:]) if k == keys[i])
         raise DataDirError(f"{path}: duplicate key '{dup}' while writing")
-    _atomic_write(path, "".join(f"{k} {v}".rstrip(" ") + "\n" for k, v in lines))
+    write_text_atomic(path, "".join(f"{k} {v}".rstrip(" ") + "\n" for k, v in lines))
 
 
 def write_jsonl(path: os.PathLike, records: Iterable[dict], key: str = "utt") -> None:
     """Write JSON lines sorted by `key`, atomically."""
     records = sorted(records, key=lambda r: r[key])
-    _atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def read_jsonl(path: os.PathLike, key: str = "utt") -> Dict[str, dict]:
@@ -75,14 +77,6 @@ def read_jsonl(path: os.PathLike, key: str = "utt") -> Dict[str, dict]:
                 raise DataDirError(f"{path}:{lineno}: no '{key}' field")
             out[record[key]] = record
     return out
-
-
-def _atomic_write(path: os.PathLike, content: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def spk2utt_from_utt2spk(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+from diffasr.fileio import write_text_atomic
 from diffasr.scoring.results import make_results
 
 
@@ -30,10 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     output = args.output or args.exp_dir / "RESULTS.md"
     text = make_results(args.exp_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    write_text_atomic(output, text)
     logging.info("wrote %s", output)
 
 

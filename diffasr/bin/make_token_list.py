@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ import sentencepiece as spm
 from espnet2.bin.tokenize_text import tokenize
 
 from diffasr.datadir import read_kv
+from diffasr.fileio import atomic_path, write_text_atomic
 
 SPECIAL_SYMBOLS = ["<blank>:0", "<unk>:1", "<mask>:-1", "<sos/eos>:-1"]
 
@@ -55,8 +55,8 @@ def make_token_list(text: Path, output_dir: Path, nbpe: int, bpemode: str = "uni
         )
         output_dir.mkdir(parents=True, exist_ok=True)
         for name in ("bpe.model", "bpe.vocab", "tokens.txt"):
-            shutil.copy(tmp / name, output_dir / f".{name}.tmp")
-            os.replace(output_dir / f".{name}.tmp", output_dir / name)
+            with atomic_path(output_dir / name) as partial:
+                shutil.copy(tmp / name, partial)
     tokens = (output_dir / "tokens.txt").read_text().split()
     logging.info(f"{output_dir / 'tokens.txt'}: {len(tokens)} tokens ({bpemode}, nbpe={nbpe})")
     return output_dir / "tokens.txt"
@@ -70,9 +70,7 @@ def make_whisper_token_list(text: Path, output_dir: Path) -> Path:
     lengths = sorted(len(tokenizer.text2ids(t)) for t in transcripts.values())
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / "tokens.txt"
-    partial = output_dir / ".tokens.txt.tmp"
-    partial.write_text("".join(t + "\n" for t in whisper_token_list()), encoding="utf-8")
-    os.replace(partial, target)
+    write_text_atomic(target, "".join(t + "\n" for t in whisper_token_list()))
     logging.info(f"{target}: Whisper's {len(whisper_token_list()) - 1} tokens + <mask>; {text}: "
                  f"{sum(lengths) / max(len(lengths), 1):.1f} tokens per transcript on average, "
                  f"{lengths[-1] if lengths else 0} at most")

@@ -27,6 +27,7 @@ from diffasr.data import DataPrepError
 from diffasr.data.mixing import (SAMPLE_RATE, MixSetting, colored_noise, fit_length, gain_for_ratio,
                                  loudness_gain, mix, mixture_length, power, read_audio)
 from diffasr.datadir import DataDirError, validate_data_dir, write_jsonl, write_kv, write_spk2utt
+from diffasr.fileio import write_text_atomic
 
 
 SPLITS = ("train", "dev", "test")
@@ -329,9 +330,7 @@ def write_done(output_dir: os.PathLike, options: dict, stats: Dict[str, dict]) -
     """corpus_stats.json and the marker that lets a rerun with the same options skip."""
     output_dir = Path(output_dir)
     for name, content in (("corpus_stats.json", stats), (DONE_NAME, options)):
-        tmp = output_dir / (name + ".tmp")
-        tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, output_dir / name)
+        write_text_atomic(output_dir / name, json.dumps(content, indent=1, sort_keys=True) + "\n")
 
 
 def is_done(output_dir: os.PathLike, options: dict, names: Optional[Sequence[str]] = None) -> bool:

@@ -21,6 +21,7 @@ from diffasr.data import DataPrepError
 from diffasr.data.corpus import SPLITS, SourceUtt, parallel_map
 from diffasr.data.text import debian_sentences, partition_sentences, read_text_file
 from diffasr.data.voices import SAMPLE_RATE, VOICES, Voice, assign_splits, synthesize
+from diffasr.fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,8 @@ def _synthesize_job(job: Tuple[Voice, str, str]) -> int:
     if frames:
         return frames
     audio = synthesize(voice, text)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}.wav"
-    sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
-    os.replace(tmp, path)  # never a half-written pool file
+    with atomic_path(path, suffix=".wav") as tmp:  # never a half-written pool file
+        sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
     return len(audio)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
@@ -19,6 +18,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from diffasr.datadir import read_kv
+from diffasr.fileio import write_text_atomic
 from diffasr.scoring import uncertainty
 from diffasr.scoring.confusion import speaker_confusion_from_files
 from diffasr.scoring.sclite import (ScoringError, read_scoring_inputs, score_with_sclite,
@@ -143,7 +143,5 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
         if png.is_file():
             png.unlink()  # left from an earlier run that had confidences
 
-    tmp = decode_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, decode_dir / "metrics.json")
+    write_text_atomic(decode_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

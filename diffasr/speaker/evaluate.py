@@ -10,6 +10,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from diffasr.datadir import read_kv
+from diffasr.fileio import write_text_atomic
 from diffasr.speaker.audio import SpeakerDataError, read_audio
 from diffasr.speaker.metrics import (compute_eer, compute_min_dcf, cosine_scores, make_trials,
                                      read_trials, trial_scores, write_trials)
@@ -68,9 +69,7 @@ def write_scores(path: os.PathLike, trials, embeddings) -> None:
     path = Path(path)
     lines = [f"{a} {b} {score:.6f} {'target' if t else 'nontarget'}\n"
              for (a, b, t), score in zip(trials, trial_scores(trials, embeddings))]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(lines))
 
 
 def plot_score_distributions(results: Dict[str, Dict[str, object]], path: os.PathLike) -> None:
@@ -111,6 +110,4 @@ def write_results_md(path: os.PathLike, results: Dict[str, Dict[str, object]], m
                      f"{r['num_target']} | {r['num_nontarget']} |")
     lines += ["", "Score distributions: score_distribution.png", "", "Command:", "",
               f"    {command}", ""]
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines))

@@ -11,10 +11,11 @@ without that normalisation.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+
+from diffasr.fileio import write_text_atomic
 
 Trial = Tuple[str, str, bool]  # (enrollment utt, test utt, same speaker)
 
@@ -90,11 +91,7 @@ def make_trials(utt2spk: Mapping[str, str], max_per_class: int = 2000, seed: int
 
 def write_trials(path: os.PathLike, trials: Sequence[Trial]) -> None:
     """Kaldi-style trials file: `<enroll utt> <test utt> target|nontarget`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{a} {b} {'target' if t else 'nontarget'}\n" for a, b, t in trials))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{a} {b} {'target' if t else 'nontarget'}\n" for a, b, t in trials))
 
 
 def read_trials(path: os.PathLike) -> List[Trial]:

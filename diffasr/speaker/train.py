@@ -26,6 +26,7 @@ import yaml
 from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.epoch_loop import EpochCounter
 
+from diffasr.fileio import atomic_path, write_text_atomic
 from diffasr.speaker.data import SpeakerSet
 from diffasr.speaker.losses import AAMHead, batch_hard_triplet_loss
 from diffasr.speaker.metrics import compute_eer, cosine_scores, make_trials
@@ -188,7 +189,7 @@ def train(conf: Dict[str, Any], train_dir: os.PathLike, output_dir: os.PathLike,
                 "history": state.history, "finished": False}
 
     _atomic_torch_save({k: v.cpu() for k, v in encoder.state_dict().items()}, output_dir / "model.pt")
-    _atomic_text(output_dir / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
+    write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
     info = {
         "command": command or " ".join(sys.argv),
         "loss": conf["loss"],
@@ -202,17 +203,10 @@ def train(conf: Dict[str, Any], train_dir: os.PathLike, output_dir: os.PathLike,
         "history": state.history,
         "finished": True,
     }
-    _atomic_text(output_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomic(output_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

