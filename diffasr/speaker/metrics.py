@@ -1,11 +1,9 @@
 """Verification metrics and trial lists.
 
-A trial is accepted when its score is >= the threshold. EER is where the miss and
-false-alarm rates cross; minDCF is the NIST SRE detection cost minimised over
-thresholds and normalised by the cost of the best trivial system,
-min(C_miss * P_target, C_fa * (1 - P_target)) (as in NIST SRE and Kaldi's
-compute_min_dcf.py). SpeechBrain's metric_stats.minDCF returns the same minimum
-without that normalisation.
+EER and minDCF are SpeechBrain's (speechbrain.utils.metric_stats: a trial is accepted
+when its score is above the threshold). minDCF is reported normalised by the cost of
+the best trivial system, min(C_miss * P_target, C_fa * (1 - P_target)), as NIST SRE and
+Kaldi's compute_min_dcf.py report it; SpeechBrain returns it without that division.
 """
 
 from __future__ import annotations
@@ -14,48 +12,37 @@ import os
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+import torch
+from speechbrain.utils.metric_stats import EER, minDCF
 
 from diffasr.fileio import write_text_atomic
 
 Trial = Tuple[str, str, bool]  # (enrollment utt, test utt, same speaker)
 
 
-def error_rates(target_scores: Sequence[float], nontarget_scores: Sequence[float]):
-    """(thresholds, P_miss, P_fa) at every distinct score and +inf.
-
-    >>> t, p_miss, p_fa = error_rates([0.9, 0.4], [0.5, 0.1])
-    >>> p_miss.tolist(), p_fa.tolist()
-    ([0.0, 0.0, 0.5, 0.5, 1.0], [1.0, 0.5, 0.5, 0.0, 0.0])
-    """
-    tgt = np.sort(np.asarray(target_scores, dtype=np.float64))
-    non = np.sort(np.asarray(nontarget_scores, dtype=np.float64))
+def _tensors(target_scores, nontarget_scores) -> Tuple[torch.Tensor, torch.Tensor]:
+    tgt = torch.as_tensor(np.asarray(target_scores, dtype=np.float64))
+    non = torch.as_tensor(np.asarray(nontarget_scores, dtype=np.float64))
     if len(tgt) == 0 or len(non) == 0:
         raise ValueError("need at least one target and one non-target score")
-    thresholds = np.concatenate([np.unique(np.concatenate([tgt, non])), [np.inf]])
-    p_miss = np.searchsorted(tgt, thresholds, side="left") / len(tgt)  # tgt < threshold
-    p_fa = 1.0 - np.searchsorted(non, thresholds, side="left") / len(non)  # non >= threshold
-    return thresholds, p_miss, p_fa
+    return tgt, non
 
 
 def compute_eer(target_scores, nontarget_scores) -> Tuple[float, float]:
-    """(EER, threshold): the mean of P_miss and P_fa where they are closest.
+    """(EER, threshold), by SpeechBrain.
 
-    >>> compute_eer([0.9, 0.8, 0.7, 0.3], [0.6, 0.5, 0.2, 0.1])[0]
-    0.25
+    >>> compute_eer([0.9, 0.8, 0.7, 0.3], [0.6, 0.5, 0.2, 0.1])
+    (0.25, 0.5)
     """
-    thresholds, p_miss, p_fa = error_rates(target_scores, nontarget_scores)
-    i = int(np.argmin(np.abs(p_miss - p_fa)))
-    return float((p_miss[i] + p_fa[i]) / 2), float(thresholds[i])
+    return EER(*_tensors(target_scores, nontarget_scores))
 
 
 def compute_min_dcf(target_scores, nontarget_scores, p_target: float = 0.01,
                     c_miss: float = 1.0, c_fa: float = 1.0) -> Tuple[float, float]:
-    """(normalised minDCF, threshold)."""
-    thresholds, p_miss, p_fa = error_rates(target_scores, nontarget_scores)
-    c_det = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
-    c_default = min(c_miss * p_target, c_fa * (1 - p_target))
-    i = int(np.argmin(c_det))
-    return float(c_det[i] / c_default), float(thresholds[i])
+    """(normalised minDCF, threshold): SpeechBrain's minDCF over the best trivial system's cost."""
+    c_min, threshold = minDCF(*_tensors(target_scores, nontarget_scores), c_miss=c_miss, c_fa=c_fa,
+                              p_target=p_target)
+    return c_min / min(c_miss * p_target, c_fa * (1 - p_target)), threshold
 
 
 def make_trials(utt2spk: Mapping[str, str], max_per_class: int = 2000, seed: int = 0,
