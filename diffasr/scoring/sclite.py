@@ -192,18 +192,17 @@ def score_with_sclite(score_dir: os.PathLike, refs: Mapping[str, str], hyps: Map
     write_trn(score_dir / "ref.trn", refs, ids)
     write_trn(score_dir / "hyp.trn", {u: hyps[u] for u in refs}, ids)
 
-    def run(*outputs: str) -> str:
-        cmd = [sclite, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "rm",
-               "-o", *outputs, "stdout"]
-        proc = subprocess.run(cmd, cwd=score_dir, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"sclite failed in {score_dir} ({' '.join(cmd)}): "
-                               f"{(proc.stderr or proc.stdout)[-2000:]}")
-        return proc.stdout
-
-    report = run("all")
+    # One run writes both reports to stdout, the "all" report first, then the SGML.
+    cmd = [sclite, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "rm", "-o", "all", "sgml", "stdout"]
+    proc = subprocess.run(cmd, cwd=score_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sclite failed in {score_dir} ({' '.join(cmd)}): "
+                           f"{(proc.stderr or proc.stdout)[-2000:]}")
+    split = proc.stdout.find("\n<SYSTEM ") + 1
+    if split == 0:
+        raise RuntimeError(f"sclite in {score_dir} ({' '.join(cmd)}) wrote no SGML alignment")
+    report, sgml = proc.stdout[:split], proc.stdout[split:]
     (score_dir / "result.txt").write_text(report, encoding="utf-8")
-    sgml = run("sgml")
     (score_dir / "alignment.sgml").write_text(sgml, encoding="utf-8")
 
     summary = parse_summary(report, str(score_dir / "result.txt"))
