@@ -1,9 +1,10 @@
 """One-off target-speaker transcription: a mixture, an enrollment, a trained model.
 
-    >>> from diffasr.api import TargetSpeakerASR
-    >>> asr = TargetSpeakerASR("exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip")  # doctest: +SKIP
-    >>> asr.transcribe("mixture.wav", enrollment="alice.wav").text  # doctest: +SKIP
-    'HELLO WORLD'
+With a packed model::
+
+    from diffasr.api import TargetSpeakerASR
+    asr = TargetSpeakerASR("exp/asr_diffusion_conformer/packed/asr_diffusion_conformer.zip")
+    asr.transcribe("mixture.wav", enrollment="alice.wav").text  # 'HELLO WORLD'
 
 The model is either a stage-8 zip (``espnet2.bin.pack``: the ASR model, its
 tokenizer and statistics, and the speaker encoder) or an experiment dir of a

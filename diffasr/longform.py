@@ -1,10 +1,12 @@
 """Long recordings: silero-vad segmentation, batched decoding, one merged transcript.
 
-    >>> from diffasr.api import TargetSpeakerASR
-    >>> asr = TargetSpeakerASR("exp/asr_diffusion_whisper")            # doctest: +SKIP
-    >>> result = asr.transcribe_long("meeting.wav", enrollment="alice.wav")  # doctest: +SKIP
-    >>> result.text, result.words[0]                                     # doctest: +SKIP
-    ('HELLO WORLD ...', Word(word='HELLO', start=12.43, end=12.71, confidence=0.93))
+With a trained experiment::
+
+    from diffasr.api import TargetSpeakerASR
+    asr = TargetSpeakerASR("exp/asr_diffusion_whisper")
+    result = asr.transcribe_long("meeting.wav", enrollment="alice.wav")
+    result.text, result.words[0]
+    # ('HELLO WORLD ...', Word(word='HELLO', start=12.43, end=12.71, confidence=0.93))
 
 The recording is read in blocks (``soundfile.blocks``) to compute silero-vad's
 speech probability of every 32 ms window; then only the speech segments are read

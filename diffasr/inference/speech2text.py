@@ -66,11 +66,11 @@ def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
 
 
 class Speech2Text:
-    """Batch speech (+ enrollment embedding) to text, tokens and token confidences.
+    """Batch speech (+ enrollment embedding) to text, tokens and token confidences::
 
-    >>> s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)  # doctest: +SKIP
-    >>> results = s2t(speech, speech_lengths, enroll_embed)  # doctest: +SKIP
-    >>> results[0].text, results[0].confidences  # doctest: +SKIP
+        s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)
+        results = s2t(speech, speech_lengths, enroll_embed)
+        results[0].text, results[0].confidences
     """
 
     @typechecked

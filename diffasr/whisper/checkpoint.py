@@ -10,9 +10,9 @@ builds openai-whisper's own ``Whisper(ModelDimensions(...))`` from them.  The re
 is cached as an openai-whisper checkpoint (``{"dims", "model_state_dict"}``), so it is
 converted once.  Nothing is downloaded.
 
-The converted, cached model (converted on first use):
+The converted, cached model (converted on first use)::
 
->>> model = load_whisper("tiny.en")  # doctest: +SKIP
+    model = load_whisper("tiny.en")
 """
 
 import hashlib
