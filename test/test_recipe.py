@@ -117,6 +117,15 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()
     assert "exp/spk_ecapa_aam_tiny/model.pt" in names
+    # The packed model carries the commit and the hashes of its config and weights.
+    with zipfile.ZipFile(packed) as z:
+        provenance = json.loads(z.read("exp/asr_diffusion_whisper_tiny/provenance.json"))
+    exp = recipe / "exp/asr_diffusion_whisper_tiny"
+    head = subprocess.run(["git", "-C", str(RECIPE), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert provenance["git_commit"].removesuffix("-modified") == (head.strip() or "unknown")
+    assert provenance["config_sha256"] == hashlib.sha256((exp / "config.yaml").read_bytes()).hexdigest()
+    assert provenance["model_sha256"] == hashlib.sha256(
+        (exp / provenance["model_file"]).resolve().read_bytes()).hexdigest()
     assert any(n.endswith("config.yaml") and "asr_diffusion_whisper_tiny" in n for n in names)
     # Every experiment dir records the command that made it.
     assert "asr.sh" in (recipe / "exp/asr_diffusion_whisper_tiny/run.sh").read_text()

@@ -360,8 +360,15 @@ if want 8; then
     stage_begin 8 "Packing ${asr_exp} with its tokens, statistics and speaker encoder -> ${packed}"
     # espnet2's packer stores the files and rewrites the paths in config.yaml to point inside the zip.
     # Whisper-based models need no BPE model, and neither statistics if trained on a cache.
+    # What made the model travels with it: the code's commit and the hashes of its config and weights.
+    provenance=${asr_exp}/provenance.json
+    commit=$(git -C "${MAIN_ROOT}" rev-parse HEAD 2>/dev/null || echo unknown)
+    if [ "${commit}" != unknown ] && ! git -C "${MAIN_ROOT}" diff --quiet HEAD --; then commit+="-modified"; fi
+    printf '{"git_commit": "%s", "config_sha256": "%s", "model_file": "%s", "model_sha256": "%s"}\n' \
+      "${commit}" "$(sha256sum "${asr_exp}/config.yaml" | cut -d' ' -f1)" "${inference_model}" \
+      "$(sha256sum "${asr_exp}/${inference_model}" | cut -d' ' -f1)" >"${provenance}"
     options=
-    for file in "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml"; do
+    for file in "${provenance}" "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml"; do
       [ -f "${file}" ] && options+=" --option ${file}"
     done
     # shellcheck disable=SC2086
