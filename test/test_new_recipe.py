@@ -7,6 +7,8 @@ training and one decode config copied from egs/librispeech/asr1), and runs stage
 at the tiny scale to a RESULTS.md.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -119,3 +121,21 @@ def test_setup_sh_plus_local_and_conf_is_a_working_recipe(top):
     hyps = (recipe / "exp/asr_diffusion_whisper_tiny/decode_diffusion_8step/test/text").read_text().splitlines()
     assert sorted(line.split(" ", 1)[0] for line in hyps) == sorted(
         f"{spk}-test-{i:02d}" for spk in VOICES for i in range(len(SENTENCES["test"])))
+
+    # A rerun of stage 5 with the same inputs resumes the finished experiment; with a
+    # changed transcript it says so, moves the old experiment aside and trains again.
+    exp = recipe / "exp/asr_diffusion_whisper_tiny"
+    out = _run(recipe, "--stage", "5", "--stop-stage", "5")
+    assert out.returncode == 0 and "other inputs" not in out.stdout + out.stderr
+    text = recipe / "data/train/text"
+    text.write_text(text.read_text().replace("THE CAT SAT ON THE MAT", "THE CAT SAT ON THE HAT"))
+    out = _run(recipe, "--stage", "5", "--stop-stage", "5")
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "was trained on other inputs (changed: data/train/text)" in log
+    assert "was collected from other inputs (changed: data/train/text)" in log
+    stale = list((recipe / "exp/stale").glob("asr_diffusion_whisper_tiny.*"))
+    assert len(stale) == 1 and (stale[0] / "valid.loss.ave.pth").exists()
+    recorded = json.loads((exp / "inputs.json").read_text())["inputs"]
+    assert recorded["data/train/text"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    assert "| asr_diffusion_whisper_tiny |" in (recipe / "exp/RESULTS.md").read_text()  # earlier results kept

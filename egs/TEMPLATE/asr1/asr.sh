@@ -214,8 +214,24 @@ if want 5 && ! ${skip_train}; then
     asr_exp=$(asr_exp_of "${asr_config}")
     stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
     stage_begin 5 "ASR training: ${asr_config} -> ${asr_exp}"
-    record_command "${asr_exp}"
     token_args=$(token_args_of "${asr_config}") || exit 1
+    # What training reads; a rerun whose inputs changed since the experiment was trained
+    # says so and trains again (the old experiment is moved to ${expdir}/stale/, not deleted).
+    inputs="${asr_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/')"
+    for dset in ${train_set} ${valid_set}; do
+      for file in wav.scp text enroll_embed.scp enroll.scp; do
+        [ -f "data/${dset}/${file}" ] && inputs+=" data/${dset}/${file}"
+      done
+    done
+    if [ -f "${asr_exp}/checkpoint.pth" ] || [ -f "${asr_exp}/${inference_model}" ]; then
+      rc=0; stale=$(${python} utils/stage_inputs.py check "${asr_exp}/inputs.json" ${inputs}) || rc=$?
+      if [ "${rc}" = 1 ]; then
+        stale_dir=${expdir}/stale/$(basename "${asr_exp}").$(date +%Y%m%dT%H%M%S)
+        log "${asr_exp} was trained on other inputs (changed: ${stale}): moving it to ${stale_dir} and training again"
+        mkdir -p "${expdir}/stale" && mv "${asr_exp}" "${stale_dir}"
+      fi
+    fi
+    record_command "${asr_exp}"
     common_args="${token_args} --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
     train_cache= valid_cache= fold_length=${speech_fold_length}
     if is_cacheable "${asr_config}"; then
@@ -229,6 +245,13 @@ if want 5 && ! ${skip_train}; then
       done
       stats_dir+=_extracted
     fi
+    if [ -f "${stats_dir}/train/feats_stats.npz" ]; then
+      rc=0; stale=$(${python} utils/stage_inputs.py check "${stats_dir}/inputs.json" ${inputs}) || rc=$?
+      if [ "${rc}" = 1 ]; then
+        log "${stats_dir} was collected from other inputs (changed: ${stale}): collecting again"
+        rm -rf "${stats_dir}"
+      fi
+    fi
     if [ ! -f "${stats_dir}/train/feats_stats.npz" ]; then
       log "Collecting feature statistics into ${stats_dir}"
       # shellcheck disable=SC2046,SC2086
@@ -238,6 +261,8 @@ if want 5 && ! ${skip_train}; then
           $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
           --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
           --output_dir "${stats_dir}" ${asr_args}
+      # shellcheck disable=SC2086
+      ${python} utils/stage_inputs.py record "${stats_dir}/inputs.json" ${inputs}
     fi
     # Global mean/variance normalisation of the features unless the config sets its own.
     normalize_args=
@@ -253,6 +278,8 @@ if want 5 && ! ${skip_train}; then
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
         --resume true --output_dir "${asr_exp}" ${asr_args}
+    # shellcheck disable=SC2086
+    ${python} utils/stage_inputs.py record "${asr_exp}/inputs.json" ${inputs}
     stage_end 5
   done
 fi
