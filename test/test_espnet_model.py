@@ -1,5 +1,7 @@
 """Tiny DiffusionASRModel: losses, conditioners, errors, decoder masking, overfitting."""
 
+import logging
+
 import pytest
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
@@ -227,3 +229,17 @@ def test_canvas_longer_than_the_position_table_is_refused():
     decoder = DiffusionTransformerDecoder(5, 8, attention_heads=2, linear_units=8, num_blocks=1, max_positions=4)
     with pytest.raises(ValueError, match="max_positions=4"):
         decoder(torch.randn(1, 3, 8), torch.tensor([3]), torch.zeros(1, 5, dtype=torch.long), torch.tensor([5]))
+
+
+def test_a_dynamic_canvas_raising_the_steps_to_whole_blocks_says_so_once(caplog, monkeypatch):
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()
+    monkeypatch.setattr(model, "ctc_lengths", lambda out, lens: torch.full((out.size(0),), 5))
+    monkeypatch.setattr(model_module, "_STEPS_RAISED", set())
+    speech, speech_lengths, *_ = batch().values()
+    enroll = dict(enroll_embed=torch.randn(speech.size(0), EMBED_DIM))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, steps=3, block_length=2)
+    raised = [r.getMessage() for r in caplog.records if "raised to" in r.getMessage()]
+    assert len(raised) == 1 and raised[0].startswith("steps 3 raised to ")
+    assert out.num_denoise_calls == int(raised[0].split()[4].rstrip(":"))

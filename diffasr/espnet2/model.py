@@ -51,6 +51,9 @@ def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
     return f"utterance #{index} of the batch"
 
 
+_STEPS_RAISED: set = set()  # (steps, blocks) already reported
+
+
 class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     """Encoder + speaker conditioning + masked-diffusion decoder (+ CTC, + AR auxiliary).
 
@@ -387,8 +390,12 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             width = -(-width // block_length) * block_length
             num_blocks = width // block_length
             if steps % num_blocks != 0:
-                steps = -(-steps // num_blocks) * num_blocks
-                logging.debug(f"steps raised to {steps} for {num_blocks} blocks")
+                raised = -(-steps // num_blocks) * num_blocks
+                if (steps, num_blocks) not in _STEPS_RAISED:  # once per case, not per batch
+                    _STEPS_RAISED.add((steps, num_blocks))
+                    logging.warning(f"steps {steps} raised to {raised}: a dynamic canvas of {width} positions "
+                                    f"has {num_blocks} blocks of {block_length}, and each block needs whole steps")
+                steps = raised
         positions = torch.arange(width, device=encoder_out.device)
         start = torch.where(positions < lengths[:, None], self.mask_id, self.end_id)
 
