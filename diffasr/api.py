@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -84,12 +85,16 @@ class TargetSpeakerASR:
         if model.suffix == ".zip":
             config, checkpoint, packed_root = self._unpack(model, unpack_dir)
             search_root = packed_root
+            self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
         elif model.is_dir():
             config, checkpoint = self._experiment(model, inference_model)
             search_root = model.parent
+            try:
+                self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
+            finally:
+                shutil.rmtree(config.parent)  # the resolved copy is read once, at load
         else:
             raise FileNotFoundError(f"{model}: neither a packed model (.zip) nor an experiment dir")
-        self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
         self.fs = self.speech2text.fs
         self._vad = None  # silero-vad, loaded on the first long recording
         self.speaker_encoder = None

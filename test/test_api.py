@@ -1,9 +1,10 @@
 """The one-off API and CLI: a tiny model, packed as stage 8 packs it, transcribes its training mixture."""
 
 import json
-import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ import soundfile
 from conftest import TARGET_TEXT
 from diffasr.api import TargetSpeakerASR
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (tools/install.sh)")
 
 def test_packed_model_transcribes_its_training_mixture(packed, tmp_path):
     zip_path, mixture, enroll, _ = packed
@@ -26,7 +26,9 @@ def test_packed_model_transcribes_its_training_mixture(packed, tmp_path):
 
 def test_experiment_dir_finds_the_speaker_encoder_beside_it(packed):
     _, mixture, enroll, exp = packed
+    before = set(Path(tempfile.gettempdir()).glob("diffasr_api_*"))
     asr = TargetSpeakerASR(exp, inference_model="4epoch.pth", steps=4)
+    assert set(Path(tempfile.gettempdir()).glob("diffasr_api_*")) == before  # its resolved config copy is gone
     assert asr.transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
 
 

@@ -29,7 +29,6 @@ def spoken_recording(tmp_path_factory):
     """Three synthesized sentences with pauses of 0.8, 1.5 and 2.5 s; true speech spans."""
     from diffasr.data.voices import VOICES, synthesize
 
-    pytest.importorskip("silero_vad")
     sentences = ["THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG", "PLEASE CALL STELLA",
                  "ASK HER TO BRING THESE THINGS WITH HER FROM THE STORE"]
     pauses = [0.8, 1.5, 2.5]

@@ -19,7 +19,6 @@ import soundfile
 
 from conftest import REPO, TARGET_TEXT
 
-pytest.importorskip("fastapi")
 RATE = 16000
 
 

@@ -24,7 +24,6 @@ from diffasr.whisper.checkpoint import (
 )
 from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (tools/install.sh)")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / \
     "egs/librimix_target/asr1/conf/tuning/train_diffusion_whisper.yaml"
 SENTENCES = ("Hello world, this is a test of the speech recognizer.", "She sells sea shells by the sea shore.")
