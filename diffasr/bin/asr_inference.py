@@ -1,25 +1,9 @@
 #!/usr/bin/env python3
 """Stage 6: decode a data set with a model trained by ``diffasr.bin.asr_train``.
 
-Argument parsing only: the work is ``diffasr.inference.decode_set.inference``.
-
-``model: diffusion`` decodes with the masked-diffusion sampler, ``model: espnet`` with
-ESPnet's joint CTC/attention beam search and ``model: maskctc`` with ESPnet's Mask-CTC
-inference.  Writes, sorted by utterance, into ``--output_dir``:
-
-- ``text``                 ``<utt> WORDS``
-- ``token``                ``<utt> tokens``
-- ``timing``               ``<utt> <decode_wall_seconds> <audio_seconds>``
-- ``word_confidence.ctm``  ``<utt> 1 <word_index> 1 <WORD> <confidence>``
-- ``remasked``             ``<utt> <tokens re-denoised> <canvas length>`` (deliberation only)
-- ``token_uncertainty``    ``<utt> <index> <TOKEN> <probability> <entropy> <flips>`` (diffusion
-                           sampler: commit probability, predictive entropy in nats, and how
-                           often the position's prediction changed before it was committed)
-
-A diffusion model decodes in one of three modes (``--decode_mode``): ``diffusion`` (denoise
-a fully masked canvas), ``deliberation`` (mask part of a first-pass hypothesis, from
-``--deliberation_hyp`` or the model's own CTC greedy path, and denoise it again) or
-``ctc_greedy`` (the first pass alone).
+Argument parsing only. The work is ``diffasr.inference.decode_set.inference``, whose
+docstring lists the output files; the model families and decode modes are described
+in ``diffasr.inference.speech2text``.
 """
 
 import argparse
