@@ -51,3 +51,9 @@ def changed(marker: os.PathLike, files: Sequence[os.PathLike]) -> Optional[List[
         return None
     now = fingerprint(files)
     return sorted(f for f in set(now) | set(recorded) if now.get(f) != recorded.get(f))
+
+
+def write_provenance(path: os.PathLike, config: os.PathLike, model: os.PathLike, root: os.PathLike = ".") -> None:
+    """What made a packed model: the code's commit and the hashes of its config and weights."""
+    write_text_atomic(path, json.dumps({"git_commit": git_commit(root), "config_sha256": sha256(config),
+                                        "model_file": Path(model).name, "model_sha256": sha256(model)}) + "\n")

@@ -130,6 +130,11 @@ record_command() {
   chmod +x "$1/run.sh"
 }
 stage_begin() { log "Stage $1: $2"; stage_t0=${SECONDS}; }
+inputs_changed() {  # inputs_changed <record> <file>...: prints the changed files; false if none or no record
+  local rc=0 changed
+  changed=$(${python} utils/stage_inputs.py check "$@") || rc=$?
+  [ "${rc}" = 1 ] && echo "${changed}"
+}
 stage_end() { log "Stage $1 done in $((SECONDS - stage_t0)) s"; }
 
 # ---------------------------------------------------------------------------
@@ -224,8 +229,8 @@ if want 5 && ! ${skip_train}; then
       done
     done
     if [ -f "${asr_exp}/checkpoint.pth" ] || [ -f "${asr_exp}/${inference_model}" ]; then
-      rc=0; stale=$(${python} utils/stage_inputs.py check "${asr_exp}/inputs.json" ${inputs}) || rc=$?
-      if [ "${rc}" = 1 ]; then
+      # shellcheck disable=SC2086
+      if stale=$(inputs_changed "${asr_exp}/inputs.json" ${inputs}); then
         stale_dir=${expdir}/stale/$(basename "${asr_exp}").$(date +%Y%m%dT%H%M%S)
         log "${asr_exp} was trained on other inputs (changed: ${stale}): moving it to ${stale_dir} and training again"
         mkdir -p "${expdir}/stale" && mv "${asr_exp}" "${stale_dir}"
@@ -246,8 +251,8 @@ if want 5 && ! ${skip_train}; then
       stats_dir+=_extracted
     fi
     if [ -f "${stats_dir}/train/feats_stats.npz" ]; then
-      rc=0; stale=$(${python} utils/stage_inputs.py check "${stats_dir}/inputs.json" ${inputs}) || rc=$?
-      if [ "${rc}" = 1 ]; then
+      # shellcheck disable=SC2086
+      if stale=$(inputs_changed "${stats_dir}/inputs.json" ${inputs}); then
         log "${stats_dir} was collected from other inputs (changed: ${stale}): collecting again"
         rm -rf "${stats_dir}"
       fi
@@ -389,11 +394,7 @@ if want 8; then
     # Whisper-based models need no BPE model, and neither statistics if trained on a cache.
     # What made the model travels with it: the code's commit and the hashes of its config and weights.
     provenance=${asr_exp}/provenance.json
-    commit=$(git -C "${MAIN_ROOT}" rev-parse HEAD 2>/dev/null || echo unknown)
-    if [ "${commit}" != unknown ] && ! git -C "${MAIN_ROOT}" diff --quiet HEAD --; then commit+="-modified"; fi
-    printf '{"git_commit": "%s", "config_sha256": "%s", "model_file": "%s", "model_sha256": "%s"}\n' \
-      "${commit}" "$(sha256sum "${asr_exp}/config.yaml" | cut -d' ' -f1)" "${inference_model}" \
-      "$(sha256sum "${asr_exp}/${inference_model}" | cut -d' ' -f1)" >"${provenance}"
+    ${python} utils/stage_inputs.py provenance "${provenance}" "${asr_exp}/config.yaml" "${asr_exp}/${inference_model}"
     options=
     for file in "${provenance}" "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml"; do
       [ -f "${file}" ] && options+=" --option ${file}"
