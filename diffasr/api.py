@@ -18,8 +18,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -30,7 +28,7 @@ import yaml
 from diffasr import longform
 from diffasr.longform import Enrollment
 from diffasr.audio import check_finite, check_wav_file
-from diffasr.inference import Recognition, Speech2Text
+from diffasr.inference import DecodeOptions, Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
 from diffasr.speaker.model import load_trained_encoder
 
@@ -44,14 +42,17 @@ LOOP_OPTIONS = ("batch_size", "ngpu", "num_workers")
 
 
 def load_decode_config(path: Optional[os.PathLike]) -> Dict[str, Any]:
-    """Options of a ``conf/decode/*.yaml`` file for ``Speech2Text``."""
+    """Options of a ``conf/decode/*.yaml`` file for ``Speech2Text`` (checked against their
+    declaration: a misspelt key is an error naming the file)."""
     if path is None:
         return {}
     with open(path, encoding="utf-8") as f:
         options = yaml.safe_load(f) or {}
     if not isinstance(options, dict):
         raise ValueError(f"{path}: a decode config is a mapping of options")
-    return {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
+    options = {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
+    DecodeOptions.from_flat(options, str(path))
+    return options
 
 
 def _speaker_dirs(root: Path):
@@ -84,17 +85,17 @@ class TargetSpeakerASR:
         model = Path(model)
         if model.suffix == ".zip":
             config, checkpoint, packed_root = self._unpack(model, unpack_dir)
-            search_root = packed_root
-            self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
+            search_root, recipe = packed_root, packed_root
         elif model.is_dir():
             config, checkpoint = self._experiment(model, inference_model)
-            search_root = model.parent
-            try:
-                self.speech2text = Speech2Text(str(config), str(checkpoint), device=device, **decode_options)
-            finally:
-                shutil.rmtree(config.parent)  # the resolved copy is read once, at load
+            search_root, recipe = model.parent, model.resolve().parent.parent  # <recipe>/exp/<name>
         else:
             raise FileNotFoundError(f"{model}: neither a packed model (.zip) nor an experiment dir")
+        # config.yaml names its files (token list, BPE model, statistics) relative to the
+        # recipe (or the unpacked zip): load from there.
+        with contextlib.chdir(recipe):
+            self.speech2text = Speech2Text(str(config.resolve()), str(checkpoint.resolve()), device=device,
+                                           **decode_options)
         self.fs = self.speech2text.fs
         self._vad = None  # silero-vad, loaded on the first long recording
         self.speaker_encoder = None
@@ -118,30 +119,11 @@ class TargetSpeakerASR:
 
     @staticmethod
     def _experiment(exp_dir: Path, inference_model: str):
-        """config.yaml with its relative paths (written from the recipe dir) made absolute."""
         config, checkpoint = exp_dir / "config.yaml", exp_dir / inference_model
         for path in (config, checkpoint):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing (train the model with stage 5 first)")
-        with open(config, encoding="utf-8") as f:
-            train_args = yaml.safe_load(f)
-        recipe = exp_dir.resolve().parent.parent  # <recipe>/exp/<name>
-
-        def absolute(value):
-            if isinstance(value, str) and not os.path.isabs(value) and not os.path.exists(value) \
-                    and (recipe / value).exists():
-                return str(recipe / value)
-            return value
-
-        train_args["bpemodel"] = absolute(train_args.get("bpemodel"))
-        if isinstance(train_args.get("token_list"), str):
-            train_args["token_list"] = absolute(train_args["token_list"])
-        normalize_conf = train_args.get("normalize_conf") or {}
-        if "stats_file" in normalize_conf:
-            normalize_conf["stats_file"] = absolute(normalize_conf["stats_file"])
-        resolved = Path(tempfile.mkdtemp(prefix="diffasr_api_")) / "config.yaml"
-        resolved.write_text(yaml.safe_dump(train_args, allow_unicode=True), encoding="utf-8")
-        return resolved, checkpoint
+        return config, checkpoint
 
     @staticmethod
     def _speaker_encoder(spk_model_dir, search_root: Path, model: Path, device: str):
@@ -207,11 +189,11 @@ class TargetSpeakerASR:
 
     def check_decode_options(self, mode: Optional[str] = None, steps: Optional[int] = None,
                              block_length: Optional[int] = None) -> Dict[str, Any]:
-        """Validated per-request decode options (only those given), or a ValueError."""
-        from diffasr.diffusion.sampler import _check_schedule
+        """A request's changes to the decode options (only those given), checked, or a ValueError."""
+        from diffasr.diffusion.sampler import check_schedule
         from diffasr.espnet2.model import DiffusionASRModel
 
-        model = self.speech2text.model
+        model, current = self.speech2text.model, self.speech2text.options
         given = {k: v for k, v in dict(decode_mode=mode, steps=steps, block_length=block_length).items()
                  if v is not None}
         if not isinstance(model, DiffusionASRModel):
@@ -231,20 +213,19 @@ class TargetSpeakerASR:
                 raise ValueError(f"block_length must be between 1 and the canvas length {canvas}, "
                                  f"got {block_length}")
             if model.canvas == "fixed":  # a dynamic canvas is rounded up to whole blocks
-                _check_schedule(model.canvas_length, steps or self.speech2text.diffusion_options["steps"], block_length)
+                check_schedule(model.canvas_length, steps or current.diffusion.steps, block_length)
+        DecodeOptions.from_flat(dict(current.flat(), **given), "request")
         return given
 
     @contextlib.contextmanager
-    def decode_options(self, options: Dict[str, Any]):
-        """Decode with ``options`` (from ``check_decode_options``) inside; not thread-safe."""
-        s2t = self.speech2text
-        saved = s2t.decode_mode, dict(s2t.diffusion_options)
-        s2t.decode_mode = options.get("decode_mode", s2t.decode_mode)
-        s2t.diffusion_options.update({k: v for k, v in options.items() if k != "decode_mode"})
+    def decode_options(self, changes: Dict[str, Any]):
+        """Decode with ``changes`` (from ``check_decode_options``) inside; not thread-safe."""
+        saved = self.speech2text.options
+        self.speech2text.options = DecodeOptions.from_flat(dict(saved.flat(), **changes), "request")
         try:
             yield
         finally:
-            s2t.decode_mode, s2t.diffusion_options = saved
+            self.speech2text.options = saved
 
     def transcribe_long(
         self,

@@ -7,6 +7,7 @@ import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 import diffasr.espnet2.model as model_module
+from diffasr.diffusion import DiffusionOptions
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.task import DiffASRTask
 
@@ -172,11 +173,12 @@ def test_tiny_model_overfits_three_utterances_exactly_through_the_sampler(canvas
         optimizer.step()
         if step % 25 == 0:
             model.eval()
-            decoded = [model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), steps=s)[0] for s in (1, 6)]
+            decoded = [model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), DiffusionOptions(steps=s))[0] for s in (1, 6)]
             if decoded == [targets, targets]:
                 break
     assert decoded == [targets, targets], f"after {step} updates: 1 step {decoded[0]}, 6 steps {decoded[1]}"
-    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), steps=3, block_length=2)
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll),
+                                                   DiffusionOptions(steps=3, block_length=2))
     assert ids == targets and out.num_denoise_calls <= 3
     assert all(0.0 < c <= 1.0 for row in confidences for c in row)
 
@@ -239,7 +241,7 @@ def test_a_dynamic_canvas_raising_the_steps_to_whole_blocks_says_so_once(caplog,
     enroll = dict(enroll_embed=torch.randn(speech.size(0), EMBED_DIM))
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, steps=3, block_length=2)
+            _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=3, block_length=2))
     raised = [r.getMessage() for r in caplog.records if "raised to" in r.getMessage()]
     assert len(raised) == 1 and raised[0].startswith("steps 3 raised to ")
     assert out.num_denoise_calls == int(raised[0].split()[4].rstrip(":"))

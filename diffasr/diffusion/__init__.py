@@ -5,6 +5,7 @@ Deliberately free of ESPnet imports so it can be tested and reused on its own.
 
 from diffasr.diffusion.canvas import build_canvas, canvas_lengths_from_predicted
 from diffasr.diffusion.forward import forward_mask
+from diffasr.diffusion.options import DeliberationOptions, DiffusionOptions
 from diffasr.diffusion.loss import scaled_loss, scaled_masked_cross_entropy
 from diffasr.diffusion.sampler import (
     SamplerOutput,
@@ -15,6 +16,8 @@ from diffasr.diffusion.sampler import (
 )
 
 __all__ = [
+    "DeliberationOptions",
+    "DiffusionOptions",
     "SamplerOutput",
     "build_canvas",
     "canvas_lengths_from_predicted",

@@ -5,13 +5,13 @@
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 
+from diffasr.diffusion.options import DELIBERATION_MASKING, REMASKING
+
 Denoiser = Callable[[torch.Tensor], torch.Tensor]
-REMASKING = ("low_confidence", "random")
-DELIBERATION_MASKING = ("random", "low_confidence", "confidence_guided")
 
 
 @dataclass
@@ -61,25 +61,6 @@ def _forbid_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     return logits.float().index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
 
 
-def _predict(
-    logits: torch.Tensor, mask_id: int, temperature: float, generator: Optional[torch.Generator]
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Predicted tokens, their probability, the entropy and the argmax, all [B, L]."""
-    logits = _forbid_mask(logits, mask_id)
-    probs = logits.softmax(dim=-1)
-    entropy = torch.special.entr(probs).sum(dim=-1)
-    argmax = logits.argmax(dim=-1)
-    predicted = argmax
-    if temperature > 0:  # Gumbel-max sampling from softmax(logits / temperature)
-        # In float64, as LLaDA: float32 noise truncates the Gumbel tail and skews the
-        # samples (arXiv 2409.02908).
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
-        predicted = (logits.double() / temperature + gumbel).argmax(dim=-1)
-    confidence = probs.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
-    return predicted, confidence, entropy, argmax
-
-
 def _select_top(score: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """The ``count[b]`` highest-scoring candidate positions of each row (batched top-k)."""
     score = score.masked_fill(~candidates, float("-inf"))
@@ -89,21 +70,21 @@ def _select_top(score: torch.Tensor, candidates: torch.Tensor, count: torch.Tens
     return (rank < count[:, None]) & candidates
 
 
-def _check_schedule(length: int, steps: int, block_length: int) -> int:
-    """The number of blocks, or a ValueError naming values that would work."""
+def check_schedule(length: int, steps: int, block_length: int) -> int:
+    """The number of blocks of a semi-AR schedule, or a ValueError naming values that work.
+
+    >>> check_schedule(8, 4, 4)
+    2
+    """
     if block_length < 1 or length % block_length != 0:
         divisors = [d for d in range(1, length + 1) if length % d == 0]
-        raise ValueError(
-            f"block_length={block_length} does not divide the canvas length {length}; "
-            f"use one of {divisors}"
-        )
+        raise ValueError(f"block_length={block_length} does not divide the canvas length {length}; "
+                         f"use one of {divisors}")
     num_blocks = length // block_length
     if steps < num_blocks or steps % num_blocks != 0:
-        raise ValueError(
-            f"steps={steps} is not a multiple of the {num_blocks} blocks "
-            f"(canvas {length} / block_length {block_length}); use steps = "
-            f"{num_blocks}, {2 * num_blocks}, {3 * num_blocks}, ..."
-        )
+        raise ValueError(f"steps={steps} is not a multiple of the {num_blocks} blocks (canvas {length} / "
+                         f"block_length {block_length}); use steps = {num_blocks}, {2 * num_blocks}, "
+                         f"{3 * num_blocks}, ...")
     return num_blocks
 
 
@@ -160,7 +141,7 @@ def generate(
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
     batch, length = canvas.shape
-    num_blocks = _check_schedule(length, steps, length if block_length is None else block_length)
+    num_blocks = check_schedule(length, steps, length if block_length is None else block_length)
     steps_per_block, block_size = steps // num_blocks, length // num_blocks
     positions = torch.arange(length, device=canvas.device)
     inside = positions < canvas_lengths.to(canvas.device)[:, None]
@@ -176,9 +157,19 @@ def generate(
             todo = masked & in_block
             if not todo.any():
                 break
-            logits = denoise(tokens)
+            logits = _forbid_mask(denoise(tokens), mask_id)
             out.num_denoise_calls += 1
-            predicted, confidence, entropy, argmax = _predict(logits, mask_id, temperature, generator)
+            probs = logits.softmax(dim=-1)
+            entropy = torch.special.entr(probs).sum(dim=-1)
+            argmax = logits.argmax(dim=-1)
+            predicted = argmax
+            if temperature > 0:  # Gumbel-max sampling from softmax(logits / temperature)
+                # In float64, as LLaDA: float32 noise truncates the Gumbel tail and skews
+                # the samples (arXiv 2409.02908).
+                uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
+                gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+                predicted = (logits.double() / temperature + gumbel).argmax(dim=-1)
+            confidence = probs.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
             out.flips += (masked & (last_argmax >= 0) & (argmax != last_argmax)).long()
             last_argmax = torch.where(masked, argmax, last_argmax)
 

@@ -27,6 +27,8 @@ from espnet2.legacy.nets.pytorch_backend.transformer.add_sos_eos import add_sos_
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from diffasr.diffusion import (
+    DeliberationOptions,
+    DiffusionOptions,
     SamplerOutput,
     build_canvas,
     canvas_lengths_from_predicted,
@@ -39,9 +41,9 @@ from diffasr.diffusion import (
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.length import LengthPredictor
-from diffasr.espnet2.target_speaker import ENROLLMENT_INPUTS, TargetSpeakerMixin
+from diffasr.espnet2.target_speaker import ENROLLMENT_INPUTS, TargetSpeakerMixin, special_ids
 
-CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
+from diffasr.diffusion.options import CANVAS_MODES
 
 
 def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
@@ -156,8 +158,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self.mask_id = self.token_list.index(sym_mask)
         self.end_id = self.token_list.index(sym_end)
         # Tokens never written out: the canvas fill, the mask, and CTC's blank if listed.
-        self.fill_ids = {self.end_id, self.mask_id} | (
-            {self.token_list.index(sym_blank)} if sym_blank in self.token_list else set())
+        self.fill_ids = {self.end_id, self.mask_id} | special_ids(self.token_list, sym_blank)
         self.ar_weight = ar_weight
         self.canvas = canvas
         self.canvas_length = canvas_length
@@ -345,27 +346,21 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
         enrollment: Optional[Dict[str, torch.Tensor]] = None,
-        steps: int = 8,
-        block_length: Optional[int] = None,
-        remasking: str = "low_confidence",
-        threshold: Optional[float] = None,
-        temperature: float = 0.0,
-        canvas: Optional[str] = None,
-        canvas_length: Optional[int] = None,
-        canvas_margin: Optional[int] = None,
+        options: Optional[DiffusionOptions] = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Decode a batch with the masked-diffusion sampler.
 
         ``enrollment``: the model's enrollment inputs (``enroll_embed``, ``enroll_speech``...).
-        ``canvas``, ``canvas_length`` and ``canvas_margin`` default to the training values.
-        Returns per utterance the token ids (``<sos/eos>``, ``<mask>`` and ``<blank>``
-        fill removed) and the commit probability of each, plus the raw sampler output.
+        ``options`` (default: ``DiffusionOptions()``); its canvas options default to the
+        training values.  Returns per utterance the token ids (``<sos/eos>``, ``<mask>``
+        and ``<blank>`` fill removed) and the commit probability of each, plus the raw
+        sampler output.
         """
-        canvas = canvas or self.canvas
-        if canvas not in CANVAS_MODES:
-            raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {canvas!r}")
-        length = canvas_length or self.canvas_length
-        margin = self.canvas_margin if canvas_margin is None else canvas_margin
+        options = options or DiffusionOptions()
+        steps, block_length = options.steps, options.block_length
+        canvas = options.canvas or self.canvas
+        length = options.canvas_length or self.canvas_length
+        margin = self.canvas_margin if options.canvas_margin is None else options.canvas_margin
         encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
         batch = encoder_out.size(0)
         if canvas == "fixed":
@@ -404,8 +399,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
 
         out = generate(
             denoise, start, lengths, self.mask_id, steps,
-            block_length=block_length, remasking=remasking,
-            threshold=threshold, temperature=temperature,
+            block_length=block_length, remasking=options.remasking,
+            threshold=options.threshold, temperature=options.temperature,
         )
         return (*self._strip_fill(out, lengths), out)
 
@@ -425,7 +420,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self, speech: torch.Tensor, speech_lengths: torch.Tensor,
         enrollment: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Tuple[List[List[int]], List[List[float]]]:
-        """CTC greedy hypotheses, each token scored by the diffusion decoder (one pass)."""
+        """CTC greedy hypotheses (``fill_ids`` removed), each token scored by the diffusion decoder (one pass)."""
         if self.ctc is None:
             raise ValueError("CTC greedy decoding needs the CTC head, but this model has none")
         encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
@@ -435,7 +430,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             lambda tokens: self.decoder(encoder_out, encoder_out_lens, tokens, lengths)[0],
             canvas, self.mask_id,
         )
-        return [list(h) for h in hyps], [confidence[b, : len(h)].tolist() for b, h in enumerate(hyps)]
+        kept = [[k for k, i in enumerate(h) if i not in self.fill_ids] for h in hyps]
+        return ([[h[k] for k in keep] for h, keep in zip(hyps, kept)],
+                [[float(confidence[b, k]) for k in keep] for b, keep in enumerate(kept)])
 
     @property
     def max_hypothesis_length(self) -> int:
@@ -471,13 +468,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         speech_lengths: torch.Tensor,
         enrollment: Optional[Dict[str, torch.Tensor]] = None,
         hypotheses: Optional[List[List[int]]] = None,
-        steps: int = 8,
-        masking: str = "random",
-        mask_ratio: float = 0.3,
-        threshold: Optional[float] = None,
-        confidence_temperature: float = 1.0,
-        num_chunks: int = 1,
-        canvas_margin: Optional[int] = None,
+        options: Optional[DeliberationOptions] = None,
         generator: Optional[torch.Generator] = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Revise first-pass hypotheses (token ids; None: this model's CTC greedy).
@@ -487,11 +478,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         ``steps`` steps, over ``num_chunks`` chunks left to right.  The model scores
         the unmasked hypothesis once; ``confidence_temperature`` calibrates that
         score (``sigmoid(logit(p) / T)``, T fitted on dev) before
-        ``confidence_guided`` masking compares it with ``threshold``, and kept
-        tokens report it as their confidence.
+        ``confidence_guided`` masking compares it with ``deliberation_threshold``, and
+        kept tokens report it as their confidence.
         """
-        if confidence_temperature <= 0:
-            raise ValueError(f"confidence_temperature must be > 0, got {confidence_temperature}")
+        options = options or DeliberationOptions()
         encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
         if hypotheses is None:
             if self.ctc is None:
@@ -499,17 +489,18 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             hypotheses = self.ctc_greedy(encoder_out, encoder_out_lens)
         if len(hypotheses) != encoder_out.size(0):
             raise ValueError(f"{len(hypotheses)} hypotheses for a batch of {encoder_out.size(0)}")
-        margin = self.canvas_margin if canvas_margin is None else canvas_margin
+        margin = self.canvas_margin if options.canvas_margin is None else options.canvas_margin
         canvas, lengths = self._hypothesis_canvas(hypotheses, margin)
 
         def denoise(tokens: torch.Tensor) -> torch.Tensor:
             return self.decoder(encoder_out, encoder_out_lens, tokens, lengths)[0]
 
         scored = hypothesis_confidence(denoise, canvas, self.mask_id).clamp(1e-6, 1 - 1e-6)
-        calibrated = torch.sigmoid(torch.logit(scored) / confidence_temperature)
+        calibrated = torch.sigmoid(torch.logit(scored) / options.confidence_temperature)
         out = deliberate(
-            denoise, canvas, lengths, self.mask_id, steps, masking=masking, mask_ratio=mask_ratio,
-            threshold=threshold, confidence=calibrated, num_chunks=num_chunks, generator=generator,
+            denoise, canvas, lengths, self.mask_id, options.steps, masking=options.masking,
+            mask_ratio=options.mask_ratio, threshold=options.deliberation_threshold, confidence=calibrated,
+            num_chunks=options.num_chunks, generator=generator,
         )
         out.num_denoise_calls += 1
         out.confidence = torch.where(out.is_remasked, out.confidence, calibrated)

@@ -13,7 +13,7 @@ comparison sees the same speaker input.
 """
 
 import contextlib
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Set
 
 import torch
 
@@ -37,7 +37,8 @@ def _batch_name(utt_ids: Optional[List[str]]) -> str:
 class TargetSpeakerMixin:
     """Adds ``enrolled(...)``, an ``encode`` that honours it, and ``encode_conditioned``.
 
-    Classes using it set ``self.spk_conditioner`` (a module or None) in ``__init__``.
+    Classes using it set ``self.spk_conditioner`` (a module or None) and ``self.fill_ids``
+    (token ids never written into a transcript) in ``__init__``.
     """
 
     _enrolled = False
@@ -113,12 +114,20 @@ class TargetSpeakerMixin:
             return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
 
 
+def special_ids(token_list: List[str], *symbols: str) -> Set[int]:
+    """The ids of those ``symbols`` that the token list has."""
+    return {token_list.index(s) for s in symbols if s in token_list}
+
+
 class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     """ESPnet's attention encoder-decoder + CTC model with the enrollment (``model: espnet``)."""
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        # The diffusion models' mask symbol is in a shared token list too.
+        self.fill_ids = {self.sos, self.eos} | special_ids(
+            self.token_list, kwargs.get("sym_blank", "<blank>"), "<mask>")
 
 
 class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
@@ -127,3 +136,5 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
+            self.token_list, kwargs.get("sym_blank", "<blank>"))

@@ -1,7 +1,8 @@
-"""Inference: Speech2Text (one loaded model) and decoding of whole data sets."""
+"""Inference: Speech2Text (one loaded model), its decode options, and decoding of whole data sets."""
 
 from diffasr.inference.decode_set import RotatedEnrollment, inference, long_form_inference, write_outputs
-from diffasr.inference.speech2text import Recognition, Speech2Text, load_train_args
+from diffasr.inference.options import DecodeOptions
+from diffasr.inference.speech2text import Recognition, Speech2Text
 
-__all__ = ["Recognition", "RotatedEnrollment", "Speech2Text", "inference", "load_train_args",
+__all__ = ["DecodeOptions", "Recognition", "RotatedEnrollment", "Speech2Text", "inference",
            "long_form_inference", "write_outputs"]

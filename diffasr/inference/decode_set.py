@@ -30,7 +30,8 @@ from diffasr.espnet2.task import ENROLL_EMBED, ENROLL_SPEECH, DiffASRTask
 from diffasr.scoring.uncertainty import words_with_confidence
 
 
-from diffasr.inference.speech2text import Recognition, Speech2Text, load_train_args
+from diffasr.inference.options import DecodeOptions
+from diffasr.inference.speech2text import Recognition, Speech2Text
 
 
 def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
@@ -103,26 +104,22 @@ def inference(
     data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
     asr_train_config: str,
     asr_model_file: Optional[str],
+    options: Optional[DecodeOptions] = None,
     key_file: Optional[str] = None,
     batch_size: int = 1,
     ngpu: int = 0,
-    dtype: str = "float32",
     num_workers: int = 0,
-    seed: int = 0,
-    fs: int = 16000,
     enrollment_override: Optional[str] = None,
     utt2spk: Optional[str] = None,
     long_form: bool = False,
-    **decode_options,
 ) -> None:
     """Decode every utterance of the data options and write the output files."""
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
-    set_all_random_seed(seed)
+    options = options or DecodeOptions()
+    set_all_random_seed(options.recognizer.seed)
     device = "cuda" if ngpu > 0 else "cpu"
-    speech2text = Speech2Text(
-        asr_train_config, asr_model_file, device=device, dtype=dtype, seed=seed, **decode_options
-    )
+    speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, options=options)
     if long_form:
         if enrollment_override is not None:
             raise ValueError("--long_form does not take --enrollment_override")
@@ -138,10 +135,10 @@ def inference(
     elif enrollment_override is not None:
         raise ValueError(f"--enrollment_override must be 'rotate' or none, got {enrollment_override!r}")
 
-    train_args = load_train_args(asr_train_config)
+    train_args = speech2text.train_args
     loader = DiffASRTask.build_streaming_iterator(
         data_path_and_name_and_type,
-        dtype=dtype,
+        dtype=options.recognizer.dtype,
         batch_size=batch_size,
         key_file=key_file,
         num_workers=num_workers,
@@ -162,7 +159,7 @@ def inference(
                                    batch.get(ENROLL_SPEECH), batch.get(ENROLL_SPEECH + "_lengths"))
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
         for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
-            results[key] = (recognition, share, samples / fs)
+            results[key] = (recognition, share, samples / speech2text.fs)
         logging.info(f"decoded {len(results)} utterances ({time.perf_counter() - started:.1f} s); "
                      f"{keys[0]}: {recognitions[0].text}")
     write_outputs(Path(output_dir), results)

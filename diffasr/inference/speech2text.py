@@ -5,17 +5,23 @@ ESPnet's joint CTC/attention beam search and ``model: maskctc`` with ESPnet's Ma
 inference. A diffusion model decodes in one of three modes (``decode_mode``):
 ``diffusion`` (denoise a fully masked canvas), ``deliberation`` (mask part of a
 first-pass hypothesis, from ``deliberation_hyp`` or the model's own CTC greedy path,
-and denoise it again) or ``ctc_greedy`` (the first pass alone).
+and denoise it again) or ``ctc_greedy`` (the first pass alone).  The options of each
+are declared once, in ``diffasr.inference.options``.
+
+The ESPnet baselines are decoded with ESPnet's ``BeamSearch`` and ``MaskCTCInference``
+here rather than through ``espnet2.bin.asr_inference.Speech2Text``: that class builds
+its model with ESPnet's own ``ASRTask`` (which knows neither the enrollment nor the
+offline Whisper encoder), and its tokenizer and token converter refuse the Whisper
+token list (no ``<unk>``; ESPnet's ``whisper_en`` tokenizer needs an older
+openai-whisper), so it cannot load the Whisper AR baseline.
 """
 
-import argparse
 import logging
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
-from typeguard import typechecked
 
 import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn import notice)
 from espnet2.asr.maskctc_model import MaskCTCInference, MaskCTCModel
@@ -33,10 +39,7 @@ from diffasr.espnet2.task import (
     build_text_tokenizer,
     build_token_id_converter,
 )
-from diffasr.diffusion.sampler import DELIBERATION_MASKING
-
-DECODE_MODES = ("diffusion", "deliberation", "ctc_greedy")
-HYPOTHESIS_TYPES = ("text", "token")
+from diffasr.inference.options import DecodeOptions
 
 
 @dataclass
@@ -66,119 +69,77 @@ def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
 
 
 class Speech2Text:
-    """Batch speech (+ enrollment embedding) to text, tokens and token confidences::
+    """Batch speech (+ enrollment) to text, tokens and token confidences::
 
         s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)
         results = s2t(speech, speech_lengths, enroll_embed)
         results[0].text, results[0].confidences
+
+    Decode options come as a ``DecodeOptions`` or as its flat keywords (the names of
+    ``conf/decode/*.yaml``).  ``config.yaml`` is read once, by ESPnet's
+    ``build_model_from_file``; the training options it holds are ``train_args``, and the
+    sample rate, token list and tokenizer come from them.
     """
 
-    @typechecked
-    def __init__(
-        self,
-        asr_train_config: str,
-        asr_model_file: Optional[str] = None,
-        device: str = "cpu",
-        dtype: str = "float32",
-        bpemodel: Optional[str] = None,
-        token_type: Optional[str] = None,
-        # masked diffusion
-        steps: int = 8,
-        block_length: Optional[int] = None,
-        remasking: str = "low_confidence",
-        threshold: Optional[float] = None,
-        temperature: float = 0.0,
-        canvas: Optional[str] = None,
-        canvas_length: Optional[int] = None,
-        canvas_margin: Optional[int] = None,
-        # ESPnet joint CTC/attention beam search
-        beam_size: int = 10,
-        ctc_weight: float = 0.3,
-        penalty: float = 0.0,
-        maxlenratio: float = 0.0,
-        minlenratio: float = 0.0,
-        # ESPnet Mask-CTC
-        maskctc_n_iterations: int = 10,
-        maskctc_threshold_probability: float = 0.99,
-        # diffusion models: mode and deliberation
-        decode_mode: str = "diffusion",
-        deliberation_hyp: Optional[str] = None,
-        deliberation_hyp_type: str = "text",
-        masking: str = "random",
-        mask_ratio: float = 0.3,
-        deliberation_threshold: Optional[float] = None,
-        confidence_temperature: float = 1.0,
-        num_chunks: int = 1,
-        seed: int = 0,
-        max_audio_seconds: Optional[float] = None,
-    ):
-        if decode_mode not in DECODE_MODES:
-            raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {decode_mode!r}")
-        if masking not in DELIBERATION_MASKING:
-            raise ValueError(f"masking must be one of {DELIBERATION_MASKING}, got {masking!r}")
-        if masking == "confidence_guided" and deliberation_threshold is None:
-            raise ValueError("masking: confidence_guided needs deliberation_threshold")
-        if deliberation_hyp_type not in HYPOTHESIS_TYPES:
-            raise ValueError(f"deliberation_hyp_type must be one of {HYPOTHESIS_TYPES}, got {deliberation_hyp_type!r}")
-        model, train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    def __init__(self, asr_train_config: str, asr_model_file: Optional[str] = None, device: str = "cpu",
+                 options: Optional[DecodeOptions] = None, **flat_options):
+        if options is not None and flat_options:
+            raise TypeError("give decode options either as a DecodeOptions or as keywords, not both")
+        self.options = options or DecodeOptions.from_flat(flat_options)
+        recognizer = self.options.recognizer
+        model, self.train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
         if asr_model_file is not None:
             check_checkpoint_matches(model, asr_model_file)
-        if decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
-            raise ValueError(f"decode_mode {decode_mode} needs a diffusion model; {asr_train_config} "
-                             f"has model: {getattr(train_args, 'model', '?')}")
-        self.model = model.to(dtype=getattr(torch, dtype)).eval()
+        if recognizer.decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
+            raise ValueError(f"decode_mode {recognizer.decode_mode} needs a diffusion model; "
+                             f"{asr_train_config} has model: {getattr(self.train_args, 'model', '?')}")
+        self.model = model.to(dtype=getattr(torch, recognizer.dtype)).eval()
         self.device = device
         self.converter = build_token_id_converter(model.token_list)
-        token_type = token_type or train_args.token_type
-        bpemodel = bpemodel or getattr(train_args, "bpemodel", None)
+        token_type = recognizer.token_type or self.train_args.token_type
+        bpemodel = recognizer.bpemodel or getattr(self.train_args, "bpemodel", None)
         if token_type == "bpe" and bpemodel is None:
             raise ValueError("token_type bpe needs --bpemodel (none in the training config)")
-        self.tokenizer = build_text_tokenizer(token_type, bpemodel)
-        self.diffusion_options = dict(
-            steps=steps, block_length=block_length, remasking=remasking,
-            threshold=threshold, temperature=temperature,
-            canvas=canvas, canvas_length=canvas_length, canvas_margin=canvas_margin,
-        )
-        self.decode_mode = decode_mode
-        self.deliberation_options = dict(
-            steps=steps, masking=masking, mask_ratio=mask_ratio, threshold=deliberation_threshold,
-            confidence_temperature=confidence_temperature, num_chunks=num_chunks,
-            canvas_margin=canvas_margin,
-        )
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        # The SentencePiece model is opened on first use: pin its path against a chdir.
+        self.tokenizer = build_text_tokenizer(token_type, bpemodel and os.path.abspath(bpemodel))
+        self.generator = torch.Generator(device=device).manual_seed(recognizer.seed)
         self.hypotheses = None
-        if decode_mode == "deliberation" and deliberation_hyp not in (None, "ctc"):
-            self.hypotheses = self.read_hypotheses(deliberation_hyp, deliberation_hyp_type)
-        frontend_conf = getattr(train_args, "frontend_conf", None) or {}
-        self.fs = int(frontend_conf.get("fs", 16000)) if isinstance(frontend_conf, dict) else 16000
+        if recognizer.decode_mode == "deliberation" and self.options.deliberation.external_hypotheses:
+            deliberation = self.options.deliberation
+            self.hypotheses = self.read_hypotheses(deliberation.deliberation_hyp, deliberation.deliberation_hyp_type)
+        frontend_conf = getattr(self.train_args, "frontend_conf", None) or {}
+        self.fs = int(frontend_conf.get("fs", 16000))
+        max_audio_seconds = recognizer.max_audio_seconds
         if max_audio_seconds is None:
-            max_audio_seconds = getattr(train_args, "max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)
+            max_audio_seconds = getattr(self.train_args, "max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)
         # An encoder with a position table (Whisper's 30 s) sets a hard limit of its own.
         self.max_audio_seconds = min(max_audio_seconds, getattr(model.encoder, "max_seconds", float("inf")))
-        self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
         self.beam_search, self.maskctc = None, None
         if isinstance(model, MaskCTCModel):
-            self.maskctc = MaskCTCInference(model, maskctc_n_iterations, maskctc_threshold_probability)
+            maskctc = self.options.maskctc
+            self.maskctc = MaskCTCInference(model, maskctc.maskctc_n_iterations, maskctc.maskctc_threshold_probability)
         elif not isinstance(model, DiffusionASRModel):
-            self.beam_search = self._build_beam_search(beam_size, ctc_weight, penalty, dtype)
+            self.beam_search = self._build_beam_search()
 
-    def _build_beam_search(self, beam_size: int, ctc_weight: float, penalty: float, dtype: str):
-        model = self.model
+    def _build_beam_search(self) -> BeamSearch:
+        """ESPnet's joint CTC/attention search, set up as ``espnet2.bin.asr_inference`` does."""
+        model, options = self.model, self.options.beam_search
+        ctc_weight = options.ctc_weight
         if model.ctc is None and ctc_weight > 0.0:
             logging.info(f"ctc_weight {ctc_weight} ignored: this model has no CTC head")
             ctc_weight = 0.0
         scorers = dict(decoder=model.decoder, length_bonus=LengthBonus(len(model.token_list)))
-        weights = dict(decoder=1.0 - ctc_weight, length_bonus=penalty)
+        weights = dict(decoder=1.0 - ctc_weight, length_bonus=options.penalty)
         if ctc_weight > 0.0:
             scorers["ctc"] = CTCPrefixScorer(ctc=model.ctc, eos=model.eos)
             weights["ctc"] = ctc_weight
         search = BeamSearch(
-            beam_size=beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
+            beam_size=options.beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
             vocab_size=len(model.token_list), token_list=model.token_list,
             pre_beam_score_key=None if ctc_weight == 1.0 else "full",
         )
         search.__class__ = BatchBeamSearch  # every scorer above is batch-capable
-        return search.to(device=self.device, dtype=getattr(torch, dtype)).eval()
+        return search.to(device=self.device, dtype=getattr(torch, self.options.recognizer.dtype)).eval()
 
     def read_hypotheses(self, path: str, hyp_type: str = "text") -> Dict[str, List[int]]:
         """First-pass hypotheses ``<utt> WORDS`` (or ``<utt> pieces`` for ``token``) as token ids.
@@ -223,8 +184,6 @@ class Speech2Text:
 
     def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None) -> None:
         """Refuse audio longer than the model's limit (``max_audio_seconds``, Whisper's 30 s)."""
-        if self.max_audio_seconds is None:
-            return
         seconds = speech_lengths.float() / self.fs
         too_long = (seconds > self.max_audio_seconds).nonzero()
         if too_long.numel() > 0:
@@ -275,20 +234,20 @@ class Speech2Text:
             enrollment[ENROLL_SPEECH] = enroll_speech.to(self.device, dtype=dtype)
             enrollment[ENROLL_SPEECH + "_lengths"] = enroll_speech_lengths.to(self.device)
 
+        decode_mode = self.options.recognizer.decode_mode
         if not isinstance(self.model, DiffusionASRModel):
             ids, confidences = self._espnet_decode(speech, speech_lengths, enrollment)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
-        if self.decode_mode == "ctc_greedy":
+        if decode_mode == "ctc_greedy":
             ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enrollment)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
-        if self.decode_mode == "diffusion":
+        if decode_mode == "diffusion":
             ids, confidences, out = self.model.diffusion_decode(
-                speech, speech_lengths, enrollment, **self.diffusion_options
-            )
+                speech, speech_lengths, enrollment, self.options.diffusion)
             return self._sampler_results(ids, confidences, out)
         ids, confidences, out = self.model.deliberation_decode(
             speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys),
-            generator=self.generator, **self.deliberation_options,
+            options=self.options.deliberation, generator=self.generator,
         )
         results = self._sampler_results(ids, confidences, out)
         remasked = out.is_remasked.sum(dim=1).tolist()
@@ -298,26 +257,24 @@ class Speech2Text:
 
     def _sampler_results(self, ids, confidences, out) -> List[Recognition]:
         """Recognitions with the sampler's per-token entropy and flips."""
-        results = []
-        for b, positions in enumerate(out.kept_positions):
-            results.append(self._result(
-                ids[b], confidences[b],
-                entropies=out.entropy[b, positions].tolist(), flips=out.flips[b, positions].tolist(),
-            ))
-        return results
+        return [
+            self._result(ids[b], confidences[b], entropies=out.entropy[b, positions].tolist(),
+                         flips=[int(f) for f in out.flips[b, positions].tolist()])
+            for b, positions in enumerate(out.kept_positions)
+        ]
 
     def _espnet_decode(self, speech, speech_lengths, enrollment) -> Tuple[List[List[int]], List[List[float]]]:
+        """Hypotheses of the ESPnet baselines, without the model's special tokens (``fill_ids``)."""
         encoder_out, encoder_out_lens = self.model.encode_conditioned(speech, speech_lengths, **enrollment)
+        beam = self.options.beam_search
         all_ids, all_confidences = [], []
         for b in range(encoder_out.size(0)):
             frames = encoder_out[b, : encoder_out_lens[b]]
             if self.maskctc is not None:
-                ids = self.maskctc(frames).yseq[1:-1].tolist()  # drop the <mask> guards
+                yseq = self.maskctc(frames).yseq
             else:
-                best = self.beam_search(
-                    x=frames, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio
-                )[0]
-                ids = best.yseq[1:-1].tolist()  # drop <sos> and <eos>
+                yseq = self.beam_search(x=frames, maxlenratio=beam.maxlenratio, minlenratio=beam.minlenratio)[0].yseq
+            ids = [i for i in yseq.tolist() if i not in self.model.fill_ids]
             all_ids.append(ids)
             all_confidences.append(self._teacher_forced_confidence(frames, ids))
         return all_ids, all_confidences
@@ -344,26 +301,6 @@ class Speech2Text:
 
     def _result(self, ids: List[int], confidences: List[float], entropies: Optional[List[float]] = None,
                 flips: Optional[List[int]] = None) -> Recognition:
-        specials = {"<blank>", "<mask>", "<sos/eos>"}
-        keep = [
-            k for k, i in enumerate(ids)
-            if 0 <= i < len(self.model.token_list) and self.model.token_list[i] not in specials
-        ]
-        kept_ids = [ids[k] for k in keep]
-        tokens = self.converter.ids2tokens(kept_ids)
-        return Recognition(
-            text=self.tokenizer.tokens2text(tokens),
-            tokens=list(tokens),
-            token_ids=kept_ids,
-            confidences=[confidences[k] for k in keep],
-            entropies=None if entropies is None else [entropies[k] for k in keep],
-            flips=None if flips is None else [int(flips[k]) for k in keep],
-        )
-
-
-def load_train_args(asr_train_config: str) -> argparse.Namespace:
-    """The training options (token list, tokenizer, frontend) saved as config.yaml."""
-    with open(asr_train_config, encoding="utf-8") as f:
-        return argparse.Namespace(**yaml.safe_load(f))
-
-
+        tokens = self.converter.ids2tokens(ids)
+        return Recognition(text=self.tokenizer.tokens2text(tokens), tokens=list(tokens), token_ids=list(ids),
+                           confidences=list(confidences), entropies=entropies, flips=flips)

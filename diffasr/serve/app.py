@@ -25,7 +25,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -179,7 +179,8 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             sample_rate=asr.fs, takes_enrollment=asr.takes_enrollment,
             max_segment_seconds=asr.speech2text.max_audio_seconds,
             modes=list(asr.REQUEST_MODES) if diffusion else [],
-            decode_defaults=dict(mode=asr.speech2text.decode_mode, **asr.speech2text.diffusion_options)
+            decode_defaults=dict(mode=asr.speech2text.options.recognizer.decode_mode,
+                                 **asdict(asr.speech2text.options.diffusion))
             if diffusion else {},
             max_steps=model.max_hypothesis_length if diffusion else None,
             limits=dict(max_upload_mb=options.max_upload_mb, max_audio_seconds=options.max_audio_seconds,

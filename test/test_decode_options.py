@@ -1,0 +1,85 @@
+"""Decode options: one declaration (dataclasses) read by the model, Speech2Text, argparse and YAML."""
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffasr.bin.asr_inference import get_parser
+from diffasr.diffusion import DeliberationOptions, DiffusionOptions
+from diffasr.espnet2.model import DiffusionASRModel
+from diffasr.inference import DecodeOptions, Speech2Text
+from diffasr.inference.options import GROUPS, option_names, own_fields, pop_decode_options
+
+ROOT = Path(__file__).resolve().parents[1]
+DECODE_CONFIGS = sorted(ROOT.glob("egs/*/asr1/conf/decode/*.yaml"))
+
+
+def test_every_option_is_declared_by_exactly_one_dataclass():
+    declared = [f.name for cls, _ in GROUPS.values() for f in own_fields(cls)]
+    assert len(declared) == len(set(declared)), sorted(n for n in declared if declared.count(n) > 1)
+    # steps and canvas_margin are the sampler's: both diffusion modes inherit them.
+    assert {"steps", "canvas_margin"} <= {f.name for f in dataclasses.fields(DeliberationOptions)}
+    assert option_names()["steps"].__name__ == "SamplerOptions"
+
+
+def test_the_command_line_is_generated_from_the_dataclasses():
+    parser = get_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for cls, _ in GROUPS.values():
+        for f in own_fields(cls):
+            action = actions[f.name]
+            assert action.default == f.default, f.name
+            assert action.help == f.metadata["help"], f.name
+            if f.metadata.get("choices"):
+                assert set(f.metadata["choices"]) <= set(action.choices), f.name
+    # bin/ declares none of them itself.
+    source = (ROOT / "diffasr/bin/asr_inference.py").read_text()
+    assert not [name for name in option_names() if f'"--{name}"' in source]
+
+
+def test_command_line_values_reach_the_dataclasses():
+    args = vars(get_parser().parse_args([
+        "--output_dir", "o", "--data_path_and_name_and_type", "w.scp,speech,sound", "--asr_train_config", "c",
+        "--steps", "4", "--block_length", "none", "--masking", "confidence_guided",
+        "--deliberation_threshold", "0.4", "--beam_size", "3", "--decode_mode", "deliberation",
+    ]))
+    options = pop_decode_options(args)
+    assert (options.diffusion.steps, options.deliberation.steps) == (4, 4)
+    assert options.diffusion.block_length is None
+    assert (options.deliberation.masking, options.deliberation.deliberation_threshold) == ("confidence_guided", 0.4)
+    assert options.beam_search.beam_size == 3 and options.recognizer.decode_mode == "deliberation"
+    assert "steps" not in args and args["output_dir"] == "o"  # loop options stay for inference()
+
+
+def test_model_and_speech2text_take_the_dataclasses_not_their_fields():
+    names = set(option_names())
+    for method in (DiffusionASRModel.diffusion_decode, DiffusionASRModel.deliberation_decode, Speech2Text.__init__):
+        parameters = set(inspect.signature(method).parameters)
+        assert not parameters & names, (method.__qualname__, parameters & names)
+
+
+@pytest.mark.parametrize("config", DECODE_CONFIGS, ids=lambda p: f"{p.parts[-5]}/{p.name}")
+def test_every_decode_config_holds_only_declared_options(config):
+    # asr.sh fills in the placeholders before decoding.
+    text = config.read_text().replace("{ar_exp}", "exp/asr_ar").replace("{test_set}", "test")
+    options = yaml.safe_load(text) or {}
+    parsed = DecodeOptions.from_flat(options, str(config)).flat()
+    assert {k: parsed[k] for k in options} == options
+
+
+def test_a_misspelt_option_names_the_file_and_the_close_names(tmp_path):
+    with pytest.raises(ValueError, match=r"decode_x\.yaml: unknown decode option 'step' \(did you mean 'steps'"):
+        DecodeOptions.from_flat({"step": 4}, str(tmp_path / "decode_x.yaml"))
+    with pytest.raises(ValueError, match=r"req: remasking must be one of \('low_confidence', 'random'\)"):
+        DecodeOptions.from_flat({"remasking": "lowest"}, "req")
+    with pytest.raises(ValueError, match="confidence_guided needs deliberation_threshold"):
+        DecodeOptions.from_flat({"masking": "confidence_guided"}, "req")
+
+
+def test_flat_round_trip_keeps_every_value():
+    options = DecodeOptions(diffusion=DiffusionOptions(steps=3, remasking="random", canvas="fixed"),
+                            deliberation=DeliberationOptions(steps=3, mask_ratio=0.5))
+    assert DecodeOptions.from_flat(options.flat()) == options
