@@ -32,18 +32,24 @@ def read_kv(path: os.PathLike, allow_empty_value: bool = False) -> Dict[str, str
     """
     path = Path(path)
     out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise DataDirError(f"{path}:{lineno}: empty line")
-            key, _, value = line.partition(" ")
-            value = value.strip()
-            if not value and not allow_empty_value:
-                raise DataDirError(f"{path}:{lineno}: no value for key '{key}'")
-            if key in out:
-                raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
-            out[key] = value
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        lineno = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataDirError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            raise DataDirError(f"{path}:{lineno}: empty line")
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if not value and not allow_empty_value:
+            raise DataDirError(f"{path}:{lineno}: no value for key '{key}'")
+        if key in out:
+            raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
+        out[key] = value
     return out
 
 

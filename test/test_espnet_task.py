@@ -1,5 +1,6 @@
 """DiffASRTask: registries, data names and every shipped training config."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,30 @@ def test_librispeech_configs_build_single_speaker_models(config):
     assert {c.removesuffix("_tiny.yaml").removesuffix("_ls100.yaml").removesuffix(".yaml")
             for c in LIBRISPEECH_CONFIGS} == {"train_ar_whisper", "train_diffusion_whisper", "train_ar_conformer",
                                               "train_diffusion_conformer"}
+
+
+def test_resume_loads_a_whole_checkpoint_and_sets_aside_one_cut_short(tmp_path, caplog):
+    from espnet2.train.reporter import Reporter
+
+    def parts(module):
+        return module, Reporter(), [torch.optim.SGD(module.parameters(), lr=0.1)], [None], None
+
+    trained = torch.nn.Linear(3, 2)
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"model": trained.state_dict(), "reporter": Reporter().state_dict(),
+                "optimizers": [torch.optim.SGD(trained.parameters(), lr=0.1).state_dict()],
+                "schedulers": [None], "scaler": None}, checkpoint)
+    whole = checkpoint.read_bytes()
+    resumed = torch.nn.Linear(3, 2)
+    DiffASRTask.trainer.resume(checkpoint, *parts(resumed))
+    assert torch.equal(resumed.weight, trained.weight)
+
+    checkpoint.write_bytes(whole[: len(whole) // 2])  # killed while torch.save wrote it
+    fresh = torch.nn.Linear(3, 2)
+    initial = fresh.weight.clone()
+    with caplog.at_level(logging.WARNING):
+        DiffASRTask.trainer.resume(checkpoint, *parts(fresh))
+    assert not checkpoint.exists()
+    assert (tmp_path / "checkpoint.pth.unreadable").read_bytes() == whole[: len(whole) // 2]
+    assert torch.equal(fresh.weight, initial)
+    assert f"{checkpoint} is incomplete: the run was stopped while saving it" in caplog.text

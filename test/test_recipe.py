@@ -4,14 +4,17 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
+import soundfile
 
 from diffasr.datadir import read_kv, validate_data_dir
 from librispeech_fixture import ALL_SUBSETS, make_librispeech
@@ -53,17 +56,44 @@ def run_recipe(recipe, *args):
     return out.stdout + out.stderr
 
 
+def kill_run_when(recipe, ready, *args, timeout: float = 900) -> None:
+    """Start ./run.sh and SIGKILL its whole process group once ``ready()`` holds, as a
+    scheduler ends a job: asr.sh, the launcher and the stage's Python process at once."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
+    proc = subprocess.Popen(["./run.sh", *TINY, *args], cwd=recipe, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before the kill point"
+            assert time.monotonic() < deadline, "the kill point was never reached"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def digest(directory: Path):
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def test_stages_1_to_2_build_valid_data_and_token_list(recipe):
+    # Killed while stage 1 synthesizes the voices; the rerun completes from there.
+    pool = recipe / "downloads/embedded/wav"
+    kill_run_when(recipe, lambda: pool.is_dir() and sum(1 for _ in pool.rglob("*.wav")) >= 12,
+                  "--stage", "1", "--stop-stage", "2")
+    assert not (recipe / "data/train/wav.scp").exists()  # nothing half-written in its place
     log = run_recipe(recipe, "--stage", "1", "--stop-stage", "2")
     assert "Stage 2 done" in log
     for dset in ("train", "dev", "test", "test_clean"):
         validate_data_dir(recipe / "data" / dset, require=("wav.scp", "text", "utt2spk", "enroll.scp"))
     tokens = (recipe / "data/token_list/bpe_unigram100/tokens.txt").read_text().split()
     assert tokens[0] == "<blank>" and tokens[-2:] == ["<mask>", "<sos/eos>"]
+    # No audio file was left truncated by the kill: every source lasts what utt2dur says.
+    for dset in ("sources_train", "sources_dev", "sources_test"):
+        durations = read_kv(recipe / "data" / dset / "utt2dur")
+        for utt, path in read_kv(recipe / "data" / dset / "wav.scp").items():
+            assert abs(soundfile.info(path).duration - float(durations[utt])) < 1e-3, (dset, utt)
     whisper_tokens = (recipe / "data/token_list/whisper_en/tokens.txt").read_text().splitlines()
     assert len(whisper_tokens) == 51865 and whisper_tokens[50256] == "<|endoftext|>" and whisper_tokens[-1] == "<mask>"
     # Rerunning gives the same files and never duplicates lines.
@@ -73,17 +103,38 @@ def test_stages_1_to_2_build_valid_data_and_token_list(recipe):
 
 
 def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
-    run_recipe(recipe, "--stage", "3", "--stop-stage", "4")
+    spk_exp = recipe / "exp/spk_ecapa_aam_tiny"
+    # Killed after the first of its 2 epochs: the rerun resumes at the second.
+    kill_run_when(recipe, lambda: any((spk_exp / "checkpoints").glob("CKPT*/COMPLETE")),
+                  "--stage", "3", "--stop-stage", "3")
+    assert not (spk_exp / "model.pt").exists()
+    run_recipe(recipe, "--stage", "3", "--stop-stage", "3")
+    assert "resumed from" in (spk_exp / "train.log").read_text()
+    # Killed once the first set's embeddings are written; the rerun writes every set whole.
+    kill_run_when(recipe, lambda: (spk_exp / "embed/train/enroll_embed.scp").is_file(),
+                  "--stage", "4", "--stop-stage", "4")
+    run_recipe(recipe, "--stage", "4", "--stop-stage", "4")
     assert "EER" in (recipe / "exp/spk_ecapa_aam_tiny/RESULTS.md").read_text()
     for dset in ("train", "test"):
         scp = recipe / "data" / dset / "enroll_embed.scp"
+        keys = [line.split()[0] for line in scp.read_text().splitlines()]
+        assert len(keys) == len(set(keys))  # no line twice
         embeds = dict(kaldiio.load_scp(str(scp)))
         assert set(embeds) == set(read_kv(recipe / "data" / dset / "wav.scp"))
         assert {np.asarray(v).shape for v in embeds.values()} == {(192,)}
 
 
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
+    # The first system's training is killed mid-way through its 2nd epoch; the same
+    # command resumes it from the last checkpoint and finishes.
+    ar_exp = recipe / "exp/asr_ar_whisper_tiny"
+    kill_run_when(recipe, lambda: (ar_exp / "1epoch.pth").is_file(), "--stage", "5", "--stop-stage", "8")
+    assert not (ar_exp / "2epoch.pth").exists() and not (ar_exp / "valid.loss.ave.pth").exists()
     log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
+    train_log = (ar_exp / "train.log").read_text()
+    assert f"The training was resumed using {ar_exp.relative_to(recipe)}/checkpoint.pth" in train_log
+    assert "1epoch results" not in train_log and "2epoch results" in train_log
+    assert (ar_exp / "2epoch.pth").is_file() and (ar_exp / "valid.loss.ave_2best.pth").is_file()
     results = (recipe / "exp" / "RESULTS.md").read_text()
     # The whisper systems trained on one cache of the frozen encoder, written once.
     caches = sorted((recipe / "dump/encoder_cache").iterdir())
@@ -171,14 +222,20 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
     assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr
 
 
-def test_stage_6_reruns_with_fewer_jobs(recipe):
-    # Stage 5-8 decoded with --nj 2; a rerun with one job must not merge the old second job's output.
-    args = ["--nj", "1", "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
+def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
+    # Stage 6 is killed while its 2 jobs decode; the rerun, with one job, must neither keep
+    # a half-written output nor merge the old second job's.
+    args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml",
             "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml", "--calibrate", "false"]
-    run_recipe(recipe, "--stage", "6", "--stop-stage", "6", *args)
     decode_dir = recipe / "exp/asr_ar_whisper_tiny/decode_ar_beam1/test"
+    (decode_dir / "text").unlink()
+    kill_run_when(recipe, lambda: (decode_dir / "logdir/output.1").is_dir(), "--stage", "6", "--stop-stage", "6",
+                  "--nj", "2", *args)
+    assert not (decode_dir / "text").exists()
+    run_recipe(recipe, "--stage", "6", "--stop-stage", "6", "--nj", "1", *args)
     assert not (decode_dir / "logdir/output.2").exists()
-    assert sorted(read_kv(decode_dir / "text", allow_empty_value=True)) == sorted(read_kv(recipe / "data/test/wav.scp"))
+    lines = (decode_dir / "text").read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(read_kv(recipe / "data/test/wav.scp"))
 
 
 def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):

@@ -164,11 +164,18 @@ def test_resume_matches_uninterrupted_training(corpus, tmp_path, loss, caplog):
     assert part["epochs"] == 1 and not part["finished"]
     assert not (tmp_path / "resumed" / "model.pt").exists()
     assert list((tmp_path / "resumed" / "checkpoints").glob("CKPT*"))
+    # A later save that the kill cut short: SpeechBrain's meta file is written, the
+    # parameters are not. Resuming must skip it (loading it would fail).
+    half_saved = tmp_path / "resumed" / "checkpoints" / "CKPT+2099-01-01+00-00-00+00"
+    half_saved.mkdir()
+    (half_saved / "CKPT.yaml").write_text("end-of-epoch: true\nepoch: 2\nunixtime: 4070908800.0\n")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="diffasr.speaker.train"):
         resumed = train(conf, train_dir, tmp_path / "resumed", valid_dir=dev_dir, resume=True)
     # the second call loaded epoch 1 and trained epoch 2 only
     assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
+    assert f"removing {half_saved}: the run was stopped while saving it" in caplog.text
+    assert not half_saved.exists()
     assert "epoch 2/2" in caplog.text and "epoch 1/2" not in caplog.text
 
     assert resumed["epochs"] == full["epochs"] == 2

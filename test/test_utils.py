@@ -81,8 +81,9 @@ def test_launcher_refuses_array_log_without_job_variable(tmp_path):
     assert out.returncode != 0 and "must contain JOB" in out.stderr
 
 
-def test_launcher_slurm_backend_submits_one_array(tmp_path):
-    # A stand-in sbatch that runs each array task here, as Slurm would, and records its arguments.
+def fake_sbatch(tmp_path) -> dict:
+    """A stand-in sbatch that runs each array task here, as Slurm would, and records its arguments
+    (tools/slurm/check_backend.sh runs the same paths on a real cluster)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "sbatch").write_text(textwrap.dedent(f"""\
@@ -93,13 +94,38 @@ def test_launcher_slurm_backend_submits_one_array(tmp_path):
         for i in $(seq ${{r%-*}} ${{r#*-}}); do SLURM_ARRAY_TASK_ID=$i bash "$script" > "${{o//%a/$i}}" 2>&1; done
         """))
     (bindir / "sbatch").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def test_launcher_slurm_backend_submits_one_array(tmp_path):
+    env = fake_sbatch(tmp_path)
     out = run([PY, str(UTILS / "launch.py"), "--backend", "slurm", "--gpu", "1", "JOB=1:2",
                str(tmp_path / "log.JOB.log"), f"echo task JOB > {tmp_path}/out.JOB.txt"], env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "out.2.txt").read_text() == "task 2\n"
     args = (tmp_path / "sbatch_args").read_text()
     assert "--array=1-2" in args and "--gres=gpu:1" in args and "--wait" in args
+
+
+def test_launcher_slurm_task_that_exits_is_named_with_its_log(tmp_path):
+    # `exit` in the command ends a child shell, so the task's log still gets its end line.
+    out = run([PY, str(UTILS / "launch.py"), "--backend", "slurm", "JOB=1:3", str(tmp_path / "log.JOB.log"),
+               "exit $((JOB == 2))"], env=fake_sbatch(tmp_path), cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"1 of 3 jobs failed; see {tmp_path}/log.2.log" in out.stderr
+    log = (tmp_path / "log.2.log").read_text().splitlines()
+    assert log[0] == "# exit $((2 == 2))" and log[-1].startswith("# Ended (code 1)")
+
+
+def test_compare_results_ignores_timings_only(tmp_path):
+    table = "| exp | decode | test set | #Snt | WER | RTFx |\n|---|---|---|---:|---:|---:|\n| a | d | test | 4 | {} | {} |\n"
+    for name, wer, rtfx in (("a", "10.00", "5.1"), ("b", "10.00", "7.3"), ("c", "12.50", "5.1")):
+        (tmp_path / f"{name}.md").write_text(table.format(wer, rtfx))
+    same = run([PY, str(UTILS / "compare_results.py"), str(tmp_path / "a.md"), str(tmp_path / "b.md")])
+    assert same.returncode == 0 and same.stdout == "1 rows identical apart from timings\n"
+    other = run([PY, str(UTILS / "compare_results.py"), str(tmp_path / "a.md"), str(tmp_path / "c.md")])
+    assert other.returncode == 1
+    assert "-a | d | test | 4 | 10.00" in other.stdout and "+a | d | test | 4 | 12.50" in other.stdout
 
 
 # --- data dirs ----------------------------------------------------------------------------------

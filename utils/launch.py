@@ -108,11 +108,15 @@ def launch_slurm(args, job_range, log: str, command: List[str]) -> List[Path]:
     task_line = line if job_range is None else re.sub(rf"\b{re.escape(var)}\b", "${SLURM_ARRAY_TASK_ID}", line)
     task_log = log if job_range is None else re.sub(rf"\b{re.escape(var)}\b", "%a", log)
     Path(task_log).parent.mkdir(parents=True, exist_ok=True)
+    # The header names this task's command as the local backend's logs do.
+    header = '"${SLURM_ARRAY_TASK_ID}"'.join(shlex.quote(part) for part in re.split(rf"\b{re.escape(var)}\b", line)) \
+        if job_range else shlex.quote(line)
     with tempfile.NamedTemporaryFile("w", suffix=".sh", dir=Path(task_log).parent, delete=False) as f:
         f.write("#!/usr/bin/env bash\n")
         f.write(f"cd {shlex.quote(os.getcwd())}\n")
-        f.write(f"echo \"# {line.replace(chr(34), chr(39))}\"\necho \"# Started at $(date)\"\n")
-        f.write(f"{task_line}\ncode=$?\necho \"# Ended (code $code) at $(date)\"\nexit $code\n")
+        f.write(f"echo '# '{header}\necho \"# Started at $(date)\"\n")
+        # In a child shell, so that an `exit` in the command still reaches the end line.
+        f.write(f"bash -c {shlex.quote(task_line)}\ncode=$?\necho \"# Ended (code $code) at $(date)\"\nexit $code\n")
         script = f.name
     sbatch = ["sbatch", "--wait", "--parsable", f"--array={start}-{end}", f"--output={task_log}",
               f"--cpus-per-task={args.num_threads}", "--job-name=diffasr"]
@@ -122,11 +126,13 @@ def launch_slurm(args, job_range, log: str, command: List[str]) -> List[Path]:
         if value:
             sbatch.append(f"{flag}={value}")
     try:
-        subprocess.run(sbatch + [script], check=False)
+        submitted = subprocess.run(sbatch + [script], check=False, capture_output=True, text=True)
     except FileNotFoundError:
         sys.exit("launch.py: sbatch not found; use --backend local (cmd.sh) on machines without Slurm")
     finally:
         os.unlink(script)
+    if submitted.returncode != 0 and not submitted.stdout.strip():
+        sys.exit(f"launch.py: sbatch refused the job: {submitted.stderr.strip()}")
     # sbatch --wait's exit code covers the whole array; read each log's end to name failures.
     failed = []
     for i in range(start, end + 1):

@@ -60,4 +60,8 @@ def main(cmd=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file (and line)
+        logging.error("%s", e)
+        sys.exit(1)

@@ -10,6 +10,7 @@ LibriSpeech root and the noise root) fix the pairing and the gains; source_1 is 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from diffasr.data.corpus import (SPLITS, InterfererPlan, MixturePlan, NoisePlan,
 from diffasr.data.mixing import SAMPLE_RATE, MixSetting
 from diffasr.data.text import normalize_transcript
 
+logger = logging.getLogger(__name__)
 DEFAULT_SUBSETS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 # LibriMix's names for the LibriSpeech subsets in its metadata file names.
 LIBRIMIX_ALIASES = {"train-clean-100": "train-100", "train-clean-360": "train-360",
@@ -31,14 +33,20 @@ LIBRIMIX_ALIASES = {"train-clean-100": "train-100", "train-clean-360": "train-36
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
-def _audio_frames(path: Path, what: str) -> int:
-    """Samples at 16 kHz of a readable audio file; corrupt or empty is an error naming it."""
+def _audio_frames(path: Path, what: str, exact: bool = False) -> int:
+    """Samples at 16 kHz of a readable audio file; corrupt or empty is an error naming it.
+    ``exact``: the file itself must be 16 kHz mono (LibriSpeech's own audio, which the
+    single-speaker data dirs list as it is)."""
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for bad files
         raise DataPrepError(f"{path}: corrupt or unreadable {what} ({e})") from None
     if info.frames == 0:
         raise DataPrepError(f"{path}: empty {what} file")
+    if exact and info.samplerate != SAMPLE_RATE:
+        raise DataPrepError(f"{path}: {what} at {info.samplerate} Hz; LibriSpeech is {SAMPLE_RATE} Hz")
+    if exact and info.channels != 1:
+        raise DataPrepError(f"{path}: {what} with {info.channels} channels; LibriSpeech is mono")
     return int(info.frames * SAMPLE_RATE / info.samplerate)
 
 
@@ -56,16 +64,28 @@ def scan_subset(root: os.PathLike, subset: str) -> Dict[str, SourceUtt]:
             if not trans.is_file():
                 raise DataPrepError(f"{trans}: transcript file missing for chapter {chapter_dir}")
             texts: Dict[str, Tuple[str, int]] = {}
-            with open(trans, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    utt, _, raw = line.strip().partition(" ")
-                    if not utt:
-                        continue
-                    text = normalize_transcript(raw)
-                    if not text:
-                        raise DataPrepError(f"{trans}:{lineno}: transcript of '{utt}' is empty "
-                                            "after normalisation")
-                    texts[utt] = (text, lineno)
+            try:
+                lines = trans.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                line = trans.read_bytes()[: e.start].count(b"\n") + 1
+                raise DataPrepError(f"{trans}:{line}: not UTF-8 text ({e.reason})") from None
+            for lineno, line in enumerate(lines, 1):
+                utt, _, raw = line.strip().partition(" ")
+                if not utt:
+                    logger.warning(f"{trans}:{lineno}: empty line skipped")
+                    continue
+                if utt in texts:
+                    raise DataPrepError(f"{trans}:{lineno}: utterance '{utt}' appears again "
+                                        f"(first on line {texts[utt][1]})")
+                text = normalize_transcript(raw)
+                if not text:
+                    raise DataPrepError(f"{trans}:{lineno}: transcript of '{utt}' is empty "
+                                        "after normalisation")
+                if text != " ".join(raw.split()):
+                    # LibriSpeech's own lines are already normalised: this is someone's edit.
+                    logger.warning(f"{trans}:{lineno}: transcript of '{utt}' normalised to "
+                                   f"LibriSpeech's form: {raw!r} -> {text!r}")
+                texts[utt] = (text, lineno)
             for flac in flacs:
                 if flac.stem not in texts:
                     raise DataPrepError(f"{flac}: no transcript line for '{flac.stem}' in {trans}")
@@ -73,7 +93,7 @@ def scan_subset(root: os.PathLike, subset: str) -> Dict[str, SourceUtt]:
                 flac = chapter_dir / f"{utt}.flac"
                 if not flac.is_file():
                     raise DataPrepError(f"{trans}:{lineno}: audio file {flac} does not exist")
-                out[utt] = SourceUtt(utt, spk_dir.name, str(flac), text, _audio_frames(flac, "audio"))
+                out[utt] = SourceUtt(utt, spk_dir.name, str(flac), text, _audio_frames(flac, "audio", exact=True))
     if not out:
         raise DataPrepError(f"{subset_dir}: no utterances found")
     return out

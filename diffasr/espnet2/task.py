@@ -19,6 +19,9 @@ audio, ``<dir>/enroll.scp,enroll_speech,sound``, or its cached frozen-encoder fr
 
 import argparse
 import logging
+import os
+import zipfile
+from pathlib import Path
 from typing import Tuple
 
 from typeguard import typechecked
@@ -31,6 +34,7 @@ from espnet2.text.token_id_converter import TokenIDConverter
 from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
+from espnet2.train.trainer import Trainer
 
 from diffasr.espnet2.conditioning import (
     AbsSpeakerConditioner,
@@ -114,8 +118,30 @@ def build_text_tokenizer(token_type: str, bpemodel=None):
     return build_tokenizer(token_type=token_type, bpemodel=bpemodel)
 
 
+class ResumableTrainer(Trainer):
+    """ESPnet's trainer, resuming only from a checkpoint that loads.
+
+    ESPnet writes ``checkpoint.pth`` in place at the end of each epoch; a job killed
+    while it is written leaves a truncated file that would stop every rerun.  Such a file
+    is set aside (``checkpoint.pth.unreadable``) and training starts again, with a warning.
+    """
+
+    @staticmethod
+    def resume(checkpoint, *args, **kwargs):
+        # torch.save writes a zip whose directory comes last: a cut-short file has none.
+        if not zipfile.is_zipfile(checkpoint):
+            aside = Path(checkpoint).with_name(Path(checkpoint).name + ".unreadable")
+            os.replace(checkpoint, aside)
+            logging.warning(f"{checkpoint} is incomplete: the run was stopped while saving it. It is "
+                            f"kept as {aside}; training starts again from the first epoch")
+            return
+        Trainer.resume(checkpoint, *args, **kwargs)
+
+
 class DiffASRTask(ASRTask):
     """ASR task that builds every model with diffasr's registries (see the module docstring)."""
+
+    trainer = ResumableTrainer
 
     class_choices_list = _replace(
         _replace(_replace(ASRTask.class_choices_list, model_choices), encoder_choices), decoder_choices

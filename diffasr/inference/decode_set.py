@@ -34,6 +34,33 @@ from diffasr.inference.options import DecodeOptions
 from diffasr.inference.speech2text import Recognition, Speech2Text
 
 
+def check_inputs(data_path_and_name_and_type: Sequence[Tuple[str, str, str]], key_file: Optional[str],
+                 fs: int) -> None:
+    """Every utterance to decode has a line in every input, and its audio is usable (exists,
+    whole, ``fs`` Hz, mono, finite) and its embedding finite; else an error naming the file
+    and line.  ESPnet's loader would fail mid-set with a traceback, or decode NaN to nothing."""
+    from diffasr.datadir import read_kv
+    from diffasr.speaker.audio import read_audio
+
+    speech = next((path for path, name, _ in data_path_and_name_and_type if name == "speech"), None)
+    listing = key_file or speech
+    keys = list(read_kv(listing)) if listing else []
+    for path, name, kind in data_path_and_name_and_type:
+        table = read_kv(path)
+        for lineno, key in enumerate(keys, 1):
+            if key not in table:
+                raise ValueError(f"{path}: no line for utterance '{key}' ({listing}:{lineno})")
+        if kind == "sound":
+            what = "enrollment audio" if name == ENROLL_SPEECH else "audio"
+            for key in keys:
+                read_audio(table[key], key, fs, what, path)
+        elif kind == "kaldi_ark":
+            vectors, wanted = kaldiio.load_scp(path), set(keys)
+            for lineno, key in enumerate(table, 1):
+                if key in wanted and not np.isfinite(np.asarray(vectors[key])).all():
+                    raise ValueError(f"{path}:{lineno}: {name} of utterance '{key}' has NaN/inf values")
+
+
 def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
     """For each utterance, another utterance by a different speaker whose enrollment it gets.
 
@@ -120,6 +147,7 @@ def inference(
     set_all_random_seed(options.recognizer.seed)
     device = "cuda" if ngpu > 0 else "cpu"
     speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, options=options)
+    check_inputs(data_path_and_name_and_type, key_file, speech2text.fs)
     if long_form:
         if enrollment_override is not None:
             raise ValueError("--long_form does not take --enrollment_override")

@@ -87,7 +87,14 @@ class Speech2Text:
             raise TypeError("give decode options either as a DecodeOptions or as keywords, not both")
         self.options = options or DecodeOptions.from_flat(flat_options)
         recognizer = self.options.recognizer
-        model, self.train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        try:
+            model, self.train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+        except RuntimeError as e:
+            if "size mismatch" not in str(e):
+                raise
+            first = next(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+            raise ValueError(f"{asr_model_file} does not fit the model that {asr_train_config} builds ({first}); "
+                             "were its token list or sizes changed after training?") from None
         if asr_model_file is not None:
             check_checkpoint_matches(model, asr_model_file)
         if recognizer.decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):

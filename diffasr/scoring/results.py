@@ -115,6 +115,29 @@ def results_table(rows: Sequence[ResultRow]) -> List[str]:
     return lines
 
 
+TIMING_COLUMNS = ("RTFx",)
+
+
+def rows_without_timings(results_md: str) -> List[str]:
+    r"""The result rows of a RESULTS.md text, without their timing columns: what two runs
+    of the same recipe (another launcher, refactored code) must agree on.
+
+    >>> text = "| exp | decode | test set | WER | RTFx |\n|---|---|---|---:|---:|\n| a | b | test | 1.00 | 9.9 |\n"
+    >>> rows_without_timings(text)
+    ['a | b | test | 1.00']
+    """
+    lines = [line for line in results_md.splitlines() if line.startswith("| ")]
+    if not lines:
+        return []
+    names = [c.strip() for c in lines[0].strip("|").split("|")]
+    keep = [i for i, name in enumerate(names) if name not in TIMING_COLUMNS]
+    rows = []
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append(" | ".join(cells[i] for i in keep))
+    return rows
+
+
 def _command_block(title: str, path: Path) -> List[str]:
     return [f"- {title} (`{path.name}`):", "", "```sh", path.read_text(encoding="utf-8").strip(),
             "```", ""]

@@ -29,6 +29,11 @@ def embed_scp(encoder, sample_rate: int, scp_path: os.PathLike) -> Dict[str, np.
         raise SpeakerDataError(f"{scp_path}: missing (stage 1 writes it)")
     utt2path = read_kv(scp_path)
     what = "enrollment audio" if scp_path.name.startswith("enroll") else "audio"
+    wav_scp = scp_path.with_name("wav.scp")
+    if scp_path.name != "wav.scp" and wav_scp.is_file():  # every utterance needs its enrollment
+        for lineno, utt in enumerate(read_kv(wav_scp), 1):
+            if utt not in utt2path:
+                raise SpeakerDataError(f"{scp_path}: no {what} for utterance '{utt}' of {wav_scp}:{lineno}")
     # Check every file before spending time on the network.
     for utt, path in utt2path.items():
         audio_frames(path, utt, sample_rate, what, scp_path)

@@ -77,6 +77,18 @@ def validation_eer(encoder, valid_set: SpeakerSet, conf: Dict[str, Any]) -> floa
     return compute_eer(*cosine_scores(trials, embeddings))[0]
 
 
+COMPLETE = "COMPLETE"  # written into a checkpoint dir once every file of it is saved
+
+
+def drop_incomplete_checkpoints(ckpt_dir: Path) -> None:
+    """Remove checkpoints a killed run left half-saved (SpeechBrain writes CKPT.yaml first,
+    then the parameter files), so that resuming never loads one of them."""
+    for path in sorted(ckpt_dir.glob("CKPT*")):
+        if path.is_dir() and not (path / COMPLETE).is_file():
+            logger.warning("removing %s: the run was stopped while saving it", path)
+            shutil.rmtree(path)
+
+
 def train(conf: Dict[str, Any], train_dir: os.PathLike, output_dir: os.PathLike,
           valid_dir: Optional[os.PathLike] = None, resume: bool = True,
           command: Optional[str] = None, max_epochs_this_run: Optional[int] = None,
@@ -123,6 +135,7 @@ def train(conf: Dict[str, Any], train_dir: os.PathLike, output_dir: os.PathLike,
     if head is not None:
         recoverables["head"] = head
     checkpointer = Checkpointer(ckpt_dir, recoverables=recoverables)
+    drop_incomplete_checkpoints(ckpt_dir)
     if checkpointer.recover_if_possible() is not None:
         logger.info("resumed from %s after epoch %d", ckpt_dir, epoch_counter.current)
         if scheduler.total_steps != conf["epochs"] * batches_per_epoch:
@@ -176,7 +189,9 @@ def train(conf: Dict[str, Any], train_dir: os.PathLike, output_dir: os.PathLike,
         if "valid_eer" in record:
             writer.add_scalar("valid/eer", record["valid_eer"], epoch)
         writer.flush()
-        checkpointer.save_and_keep_only(meta=record, num_to_keep=2)
+        saved = checkpointer.save_checkpoint(meta=record)
+        write_text_atomic(saved.path / COMPLETE, f"epoch {epoch}\n")
+        checkpointer.delete_checkpoints(num_to_keep=2)
         logger.info("epoch %d/%d: loss %.4f, lr %.2e%s, %.1fs", epoch, conf["epochs"],
                     record["loss"], record["lr"],
                     f", valid EER {100 * record['valid_eer']:.2f}%" if "valid_eer" in record else "",

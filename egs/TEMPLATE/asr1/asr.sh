@@ -162,7 +162,22 @@ fi
 # ---------------------------------------------------------------------------
 if want 3 && ${use_speaker} && ! ${skip_train}; then
   stage_begin 3 "Speaker encoder training: ${spk_config} -> ${spk_exp}"
+  # A killed run resumes from its checkpoints; one whose inputs changed trains again.
+  spk_inputs="${spk_config}"
+  for dset in ${train_set} ${valid_set}; do
+    for file in wav.scp utt2spk; do spk_inputs+=" data/sources_${dset}/${file}"; done
+  done
+  if [ -d "${spk_exp}/checkpoints" ] || [ -f "${spk_exp}/model.pt" ]; then
+    # shellcheck disable=SC2086
+    if stale=$(inputs_changed "${spk_exp}/inputs.json" ${spk_inputs}); then
+      stale_dir=${expdir}/stale/$(basename "${spk_exp}").$(date +%Y%m%dT%H%M%S)
+      log "${spk_exp} was trained on other inputs (changed: ${stale}): moving it to ${stale_dir} and training again"
+      mkdir -p "${expdir}/stale" && mv "${spk_exp}" "${stale_dir}"
+    fi
+  fi
   record_command "${spk_exp}"
+  # shellcheck disable=SC2086
+  ${python} utils/stage_inputs.py record "${spk_exp}/inputs.json" ${spk_inputs}
   ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/train.log" \
     ${python} -m diffasr.bin.spk_train --config "${spk_config}" \
       --train_dir "data/sources_${train_set}" --valid_dir "data/sources_${valid_set}" \
@@ -237,6 +252,9 @@ if want 5 && ! ${skip_train}; then
       fi
     fi
     record_command "${asr_exp}"
+    # Recorded before training, so that a killed run is checked on its rerun too.
+    # shellcheck disable=SC2086
+    ${python} utils/stage_inputs.py record "${asr_exp}/inputs.json" ${inputs}
     common_args="${token_args} --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
     train_cache= valid_cache= fold_length=${speech_fold_length}
     if is_cacheable "${asr_config}"; then
@@ -283,8 +301,6 @@ if want 5 && ! ${skip_train}; then
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
         --resume true --output_dir "${asr_exp}" ${asr_args}
-    # shellcheck disable=SC2086
-    ${python} utils/stage_inputs.py record "${asr_exp}/inputs.json" ${inputs}
     stage_end 5
   done
 fi
