@@ -128,9 +128,12 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     # The first system's training is killed mid-way through its 2nd epoch; the same
     # command resumes it from the last checkpoint and finishes.
     ar_exp = recipe / "exp/asr_ar_whisper_tiny"
-    kill_run_when(recipe, lambda: (ar_exp / "1epoch.pth").is_file(), "--stage", "5", "--stop-stage", "8")
+    kill_run_when(recipe, lambda: (ar_exp / "1epoch.pth").is_file(), "--stage", "5", "--stop-stage", "8",
+                  "--test_sets", "test")
     assert not (ar_exp / "2epoch.pth").exists() and not (ar_exp / "valid.loss.ave.pth").exists()
-    log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8")
+    # Every decode config on test (and dev, for calibration); a second test set is the
+    # LibriSpeech recipe test's (test_clean and test_other).
+    log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8", "--test_sets", "test")
     train_log = (ar_exp / "train.log").read_text()
     assert f"The training was resumed using {ar_exp.relative_to(recipe)}/checkpoint.pth" in train_log
     assert "1epoch results" not in train_log and "2epoch results" in train_log
@@ -148,7 +151,7 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     systems += [("asr_diffusion_whisper_nospk_tiny", "diffusion_8step")]
     assert len(systems) >= 18
     for exp, decode in systems:
-        for dset in ("test", "test_clean"):
+        for dset in ("test",):
             assert f"| {exp} | {decode} | {dset} |" in results
             decode_dir = recipe / "exp" / exp / f"decode_{decode}" / dset
             metrics = json.loads((decode_dir / "metrics.json").read_text())
@@ -180,6 +183,32 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     assert any(n.endswith("config.yaml") and "asr_diffusion_whisper_tiny" in n for n in names)
     # Every experiment dir records the command that made it.
     assert "asr.sh" in (recipe / "exp/asr_diffusion_whisper_tiny/run.sh").read_text()
+
+
+def epoch_losses(exp: Path) -> dict:
+    """{epoch: (train loss, valid loss)} from the reporter state of ESPnet's checkpoint."""
+    import torch
+
+    stats = torch.load(exp / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]["stats"]
+    return {epoch: (s["train"]["loss"], s["valid"]["loss"]) for epoch, s in stats.items()}
+
+
+def test_two_training_processes_match_one(recipe):
+    """asr.sh --train_procs 2: ESPnet's trainer under torch.distributed (torchrun, gloo),
+    each process taking half of every batch; the per-epoch losses match one process's."""
+    tuning = recipe / "conf/tuning"
+    shutil.copy(tuning / "train_ar_whisper_tiny.yaml", tuning / "train_ar_whisper_tiny_2procs.yaml")
+    run_recipe(recipe, "--stage", "5", "--stop-stage", "5", "--train_procs", "2",
+               "--asr_configs", "conf/tuning/train_ar_whisper_tiny_2procs.yaml")
+    two = recipe / "exp/asr_ar_whisper_tiny_2procs"
+    log = (two / "train.log").read_text()
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in log and "--dist_backend gloo" in log
+    assert ":0/2]" in log  # ESPnet's [host:rank/world size] log prefix
+    one, both = epoch_losses(recipe / "exp/asr_ar_whisper_tiny"), epoch_losses(two)
+    assert sorted(one) == sorted(both) == [1, 2]
+    for epoch in one:
+        for a, b in zip(one[epoch], both[epoch]):
+            assert abs(a - b) <= 0.01 * abs(a), (epoch, one[epoch], both[epoch])
 
 
 def test_conformer_systems_train_on_audio_and_decode(recipe):

@@ -23,6 +23,7 @@ say "cluster up in $((SECONDS - t0)) s: $(sinfo -h -o '%P %D %c %T')"
 # ----------------------------------------------------------------- failure paths
 cd "${work}"
 launch="${top}/utils/launch.py --backend slurm"
+mkdir -p fail
 rc=0; ${launch} JOB=1:3 fail/t.JOB.log 'exit $((JOB == 2))' 2>fail/stderr || rc=$?
 grep -q "1 of 3 jobs failed; see fail/t.2.log" fail/stderr && [ "${rc}" = 1 ] \
   || { cat fail/stderr; echo "FAIL: a failing array task was not reported" >&2; exit 1; }

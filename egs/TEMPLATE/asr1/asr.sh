@@ -48,6 +48,7 @@ asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per c
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_args=               # extra arguments for every training run
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
+train_procs=1           # data-parallel training processes on CPU (torchrun, gloo); with --ngpu N>1, ESPnet starts one per GPU
 feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
 cache_fold_length=500   # the same for cached encoder frames (20 ms each)
@@ -292,9 +293,19 @@ if want 5 && ! ${skip_train}; then
     if [ "$(config_get "${asr_config}" normalize global_mvn)" = global_mvn ]; then
       normalize_args="--normalize global_mvn --normalize_conf stats_file=${stats_dir}/train/feats_stats.npz"
     fi
+    # Data-parallel training through torch.distributed, as ESPnet runs it: one process per
+    # GPU (ESPnet's --multiprocessing_distributed), or train_procs CPU processes started by
+    # torchrun (gloo). ESPnet splits each batch between the processes: the same global batch.
+    train_launch="${python} -m diffasr.bin.asr_train" dist_args=
+    if [ "${ngpu}" -gt 1 ]; then
+      dist_args="--multiprocessing_distributed true"
+    elif [ "${train_procs}" -gt 1 ]; then
+      train_launch="${python} -m torch.distributed.run --standalone --nproc_per_node ${train_procs} -m diffasr.bin.asr_train"
+      dist_args="--multiprocessing_distributed false --dist_backend gloo"
+    fi
     # shellcheck disable=SC2046,SC2086
     OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
-      ${python} -m diffasr.bin.asr_train ${common_args} \
+      ${train_launch} ${common_args} ${dist_args} \
         $(data_args --train_data_path_and_name_and_type "${train_set}" "${asr_config}" true "${train_cache}") \
         $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
