@@ -94,6 +94,9 @@ def test_stages_1_to_2_build_valid_data_and_token_list(recipe):
         durations = read_kv(recipe / "data" / dset / "utt2dur")
         for utt, path in read_kv(recipe / "data" / dset / "wav.scp").items():
             assert abs(soundfile.info(path).duration - float(durations[utt])) < 1e-3, (dset, utt)
+    # Stage 2 records what its token lists were learnt from.
+    record = json.loads((recipe / "data/token_list/bpe_unigram100/inputs.json").read_text())
+    assert record["inputs"] == {"data/train/text": hashlib.sha256((recipe / "data/train/text").read_bytes()).hexdigest()}
     whisper_tokens = (recipe / "data/token_list/whisper_en/tokens.txt").read_text().splitlines()
     assert len(whisper_tokens) == 51865 and whisper_tokens[50256] == "<|endoftext|>" and whisper_tokens[-1] == "<mask>"
     # Rerunning gives the same files and never duplicates lines.
@@ -110,6 +113,9 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
     assert not (spk_exp / "model.pt").exists()
     run_recipe(recipe, "--stage", "3", "--stop-stage", "3")
     assert "resumed from" in (spk_exp / "train.log").read_text()
+    spk_inputs = json.loads((spk_exp / "inputs.json").read_text())["inputs"]
+    assert set(spk_inputs) == {"conf/spk/ecapa_aam_tiny.yaml", "data/sources_train/wav.scp", "data/sources_train/utt2spk",
+                               "data/sources_dev/wav.scp", "data/sources_dev/utt2spk"}
     # Killed once the first set's embeddings are written; the rerun writes every set whole.
     kill_run_when(recipe, lambda: (spk_exp / "embed/train/enroll_embed.scp").is_file(),
                   "--stage", "4", "--stop-stage", "4")
@@ -122,6 +128,9 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
         embeds = dict(kaldiio.load_scp(str(scp)))
         assert set(embeds) == set(read_kv(recipe / "data" / dset / "wav.scp"))
         assert {np.asarray(v).shape for v in embeds.values()} == {(192,)}
+        record = json.loads((recipe / "exp/spk_ecapa_aam_tiny/embed" / dset / "inputs.json").read_text())["inputs"]
+        assert record["exp/spk_ecapa_aam_tiny/model.pt"] == hashlib.sha256(
+            (recipe / "exp/spk_ecapa_aam_tiny/model.pt").read_bytes()).hexdigest()
 
 
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
@@ -167,6 +176,11 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
             assert ("temperature" in uncertainty and "calibrated" in uncertainty) or uncertainty["calibration_error"]
             if "delib" in decode:
                 assert (decode_dir / "remasked").is_file()
+            # Stage 6 records the model, config and data each decode read.
+            record = json.loads((decode_dir / "inputs.json").read_text())["inputs"]
+            model_file = f"exp/{exp}/valid.loss.ave.pth"
+            assert record[model_file] == hashlib.sha256((recipe / model_file).read_bytes()).hexdigest()
+            assert {f"exp/{exp}/config.yaml", "data/test/wav.scp"} <= set(record)
     packed = recipe / "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()
@@ -258,8 +272,9 @@ def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
             "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml", "--calibrate", "false"]
     decode_dir = recipe / "exp/asr_ar_whisper_tiny/decode_ar_beam1/test"
     (decode_dir / "text").unlink()
-    kill_run_when(recipe, lambda: (decode_dir / "logdir/output.1").is_dir(), "--stage", "6", "--stop-stage", "6",
-                  "--nj", "2", *args)
+    job_log = decode_dir / "logdir/asr_inference.1.log"
+    kill_run_when(recipe, lambda: job_log.is_file() and "config file:" in job_log.read_text(),  # loading the model
+                  "--stage", "6", "--stop-stage", "6", "--nj", "2", *args)
     assert not (decode_dir / "text").exists()
     run_recipe(recipe, "--stage", "6", "--stop-stage", "6", "--nj", "1", *args)
     assert not (decode_dir / "logdir/output.2").exists()

@@ -136,6 +136,16 @@ inputs_changed() {  # inputs_changed <record> <file>...: prints the changed file
   changed=$(${python} utils/stage_inputs.py check "$@") || rc=$?
   [ "${rc}" = 1 ] && echo "${changed}"
 }
+retire_if_stale() {  # retire_if_stale <exp> <file>...: an experiment trained on other inputs is moved
+  # to ${expdir}/stale/ (not deleted), so that the stage trains again instead of resuming it
+  local exp=$1 changed stale_dir
+  shift
+  if changed=$(inputs_changed "${exp}/inputs.json" "$@"); then
+    stale_dir=${expdir}/stale/$(basename "${exp}").$(date +%Y%m%dT%H%M%S)
+    log "${exp} was trained on other inputs (changed: ${changed}): moving it to ${stale_dir} and training again"
+    mkdir -p "${expdir}/stale" && mv "${exp}" "${stale_dir}"
+  fi
+}
 stage_end() { log "Stage $1 done in $((SECONDS - stage_t0)) s"; }
 
 # ---------------------------------------------------------------------------
@@ -157,6 +167,9 @@ if want 2; then
     --output_dir "${bpe_listdir}" --nbpe "${nbpe}" --bpemode "${bpemode}"
   ${python} -m diffasr.bin.make_token_list --token_type whisper_en --text "data/${train_set}/text" \
     --output_dir "${whisper_listdir}"
+  for listdir in "${bpe_listdir}" "${whisper_listdir}"; do
+    ${python} utils/stage_inputs.py record "${listdir}/inputs.json" "data/${train_set}/text"
+  done
   stage_end 2
 fi
 
@@ -168,14 +181,8 @@ if want 3 && ${use_speaker} && ! ${skip_train}; then
   for dset in ${train_set} ${valid_set}; do
     for file in wav.scp utt2spk; do spk_inputs+=" data/sources_${dset}/${file}"; done
   done
-  if [ -d "${spk_exp}/checkpoints" ] || [ -f "${spk_exp}/model.pt" ]; then
-    # shellcheck disable=SC2086
-    if stale=$(inputs_changed "${spk_exp}/inputs.json" ${spk_inputs}); then
-      stale_dir=${expdir}/stale/$(basename "${spk_exp}").$(date +%Y%m%dT%H%M%S)
-      log "${spk_exp} was trained on other inputs (changed: ${stale}): moving it to ${stale_dir} and training again"
-      mkdir -p "${expdir}/stale" && mv "${spk_exp}" "${stale_dir}"
-    fi
-  fi
+  # shellcheck disable=SC2086
+  retire_if_stale "${spk_exp}" ${spk_inputs}
   record_command "${spk_exp}"
   # shellcheck disable=SC2086
   ${python} utils/stage_inputs.py record "${spk_exp}/inputs.json" ${spk_inputs}
@@ -195,6 +202,8 @@ if want 4 && ${use_speaker}; then
     ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/embed/${dset}/embed.log" \
       ${python} -m diffasr.bin.spk_embed --model_dir "${spk_exp}" --data_dir "data/${dset}" \
         --output_dir "${spk_exp}/embed/${dset}" --ngpu "${ngpu}"
+    ${python} utils/stage_inputs.py record "${spk_exp}/embed/${dset}/inputs.json" \
+      "${spk_exp}/model.pt" "${spk_exp}/config.yaml" "data/${dset}/enroll.scp"
   done
   stage_end 4
 fi
@@ -244,14 +253,8 @@ if want 5 && ! ${skip_train}; then
         [ -f "data/${dset}/${file}" ] && inputs+=" data/${dset}/${file}"
       done
     done
-    if [ -f "${asr_exp}/checkpoint.pth" ] || [ -f "${asr_exp}/${inference_model}" ]; then
-      # shellcheck disable=SC2086
-      if stale=$(inputs_changed "${asr_exp}/inputs.json" ${inputs}); then
-        stale_dir=${expdir}/stale/$(basename "${asr_exp}").$(date +%Y%m%dT%H%M%S)
-        log "${asr_exp} was trained on other inputs (changed: ${stale}): moving it to ${stale_dir} and training again"
-        mkdir -p "${expdir}/stale" && mv "${asr_exp}" "${stale_dir}"
-      fi
-    fi
+    # shellcheck disable=SC2086
+    retire_if_stale "${asr_exp}" ${inputs}
     record_command "${asr_exp}"
     # Recorded before training, so that a killed run is checked on its rerun too.
     # shellcheck disable=SC2086
@@ -379,6 +382,10 @@ if want 6; then
             --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
             --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" ${inference_args}
         ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
+        # shellcheck disable=SC2046
+        ${python} utils/stage_inputs.py record "${decode_dir}/inputs.json" "${asr_exp}/config.yaml" \
+          "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" \
+          $(ls "data/${dset}"/{wav,enroll,enroll_embed}.scp 2>/dev/null)
         stage_end 6
       done
     done
