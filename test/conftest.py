@@ -26,6 +26,17 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """This machine as a real one-node Slurm cluster (tools/slurm/setup_one_node.sh; the
+    install provides slurm-wlm and munge, and CI runs as root), stopped afterwards."""
+    setup = REPO / "tools/slurm/setup_one_node.sh"
+    out = subprocess.run([str(setup)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    yield
+    subprocess.run([str(setup), "--stop"], capture_output=True)
+
+
 # A model small enough to memorise one mixture in seconds: no SpecAugment or dropout,
 # characters, a fixed canvas.
 MEMORISE_CONFIG = {

@@ -195,3 +195,23 @@ def test_resume_loads_a_whole_checkpoint_and_sets_aside_one_cut_short(tmp_path, 
     assert (tmp_path / "checkpoint.pth.unreadable").read_bytes() == whole[: len(whole) // 2]
     assert torch.equal(fresh.weight, initial)
     assert f"{checkpoint} is incomplete: the run was stopped while saving it" in caplog.text
+
+
+def test_resume_writes_again_the_epoch_model_a_kill_cut_short(tmp_path, caplog):
+    from espnet2.train.reporter import Reporter
+
+    trained = torch.nn.Linear(3, 2)
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"model": trained.state_dict(), "reporter": Reporter(epoch=1).state_dict(),
+                "optimizers": [torch.optim.SGD(trained.parameters(), lr=0.1).state_dict()],
+                "schedulers": [None], "scaler": None}, checkpoint)
+    torch.save(trained.state_dict(), tmp_path / "1epoch.pth")
+    (tmp_path / "1epoch.pth").write_bytes((tmp_path / "1epoch.pth").read_bytes()[:100])  # killed mid-write
+    resumed, reporter = torch.nn.Linear(3, 2), Reporter()
+    with caplog.at_level(logging.WARNING):
+        DiffASRTask.trainer.resume(checkpoint, resumed, reporter, [torch.optim.SGD(resumed.parameters(), lr=0.1)],
+                                   [None], None)
+    assert reporter.get_epoch() == 1
+    rewritten = torch.load(tmp_path / "1epoch.pth", weights_only=True)
+    assert torch.equal(rewritten["weight"], trained.weight) and torch.equal(rewritten["bias"], trained.bias)
+    assert "1epoch.pth was cut short" in caplog.text

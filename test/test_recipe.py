@@ -44,14 +44,15 @@ def recipe(tmp_path_factory):
     return work
 
 
-def run_recipe_process(recipe, *args) -> subprocess.CompletedProcess:
+def run_recipe_process(recipe, *args, **env_overrides) -> subprocess.CompletedProcess:
     """./run.sh at the tiny scale (later options win), without the real-corpus paths."""
     env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "LIBRIMIX", "NOISE_ROOT")}
-    return subprocess.run(["./run.sh", *TINY, *args], cwd=recipe, env=env, capture_output=True, text=True)
+    return subprocess.run(["./run.sh", *TINY, *args], cwd=recipe, env=dict(env, **env_overrides),
+                          capture_output=True, text=True)
 
 
-def run_recipe(recipe, *args):
-    out = run_recipe_process(recipe, *args)
+def run_recipe(recipe, *args, **env_overrides):
+    out = run_recipe_process(recipe, *args, **env_overrides)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
@@ -197,6 +198,24 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     assert any(n.endswith("config.yaml") and "asr_diffusion_whisper_tiny" in n for n in names)
     # Every experiment dir records the command that made it.
     assert "asr.sh" in (recipe / "exp/asr_diffusion_whisper_tiny/run.sh").read_text()
+
+
+def test_slurm_backend_decodes_as_the_local_one(recipe, slurm_cluster):
+    """DIFFASR_CMD_BACKEND=slurm: stage 6's JOB=1:N steps go through sbatch --array on a
+    real one-node cluster, with the same hypotheses and scores as the local backend's."""
+    slurmctld_log = Path("/var/log/slurm/slurmctld.log")
+    allocated = slurmctld_log.read_text().count("Allocate JobId")
+    decodes = ("decode_ar_beam1", "decode_diffusion_8step")
+    run_recipe(recipe, "--stage", "6", "--stop-stage", "7", "--test_sets", "test", "--calibrate", "false",
+               "--inference_suffix", "_slurm", "--inference_configs", " ".join(f"conf/decode/{d}.yaml" for d in decodes),
+               "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
+               DIFFASR_CMD_BACKEND="slurm")
+    assert slurmctld_log.read_text().count("Allocate JobId") >= allocated + 2 * 2  # 2 steps x 2 tasks
+    for exp, decode in (("asr_ar_whisper_tiny", decodes[0]), ("asr_diffusion_whisper_tiny", decodes[1])):
+        local, slurm = recipe / "exp" / exp / decode / "test", recipe / "exp" / exp / f"{decode}_slurm" / "test"
+        assert (slurm / "text").read_text() == (local / "text").read_text()
+        a, b = (json.loads((d / "metrics.json").read_text()) for d in (local, slurm))
+        assert (a["wer"], a["cer"], a["n_utt"]) == (b["wer"], b["cer"], b["n_utt"])
 
 
 def epoch_losses(exp: Path) -> dict:

@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Tuple
 
+import torch
 from typeguard import typechecked
 
 from espnet2.asr.ctc import CTC
@@ -119,15 +120,17 @@ def build_text_tokenizer(token_type: str, bpemodel=None):
 
 
 class ResumableTrainer(Trainer):
-    """ESPnet's trainer, resuming only from a checkpoint that loads.
+    """ESPnet's trainer, resuming whatever a killed job left behind.
 
-    ESPnet writes ``checkpoint.pth`` in place at the end of each epoch; a job killed
-    while it is written leaves a truncated file that would stop every rerun.  Such a file
-    is set aside (``checkpoint.pth.unreadable``) and training starts again, with a warning.
+    At the end of an epoch ESPnet writes ``checkpoint.pth``, then ``<epoch>epoch.pth``,
+    both in place.  A job killed during the first write leaves a checkpoint that would
+    stop every rerun: it is set aside (``checkpoint.pth.unreadable``) and training starts
+    again, with a warning.  A job killed during the second leaves the epoch's model cut
+    short (averaging would fail on it): it is written again from the checkpoint.
     """
 
     @staticmethod
-    def resume(checkpoint, *args, **kwargs):
+    def resume(checkpoint, model, reporter, *args, **kwargs):
         # torch.save writes a zip whose directory comes last: a cut-short file has none.
         if not zipfile.is_zipfile(checkpoint):
             aside = Path(checkpoint).with_name(Path(checkpoint).name + ".unreadable")
@@ -135,7 +138,13 @@ class ResumableTrainer(Trainer):
             logging.warning(f"{checkpoint} is incomplete: the run was stopped while saving it. It is "
                             f"kept as {aside}; training starts again from the first epoch")
             return
-        Trainer.resume(checkpoint, *args, **kwargs)
+        Trainer.resume(checkpoint, model, reporter, *args, **kwargs)
+        epoch = reporter.get_epoch()
+        last = Path(checkpoint).with_name(f"{epoch}epoch.pth")
+        if epoch > 0 and not (last.is_file() and zipfile.is_zipfile(last)):
+            torch.save(model.state_dict(), last)  # the model now holds exactly that epoch's weights
+            logging.warning(f"{last} was cut short (the run was stopped while saving it): "
+                            f"written again from {checkpoint}")
 
 
 class DiffASRTask(ASRTask):
