@@ -30,11 +30,13 @@ def repo() -> Path:
 def slurm_cluster():
     """This machine as a real one-node Slurm cluster (tools/slurm/setup_one_node.sh; the
     install provides slurm-wlm and munge, and CI runs as root), stopped afterwards."""
-    setup = REPO / "tools/slurm/setup_one_node.sh"
-    out = subprocess.run([str(setup)], capture_output=True, text=True)
+    setup = [str(REPO / "tools/slurm/setup_one_node.sh")]
+    if os.geteuid() != 0:  # it starts system daemons
+        setup = ["sudo", "-n"] + setup
+    out = subprocess.run(setup, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     yield
-    subprocess.run([str(setup), "--stop"], capture_output=True)
+    subprocess.run(setup + ["--stop"], capture_output=True)
 
 
 # A model small enough to memorise one mixture in seconds: no SpecAugment or dropout,
