@@ -44,6 +44,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import Speech2Text, write_outputs
 from diffasr.scoring.score import fit_calibration, score
 from diffasr.datadir import UTT_FILES, fix_data_dir, read_kv, write_kv
@@ -125,8 +126,8 @@ def decode(speech2text: Speech2Text, items, desc: str):
         speech = torch.from_numpy(audio)[None]
         inputs = {k: torch.from_numpy(v)[None] for k, v in enrollment.items()}
         start = time.perf_counter()
-        recognition = speech2text(speech, torch.tensor([speech.size(1)]), inputs.get("enroll_embed"), [utt],
-                                  inputs.get("enroll_speech"))[0]
+        recognition = speech2text(speech, torch.tensor([speech.size(1)]), Enrollment.from_batch(inputs, [utt]),
+                                  [utt])[0]
         results[utt] = (recognition, time.perf_counter() - start, len(audio) / 16000)
     return results
 

@@ -26,8 +26,8 @@ import torch
 import yaml
 
 from diffasr import longform
-from diffasr.longform import Enrollment
-from diffasr.audio import check_finite, check_wav_file
+from diffasr.espnet2.enrollment import Enrollment, prepare
+from diffasr.audio import check_enrollment, check_finite, check_wav_file
 from diffasr.inference import DecodeOptions, Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
 from diffasr.speaker.model import load_trained_encoder
@@ -156,6 +156,11 @@ class TargetSpeakerASR:
         return samples
 
     @property
+    def max_enrollment_seconds(self) -> float:
+        """The longest enrollment the model reads (Whisper's position table, or the audio limit)."""
+        return float(getattr(self.speech2text.model.encoder, "max_seconds", self.speech2text.max_audio_seconds))
+
+    @property
     def takes_enrollment(self) -> bool:
         """Whether the model is told whose speech to transcribe."""
         return self.speaker_encoder is not None or self.speech2text.model.needs_enrollment_audio()
@@ -166,13 +171,12 @@ class TargetSpeakerASR:
         model = self.speech2text.model
         if not self.takes_enrollment:
             raise ValueError("this model takes no speaker input; it needs no enrollment")
-        samples = self.read(enrollment, "enrollment audio")
-        if samples.size < MIN_ENROLLMENT_SECONDS * self.fs:
-            raise ValueError(f"the enrollment lasts {samples.size / self.fs:.2f} s; give at least "
-                             f"{MIN_ENROLLMENT_SECONDS:g} s of the target speaker alone")
+        what = "the enrollment" if isinstance(enrollment, np.ndarray) else f"the enrollment {enrollment}"
+        samples = check_enrollment(self.read(enrollment, "enrollment audio"), what, self.fs,
+                                   MIN_ENROLLMENT_SECONDS, self.max_enrollment_seconds)
         embed = self.speaker_encoder.embed(samples) if self.speaker_encoder is not None else None
         speech = samples if model.needs_enrollment_audio() else None
-        return longform.prepare_enrollment(model, embed, speech)
+        return prepare(model, embed, speech)
 
     def decode(self, segments: List[np.ndarray],
                enrollment: Union[None, Enrollment, List[Enrollment]] = None,
@@ -295,9 +299,10 @@ class TargetSpeakerASR:
         elif enrollment is not None:
             enrolled = self.enroll(enrollment)
             if enroll_embed is not None:
-                enrolled.embed = torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32))
+                enrolled = dataclasses.replace(enrolled, embed=torch.as_tensor(
+                    np.asarray(enroll_embed, dtype=np.float32))[None])
         elif enroll_embed is not None and not self.speech2text.model.needs_enrollment_audio():
-            enrolled = Enrollment(embed=torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)))
+            enrolled = Enrollment.of_one(embed=torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)))
         else:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
         return self.decode([speech], enrolled, [name])[0]

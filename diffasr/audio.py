@@ -32,6 +32,32 @@ def check_finite(samples: np.ndarray, what: str, offset_seconds: float = 0.0, ra
         raise AudioError(f"{what} has {int(bad.sum())} NaN/inf samples (the first at {at:.2f} s)")
 
 
+SILENT_PEAK = 1e-4  # below this (about -80 dBFS) a recording holds no voice to learn
+
+
+def check_enrollment(samples: np.ndarray, what: str, rate: int, min_seconds: float,
+                     max_seconds: float) -> np.ndarray:
+    """The enrollment as the model reads it, checked once where it enters: NaN/inf, silent
+    and shorter than ``min_seconds`` are refused, naming ``what``; longer than
+    ``max_seconds`` is cut to its first ``max_seconds`` with a warning."""
+    import logging
+
+    check_finite(samples, what, rate=rate)
+    seconds = samples.size / rate
+    if seconds < min_seconds:
+        raise AudioError(f"{what} lasts {seconds:.2f} s; give at least {min_seconds:g} s of the target "
+                         "speaker alone")
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak < SILENT_PEAK:
+        raise AudioError(f"{what} is silent (peak {peak:.1e}); give a recording of the target speaker alone")
+    if seconds > max_seconds:
+        logging.getLogger(__name__).warning(
+            f"{what} lasts {seconds:.1f} s; the model reads at most {max_seconds:g} s of an enrollment: "
+            f"using its first {max_seconds:g} s")
+        samples = samples[: int(max_seconds * rate)]
+    return samples
+
+
 def wav_truncation(head: bytes, size: int) -> str:
     """Why a RIFF/WAVE file of ``size`` bytes starting with ``head`` is incomplete ('' if
     it is not a WAV or is whole).  libsndfile reads a truncated WAV without complaint."""

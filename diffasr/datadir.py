@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from diffasr.fileio import write_text_atomic
 
@@ -99,6 +99,11 @@ def write_spk2utt(data_dir: os.PathLike) -> None:
     write_kv(data_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
 
 
+def is_target_absent(record: Optional[dict]) -> bool:
+    """A mixture.jsonl record whose enrolled voice is not in the mixture (its transcript is empty)."""
+    return bool(record) and isinstance(record.get("target"), dict) and record["target"].get("utt", "") is None
+
+
 def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp", "text", "utt2spk"),
                       check_paths: bool = True) -> List[str]:
     """Check a data dir; raise DataDirError naming the first problem. Returns utt ids.
@@ -135,10 +140,12 @@ def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp"
             lineno, utt = next((n, u) for n, u in enumerate(utts, 1) if u in missing)
             raise DataDirError(f"{data_dir / name}: no line for utterance '{utt}' of "
                                f"{data_dir / 'wav.scp'}:{lineno} {counts}")
+    meta = read_jsonl(data_dir / "mixture.jsonl") if (data_dir / "mixture.jsonl").is_file() else {}
     if "text" in files:
         for lineno, (utt, words) in enumerate(files["text"].items(), 1):
-            if not words:
-                raise DataDirError(f"{data_dir / 'text'}:{lineno}: empty transcript for '{utt}'")
+            if not words and not is_target_absent(meta.get(utt)):
+                raise DataDirError(f"{data_dir / 'text'}:{lineno}: empty transcript for '{utt}' "
+                                   "(only a target-absent example of mixture.jsonl has none)")
     if "utt2spk" in files:
         for lineno, (utt, spk) in enumerate(files["utt2spk"].items(), 1):
             if not utt.startswith(spk):
@@ -155,7 +162,6 @@ def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp"
                     raise DataDirError(f"{data_dir / name}:{lineno}: audio file of '{utt}' "
                                        f"does not exist: {value}")
     if (data_dir / "mixture.jsonl").is_file():
-        meta = read_jsonl(data_dir / "mixture.jsonl")
         if set(meta) != set(utts):
             raise DataDirError(f"{data_dir / 'mixture.jsonl'}: utterance ids differ from wav.scp")
     return utts
@@ -170,13 +176,13 @@ def fix_data_dir(data_dir: os.PathLike) -> Tuple[int, int]:
     present = [n for n in UTT_FILES if (data_dir / n).is_file()]
     tables = {n: read_kv(data_dir / n, allow_empty_value=(n == "text")) for n in present}
     common = set.intersection(*(set(t) for t in tables.values())) if tables else set()
+    meta = read_jsonl(data_dir / "mixture.jsonl") if (data_dir / "mixture.jsonl").is_file() else {}
     if "text" in tables:
-        common = {u for u in common if tables["text"][u]}
+        common = {u for u in common if tables["text"][u] or is_target_absent(meta.get(u))}
     dropped = len(set().union(*(set(t) for t in tables.values())) - common) if tables else 0
     for name, table in tables.items():
         write_kv(data_dir / name, {u: v for u, v in table.items() if u in common})
-    if (data_dir / "mixture.jsonl").is_file():
-        meta = read_jsonl(data_dir / "mixture.jsonl")
+    if meta:
         write_jsonl(data_dir / "mixture.jsonl", [r for u, r in meta.items() if u in common])
     if "utt2spk" in tables:
         write_spk2utt(data_dir)

@@ -245,55 +245,26 @@ def segment(probabilities: np.ndarray, levels: np.ndarray, total_samples: int,
     return segments
 
 
-# ---------------------------------------------------------------------- enrollment and batches
-@dataclass
-class Enrollment:
-    """A target speaker as the model takes it: an embedding and/or enrollment frames."""
-
-    embed: Optional["torch.Tensor"] = None  # [E] speaker-encoder embedding
-    speech: Optional["torch.Tensor"] = None  # [T] audio, or [F, D] frozen encoder frames
-
-
-def prepare_enrollment(model, embed=None, audio=None) -> Enrollment:
-    """An enrollment computed once per recording: the embedding as a tensor, and for a
-    Whisper encoder that reads the enrollment audio, its frozen frames instead of the audio."""
-    import torch
-
-    speech = None
-    if audio is not None and model.needs_enrollment_audio():
-        speech = torch.as_tensor(np.asarray(audio, dtype=np.float32))
-        frozen = getattr(model.encoder, "frozen", None)
-        if frozen is not None and speech.dim() == 1:
-            speech = frozen(speech.unsqueeze(0), torch.tensor([speech.numel()]))[0][0]
-    if embed is not None:
-        embed = torch.as_tensor(np.asarray(embed, dtype=np.float32))
-    return Enrollment(embed=embed, speech=speech)
-
-
+# ---------------------------------------------------------------------- batches
 def decode_segments(speech2text, segments: List[np.ndarray],
-                    enrollment: Union[None, Enrollment, List[Enrollment]] = None,
+                    enrollment: Union[None, "Enrollment", List["Enrollment"]] = None,
                     names: Optional[List[str]] = None) -> list:
-    """Decode sample arrays as one padded batch (``Speech2Text``), with one enrollment for
-    all or one per segment (the server batches several speakers together)."""
+    """Decode sample arrays as one padded batch (``Speech2Text``), with one enrollment (of
+    one utterance, ``diffasr.espnet2.enrollment.prepare``) for all or one per segment (the
+    server batches several speakers together)."""
     import torch
+
+    from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 
     batch = len(segments)
     lengths = torch.tensor([len(s) for s in segments])
     speech = torch.zeros(batch, int(lengths.max()))
     for i, samples in enumerate(segments):
         speech[i, : len(samples)] = torch.as_tensor(np.asarray(samples, dtype=np.float32))
-    embed = enroll_speech = enroll_lengths = None
+    batched = NO_ENROLLMENT
     if enrollment is not None:
-        enrollments = enrollment if isinstance(enrollment, list) else [enrollment] * batch
-        if enrollments[0].embed is not None:
-            embed = torch.stack([e.embed for e in enrollments])
-        if enrollments[0].speech is not None:
-            enroll_lengths = torch.tensor([e.speech.size(0) for e in enrollments])
-            first = enrollments[0].speech
-            enroll_speech = first.new_zeros(batch, int(enroll_lengths.max()), *first.shape[1:])
-            for i, e in enumerate(enrollments):
-                enroll_speech[i, : e.speech.size(0)] = e.speech
-    return speech2text(speech, lengths, embed, names, enroll_speech, enroll_lengths)
+        batched = Enrollment.stack(enrollment if isinstance(enrollment, list) else [enrollment] * batch, names)
+    return speech2text(speech, lengths, batched, names)
 
 
 # ---------------------------------------------------------------------- words

@@ -8,8 +8,9 @@ import soundfile as sf
 
 # The subsets the target-speaker mixtures read (speakers disjoint across them), and
 # test-other, which the single-speaker recipe (egs/librispeech/asr1) also scores.
-SUBSETS: Dict[str, Sequence[str]] = {"train-clean-100": ("19", "26", "32"), "dev-clean": ("84", "174"),
-                                     "test-clean": ("61", "121")}
+# Three speakers a subset: a two-talker mixture leaves one for a target-absent example.
+SUBSETS: Dict[str, Sequence[str]] = {"train-clean-100": ("19", "26", "32"), "dev-clean": ("84", "174", "251"),
+                                     "test-clean": ("61", "121", "237")}
 ALL_SUBSETS: Dict[str, Sequence[str]] = {**SUBSETS, "test-other": ("700", "831")}
 WORDS = "ALPHA BRAVO CHARLIE DELTA ECHO FOXTROT GOLF HOTEL INDIA JULIET".split()
 

@@ -60,3 +60,31 @@ def test_cli_prints_the_transcript_and_writes_json(packed, tmp_path):
     assert out.stdout.strip().endswith(TARGET_TEXT)
     record = json.loads((tmp_path / "out.json").read_text())[0]
     assert record["text"] == TARGET_TEXT and len(record["words"]) == 2
+
+
+def test_the_enrollment_is_checked_where_it_is_read(packed, tmp_path, caplog):
+    # Silent, too short and NaN enrollments are refused naming the file as the enrollment;
+    # an over-long one is cut to what the model reads, with a warning naming it.
+    zip_path, mixture, enroll, _ = packed
+    asr = TargetSpeakerASR(zip_path, unpack_dir=tmp_path / "unpacked")
+    voice, _ = soundfile.read(enroll, dtype="float32")
+    silent, short, long = tmp_path / "silent.wav", tmp_path / "short.wav", tmp_path / "long.wav"
+    soundfile.write(silent, np.zeros(3 * 16000, dtype=np.float32), 16000)
+    soundfile.write(short, voice[:8000], 16000)
+    soundfile.write(long, np.tile(voice, int(80 * 16000 / len(voice)) + 1)[: 80 * 16000], 16000)
+    with pytest.raises(ValueError, match=rf"the enrollment {silent} is silent"):
+        asr.transcribe(mixture, enrollment=silent)
+    with pytest.raises(ValueError, match=rf"the enrollment {short} lasts 0.50 s; give at least 1 s"):
+        asr.enroll(short)
+    with pytest.raises(ValueError, match="the enrollment has 32000 NaN/inf samples"):
+        asr.enroll(np.full(32000, np.nan, dtype=np.float32))
+    with caplog.at_level("WARNING"):
+        enrolled = asr.enroll(long)
+    limit = asr.max_enrollment_seconds
+    assert any(f"the enrollment {long} lasts 80.0 s; the model reads at most {limit:g} s" in r.getMessage()
+               for r in caplog.records)
+    assert enrolled.embed.shape[0] == 1
+    out = subprocess.run(
+        [sys.executable, "-m", "diffasr.bin.transcribe", "--model", str(zip_path), "--mixture", str(mixture),
+         "--enrollment", str(silent), "--unpack_dir", str(tmp_path / "u")], capture_output=True, text=True)
+    assert out.returncode == 1 and f"the enrollment {silent} is silent" in out.stderr

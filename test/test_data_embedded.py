@@ -40,13 +40,14 @@ def _audio(path):
 
 def test_all_sets_are_valid_kaldi_dirs(built):
     data = built / "data"
-    for name in ("train", "dev", "test", "test_clean"):
+    for name in ("train", "dev", "test", "test_clean", "test_absent"):
         validate_data_dir(data / name, require=MIXTURE_FILES)
     for name in ("sources_train", "sources_dev", "sources_test"):
         validate_data_dir(data / name, require=SOURCE_FILES)
     stats = json.loads((data / "corpus_stats.json").read_text())
-    assert [stats[s]["utterances"] for s in ("train", "dev", "test", "test_clean")] == [24, 8, 8, 8]
-    assert [stats[f"sources_{s}"]["speakers"] for s in ("train", "dev", "test")] == [8, 2, 2]
+    # each_target: 12/4/4 two-talker mixtures, each talker the target once, + round(10 %) absent
+    assert [stats[s]["utterances"] for s in ("train", "dev", "test", "test_clean", "test_absent")] == [26, 9, 8, 8, 1]
+    assert [stats[f"sources_{s}"]["speakers"] for s in ("train", "dev", "test")] == [8, 3, 3]
     assert not (data / ".stage1_tmp").exists()
 
 
@@ -66,13 +67,14 @@ def test_speakers_disjoint_and_interferers_from_same_split(built):
     speakers = {s: set(read_kv(data / f"sources_{s}" / "utt2spk").values()) for s in ("train", "dev", "test")}
     assert not speakers["train"] & speakers["dev"] and not speakers["train"] & speakers["test"]
     assert not speakers["dev"] & speakers["test"]
-    for split in ("train", "dev", "test"):
+    for split in ("train", "dev", "test", "test_absent"):
+        split_speakers = speakers[split.replace("test_absent", "test")]
         for utt, record in read_jsonl(data / split / "mixture.jsonl").items():
-            target_spk = record["target"]["spk"]
-            assert utt.startswith(target_spk + "-") and target_spk in speakers[split]
+            target_spk = record["target"]["spk"]  # the enrolled speaker (absent or not)
+            assert utt.startswith(target_spk + "-") and target_spk in split_speakers
             spks = [i["spk"] for i in record["interferers"]]
             assert len(spks) in (1, 2) and target_spk not in spks and len(set(spks)) == len(spks)
-            assert set(spks) <= speakers[split]
+            assert set(spks) <= split_speakers
 
 
 def test_enrollment_is_another_utterance_of_the_target_speaker(built):
@@ -98,15 +100,18 @@ def test_text_is_normalised_and_test_sentences_unseen_in_training(built):
 
 def test_mixture_matches_metadata_gains_sir_and_snr(built):
     """Rebuild each mixture from its sources and gains; the residual is the noise."""
-    setting = MIX_SETTINGS["default"]
+    setting = MIX_SETTINGS["each_target"]
     data = built / "data"
     for split in ("dev", "test"):
         wav = read_kv(data / split / "wav.scp")
         for utt, record in read_jsonl(data / split / "mixture.jsonl").items():
+            if record["target"]["utt"] is None:
+                continue  # target absent: the talkers are all "interferers" (test below)
             mixture = _audio(wav[utt])
             target = _audio(record["target"]["path"]) * record["target"]["gain"]
             speech = np.zeros_like(mixture)
-            speech[:len(target)] += target
+            start = record["target"]["offset_samples"]
+            speech[start:start + len(target)] += target
             for item in record["interferers"]:
                 audio = _audio(item["path"]) * item["gain"]
                 speech[item["offset_samples"]:item["offset_samples"] + len(audio)] += audio
@@ -114,7 +119,8 @@ def test_mixture_matches_metadata_gains_sir_and_snr(built):
                 assert setting.sir_db[0] - 0.05 <= item["sir_db"] <= setting.sir_db[1] + 0.05
             noise = mixture - speech
             assert 10 * np.log10(power(target) / power(noise)) == pytest.approx(record["noise"]["snr_db"], abs=0.3)
-            assert setting.snr_db[0] - 0.05 <= record["noise"]["snr_db"] <= setting.snr_db[1] + 0.05
+            if Path(wav[utt]).stem == utt:  # the SNR is drawn for the mixture's first talker
+                assert setting.snr_db[0] - 0.05 <= record["noise"]["snr_db"] <= setting.snr_db[1] + 0.05
             assert np.max(np.abs(mixture)) <= MAX_AMP + 1e-3
 
 
@@ -125,16 +131,17 @@ def test_test_clean_is_the_target_as_mixed(built):
     for utt, record in read_jsonl(data / "test" / "mixture.jsonl").items():
         clean = _audio(clean_wav[utt])
         target = _audio(record["target"]["path"]) * record["target"]["gain"]
+        start = record["target"]["offset_samples"]
         assert len(clean) == sf.info(read_kv(data / "test" / "wav.scp")[utt]).frames
-        np.testing.assert_allclose(clean[:len(target)], target, atol=1e-4)
-        assert not clean[len(target):].any()
+        np.testing.assert_allclose(clean[start:start + len(target)], target, atol=1e-4)
+        assert not clean[:start].any() and not clean[start + len(target):].any()
     assert all(not r["interferers"] for r in read_jsonl(data / "test_clean" / "mixture.jsonl").values())
 
 
 def test_same_seed_rebuild_is_identical(built, tmp_path):
     """A fresh build (new pool, one process) gives the same lists and audio bytes."""
     assert _build(tmp_path / "data", tmp_path / "corpus", "--nj", "1") == 0
-    for name in set_names():
+    for name in set_names(with_absent=True):
         for file in ("wav.scp", "text", "utt2spk", "enroll.scp", "utt2dur", "mixture.jsonl"):
             if not (built / "data" / name / file).exists():
                 continue
@@ -170,16 +177,89 @@ def test_bad_text_file_fails_naming_line_and_keeps_outputs(built, capsys):
 
 
 def test_voice_inventory_and_scales():
-    specs = {(v.engine, v.voice, v.pitch) for v in VOICES}
-    assert len(VOICES) >= 24 and len(specs) == len(VOICES) == len({v.spk for v in VOICES})
-    assert {v.engine for v in VOICES} == {"espeak-ng", "flite"} and {v.gender for v in VOICES} == {"m", "f"}
+    specs = {(v.engine, v.voice, v.pitch, v.rate) for v in VOICES}
+    assert len(VOICES) >= 144 and len(specs) == len(VOICES) == len({v.spk for v in VOICES})
+    assert {v.engine for v in VOICES} == {"espeak-ng", "flite"}
+    genders = [v.gender for v in VOICES]
+    assert 0.3 < genders.count("f") / len(genders) < 0.7
+    accents = {v.voice.split("+")[0] for v in VOICES if v.engine == "espeak-ng"}
+    assert len(accents) >= 8
     default = SCALES["default"]
     splits = assign_splits(VOICES, *default.speakers)
     ids = [{v.spk for v in splits[s]} for s in ("train", "dev", "test")]
-    assert [len(i) for i in ids] == [24, 4, 4] and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    assert default.mixtures[0] >= 2000 and min(default.mixtures[1:]) >= 200
-    assert min(default.utts_per_speaker) >= 30
-    assert sum(SCALES["tiny"].speakers) >= 12
+    assert [len(i) for i in ids] == [120, 12, 12] and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert default.mixtures[0] >= 1000 and min(default.mixtures[1:]) >= 100
+    assert min(default.utts_per_speaker) >= 20
+    assert sum(SCALES["tiny"].speakers) >= 14
+
+
+def test_the_pool_is_the_same_on_every_machine():
+    # The generated voices come from a fixed seed: the same list on every import.
+    from diffasr.data.voices import generated_voices
+
+    assert generated_voices(128, 33) == VOICES[32:]
+    assert VOICES[0].spk == "syn001" and VOICES[-1].spk == f"syn{len(VOICES):03d}"
+
+
+def test_each_talker_is_the_target_once_with_its_own_enrollment(built):
+    data = built / "data"
+    sources = read_kv(data / "sources_train" / "utt2spk")
+    for split in ("train", "dev", "test"):
+        wav = read_kv(data / split / "wav.scp")
+        records = read_jsonl(data / split / "mixture.jsonl")
+        by_audio = {}
+        for utt, record in records.items():
+            by_audio.setdefault(wav[utt], []).append(record)
+        for path, group in by_audio.items():
+            present = [r for r in group if r["target"]["utt"] is not None]
+            talkers = {r["target"]["utt"] for r in present}
+            # two talkers, each the target of exactly one example of this audio (in test,
+            # an example may have gone to test_absent instead, never a present one)
+            assert len(present) == 2 and len(talkers) == 2
+            for r in present:
+                assert {i["utt"] for i in r["interferers"]} == talkers - {r["target"]["utt"]}
+                assert r["enroll"]["spk"] == r["target"]["spk"]
+                assert r["enroll"]["utt"] not in talkers
+            if split == "train":
+                assert all(sources[r["enroll"]["utt"]] == r["enroll"]["spk"] for r in group)
+            # the two targets' SIRs mirror each other: one talker is the quieter target
+            sirs = sorted(r["interferers"][0]["sir_db"] for r in present)
+            assert sirs[0] == pytest.approx(-sirs[1], abs=0.05)
+
+
+def test_target_absent_examples_have_no_words_and_a_voice_not_in_the_mixture(built):
+    data = built / "data"
+    absent = []
+    for split in ("train", "dev", "test_absent"):
+        text = read_kv(data / split / "text", allow_empty_value=True)
+        wav = read_kv(data / split / "wav.scp")
+        for utt, record in read_jsonl(data / split / "mixture.jsonl").items():
+            if record["target"]["utt"] is None:
+                absent.append(utt)
+                heard = {i["spk"] for i in record["interferers"]}
+                assert text[utt] == "" and len(heard) == 2 and record["enroll"]["spk"] not in heard
+                assert utt.startswith(record["enroll"]["spk"] + "-absent_")
+                # the same audio as a present example of the split (test's are in test)
+                present_wav = read_kv(data / split.replace("test_absent", "test") / "wav.scp")
+                assert wav[utt] in present_wav.values()
+            else:
+                assert text[utt]
+    assert len(absent) == 2 + 1 + 1  # round(10 %) of 24, 8 and 8 present examples
+    assert "" not in read_kv(data / "test" / "text", allow_empty_value=True).values()
+
+
+def test_each_target_levels_span_minus_10_to_10_db_symmetrically():
+    sources = {f"s{k}-{i}": SourceUtt(f"s{k}-{i}", f"s{k}", f"/x/s{k}-{i}.wav", "A B C D", 16000 + 100 * i)
+               for k in range(5) for i in range(6)}
+    plans = plan_mixtures(sources, 300, MIX_SETTINGS["each_target"], np.random.default_rng(0))
+    sirs = [i.sir_db for p in plans for i in p.interferers]
+    assert {len(p.interferers) for p in plans} == {1}
+    assert min(sirs) >= -10 and max(sirs) <= 10 and min(sirs) < -8 and max(sirs) > 8
+    # the first talker is the quieter as often as the louder (and each has an example)
+    assert 0.4 < np.mean([s < 0 for s in sirs]) < 0.6
+    examples = [e for p in plans for e in p.examples()]
+    assert len({e.utt for e in examples}) == len(examples)
+    assert sum(e.target is None for e in examples) == round(0.1 * 600)
 
 
 def test_hard_setting_draws_from_minus_20_to_5_db():
@@ -214,7 +294,7 @@ def test_local_data_sh_builds_and_validates(built, tmp_path):
            "--corpus_dir", str(built / "corpus")]  # the module's pool: no synthesis
     done = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count(": OK (") == 7
+    assert done.stdout.count(": OK (") == 8  # with test_absent
     assert (tmp_path / "data" / "train" / "text").read_text() == (built / "data" / "train" / "text").read_text()
     bad = subprocess.run(cmd[:2] + ["huge"] + cmd[3:], cwd=RECIPE, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "valid scales: tiny, default" in bad.stderr

@@ -37,7 +37,9 @@ def test_every_utterance_is_a_target_once(built, libri):
         sources = read_kv(built / f"sources_{split}" / "wav.scp")
         assert sorted(sources) == sorted(p.stem for p in (libri / subset).rglob("*.flac"))
         records = read_jsonl(built / split / "mixture.jsonl")
-        assert sorted(r["target"]["utt"] for r in records.values()) == sorted(sources)
+        # each_target: utterances paired into mixtures, each talker a target once
+        present = [r["target"]["utt"] for r in records.values() if r["target"]["utt"] is not None]
+        assert sorted(present) == sorted(sources)
         for utt, record in records.items():
             assert utt.startswith(record["target"]["spk"] + "-")
             assert record["enroll"]["utt"] != record["target"]["utt"]
@@ -47,9 +49,25 @@ def test_every_utterance_is_a_target_once(built, libri):
     assert text["84-100-0000"] == (libri / "dev-clean/84/100/84-100.trans.txt").read_text().split("\n")[0].split(" ", 1)[1]
 
 
+def test_target_absent_pairs_take_a_speaker_who_is_not_in_the_mixture(built):
+    counts = {}
+    for split in ("train", "dev", "test_absent"):
+        text = read_kv(built / split / "text", allow_empty_value=True)
+        for utt, record in read_jsonl(built / split / "mixture.jsonl").items():
+            if record["target"]["utt"] is None:
+                counts[split] = counts.get(split, 0) + 1
+                heard = {i["spk"] for i in record["interferers"]}
+                assert record["enroll"]["spk"] not in heard and text[utt] == ""
+                assert record["enroll"]["utt"].split("-")[0] == record["enroll"]["spk"]
+    # round(10 %) of 18, 9 and 9 present examples
+    assert counts == {"train": 2, "dev": 1, "test_absent": 1}
+
+
 def test_target_loudness_and_sir_follow_the_metadata(built):
     wav = read_kv(built / "train" / "wav.scp")
     for utt, record in read_jsonl(built / "train" / "mixture.jsonl").items():
+        if record["target"]["utt"] is None:
+            continue  # target absent
         mixture, _ = sf.read(wav[utt], dtype="float64")
         target = sf.read(record["target"]["path"], dtype="float64")[0] * record["target"]["gain"]
         for item in record["interferers"]:
@@ -83,7 +101,9 @@ def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
             rows.append({"mixture_ID": f"{flacs[a].stem}_{flacs[b].stem}", "source_1_path": s1,
                          "source_1_gain": 0.8, "source_2_path": s2, "source_2_gain": 0.35,
                          "noise_path": "tr/n0.wav", "noise_gain": 0.1})
-            expected[rows[-1]["mixture_ID"]] = (flacs[a].stem, flacs[b].stem)
+            # each source the target of one example (each_target), with the CSV's gains
+            expected[rows[-1]["mixture_ID"]] = (flacs[a].stem, flacs[b].stem, 0.8, 0.35)
+            expected[f"{flacs[b].stem}_{flacs[a].stem}"] = (flacs[b].stem, flacs[a].stem, 0.35, 0.8)
         with open(meta / f"libri2mix_{subset}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -97,10 +117,11 @@ def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
         records.update(read_jsonl(out / split / "mixture.jsonl"))
     assert sorted(records) == sorted(expected)
     for utt, record in records.items():
-        assert (record["target"]["utt"], record["interferers"][0]["utt"]) == expected[utt]
-        scale = record["target"]["gain"] / 0.8  # 1 unless the clipping rule fired
-        assert record["interferers"][0]["gain"] == pytest.approx(0.35 * scale)
-        assert record["interferers"][0]["offset_samples"] == 0
+        target, interferer, target_gain, interferer_gain = expected[utt]
+        assert (record["target"]["utt"], record["interferers"][0]["utt"]) == (target, interferer)
+        scale = record["target"]["gain"] / target_gain  # 1 unless the clipping rule fired
+        assert record["interferers"][0]["gain"] == pytest.approx(interferer_gain * scale)
+        assert record["interferers"][0]["offset_samples"] == record["target"]["offset_samples"] == 0
 
 
 def _assert_fails_and_keeps(built, root, capsys, message):

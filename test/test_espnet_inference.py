@@ -10,6 +10,7 @@ import soundfile
 import torch
 
 from diffasr.bin import asr_inference, asr_train
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import RotatedEnrollment, Speech2Text
 from diffasr.scoring.uncertainty import words_with_confidence
 
@@ -107,7 +108,7 @@ def test_trained_checkpoint_decodes_to_all_output_files(corpus, tmp_path, config
 def test_speech2text_returns_text_tokens_and_confidences(corpus, tmp_path):
     exp = _train(corpus, "train_diffusion_conformer_tiny.yaml", tmp_path / "exp")
     s2t = Speech2Text(str(exp / "config.yaml"), str(exp / "1epoch.pth"), steps=2, canvas="fixed", canvas_length=8)
-    results = s2t(torch.randn(2, 6400), torch.tensor([6400, 4800]), torch.randn(2, EMBED_DIM))
+    results = s2t(torch.randn(2, 6400), torch.tensor([6400, 4800]), Enrollment(embed=torch.randn(2, EMBED_DIM)))
     assert len(results) == 2
     for result in results:
         assert len(result.tokens) == len(result.token_ids) == len(result.confidences) <= 8
@@ -129,8 +130,7 @@ def test_rotation_gives_every_utterance_another_speakers_enrollment(corpus):
                                 (f"{corpus}/enroll_embed.scp", "enroll_embed", "kaldi_ark"),
                                 (f"{corpus}/enroll.scp", "enroll_speech", "sound")], str(corpus / "utt2spk"))
     utts = sorted(original)
-    batch = {}
-    rotate(utts, batch)
+    batch = rotate(utts).as_inputs()
     enroll_audio = dict(line.split() for line in (corpus / "enroll.scp").read_text().splitlines())
     for b, utt in enumerate(utts):
         donors = [u for u, v in original.items() if np.array_equal(v, batch["enroll_embed"][b].numpy())]

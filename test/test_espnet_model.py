@@ -9,6 +9,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 import diffasr.espnet2.model as model_module
 from diffasr.diffusion import DiffusionOptions
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.espnet2.task import DiffASRTask
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<mask>", "<sos/eos>"]
@@ -73,8 +74,8 @@ def test_speaker_embedding_changes_the_film_output_after_an_update():
             p -= 0.5 * p.grad
     model.eval()
     b = batch()
-    out_1, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
-    out_2, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=-b["enroll_embed"])
+    out_1, _ = model.encode(b["speech"], b["speech_lengths"], Enrollment(embed=b["enroll_embed"]))
+    out_2, _ = model.encode(b["speech"], b["speech_lengths"], Enrollment(embed=-b["enroll_embed"]))
     assert not torch.allclose(out_1, out_2)
 
 
@@ -82,9 +83,9 @@ def test_prepend_adds_one_leading_frame():
     model = tiny_model("prepend").eval()
     b = batch()
     plain, plain_lens = ESPnetASRModel.encode(model, b["speech"], b["speech_lengths"])  # no conditioning
-    with pytest.raises(ValueError, match="speaker-conditioned: encode inside model.enrolled"):
+    with pytest.raises(ValueError, match="speaker-conditioned but no enroll_embed was given"):
         model.encode(b["speech"], b["speech_lengths"])
-    out, lens = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
+    out, lens = model.encode(b["speech"], b["speech_lengths"], Enrollment(embed=b["enroll_embed"]))
     assert out.size(1) == plain.size(1) + 1 and (lens == plain_lens + 1).all()
     assert torch.allclose(out[:, 1:], plain)
 
@@ -114,8 +115,6 @@ def test_errors_name_the_utterance():
     b = batch()
     with pytest.raises(ValueError, match="enroll_embed.*spk1-a"):
         model(**{**b, "enroll_embed": None})
-    with pytest.raises(ValueError, match="'spk2-b' has an empty transcript"):
-        model(**{**b, "text_lengths": torch.tensor([3, 0])})
     with pytest.raises(ValueError, match="'spk1-a' has token id 99"):
         model(**{**b, "text": torch.tensor([[2, 99, 4], [5, 2, -1]])})
     with pytest.raises(ValueError, match="'spk1-a' has 3 tokens, more than canvas_length=2"):
@@ -173,14 +172,44 @@ def test_tiny_model_overfits_three_utterances_exactly_through_the_sampler(canvas
         optimizer.step()
         if step % 25 == 0:
             model.eval()
-            decoded = [model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll), DiffusionOptions(steps=s))[0] for s in (1, 6)]
+            decoded = [model.diffusion_decode(speech, speech_lengths, Enrollment(embed=enroll), DiffusionOptions(steps=s))[0] for s in (1, 6)]
             if decoded == [targets, targets]:
                 break
     assert decoded == [targets, targets], f"after {step} updates: 1 step {decoded[0]}, 6 steps {decoded[1]}"
-    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, dict(enroll_embed=enroll),
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, Enrollment(embed=enroll),
                                                    DiffusionOptions(steps=3, block_length=2))
     assert ids == targets and out.num_denoise_calls <= 3
     assert all(0.0 < c <= 1.0 for row in confidences for c in row)
+
+
+@pytest.mark.parametrize("canvas", ["fixed", "dynamic"])
+def test_the_enrollment_decides_between_words_and_nothing(canvas):
+    # The same audio twice: with one enrollment its words, with another (a voice that is
+    # not in it) an empty transcript, which trains like any other and decodes to [].
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas=canvas, canvas_length=6, ctc_weight=0.5)
+    speech = torch.randn(1, 10, FEAT_DIM).repeat(2, 1, 1)
+    speech_lengths = torch.tensor([10, 10])
+    text, text_lengths = torch.tensor([[2, 3, 4], [-1, -1, -1]]), torch.tensor([3, 0])
+    enroll = torch.randn(2, EMBED_DIM)
+    copies, decoded = 8, None
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for step in range(1, 401):
+        model.train()
+        loss, stats, _ = model(speech.repeat(copies, 1, 1), speech_lengths.repeat(copies),
+                               text.repeat(copies, 1), text_lengths.repeat(copies),
+                               enroll_embed=enroll.repeat(copies, 1))
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            model.eval()
+            decoded = model.diffusion_decode(speech, speech_lengths, Enrollment(embed=enroll),
+                                             DiffusionOptions(steps=3))[0]
+            if decoded == [[2, 3, 4], []]:
+                break
+    assert decoded == [[2, 3, 4], []], f"after {step} updates: {decoded}"
 
 
 @pytest.mark.parametrize("position", ["encoder_input", "encoder_output"])
@@ -190,8 +219,8 @@ def test_film_position_makes_encoder_output_depend_on_the_speaker(position):
     torch.nn.init.normal_(model.spk_conditioner.projection.weight)  # leave the identity start
     model.eval()
     b = batch()
-    out_a, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=b["enroll_embed"])
-    out_b, _ = model.encode_conditioned(b["speech"], b["speech_lengths"], enroll_embed=-b["enroll_embed"])
+    out_a, _ = model.encode(b["speech"], b["speech_lengths"], Enrollment(embed=b["enroll_embed"]))
+    out_b, _ = model.encode(b["speech"], b["speech_lengths"], Enrollment(embed=-b["enroll_embed"]))
     assert not torch.allclose(out_a, out_b)
     # The hook lives only for one encoder call: the plain encoder is left untouched.
     assert not model.encoder.embed._forward_hooks
@@ -238,7 +267,7 @@ def test_a_dynamic_canvas_raising_the_steps_to_whole_blocks_says_so_once(caplog,
     monkeypatch.setattr(model, "ctc_lengths", lambda out, lens: torch.full((out.size(0),), 5))
     monkeypatch.setattr(model_module, "_STEPS_RAISED", set())
     speech, speech_lengths, *_ = batch().values()
-    enroll = dict(enroll_embed=torch.randn(speech.size(0), EMBED_DIM))
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
             _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=3, block_length=2))

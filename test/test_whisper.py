@@ -12,6 +12,7 @@ import yaml
 
 from diffasr.data.voices import VOICES, synthesize
 from diffasr.espnet2.encoder_cache import EncoderCacheError, check_cache, extract
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.espnet2.whisper_decoder import WhisperARDecoder
 from diffasr.espnet2.whisper_encoder import WhisperEncoder
 from diffasr.whisper.checkpoint import (
@@ -142,6 +143,60 @@ def test_over_long_audio_is_refused_with_the_limit():
     encoder = _encoder(adapter_blocks=0)
     with pytest.raises(ValueError, match=r"31\.0 s is longer than the 30 s"):
         encoder.frozen(torch.zeros(1, 31 * 16000), torch.tensor([31 * 16000]))
+
+
+@pytest.mark.parametrize("kind", ["cross_attention", "frame_transform"])
+@pytest.mark.parametrize("frozen_layers", [2, 4])
+def test_each_conditioning_kind_starts_as_the_unconditioned_encoder_and_then_listens(speech, kind, frozen_layers):
+    # At initialisation the output equals the unconditioned encoder's (with the same
+    # weights); one optimiser step on a loss that needs the enrollment makes it matter.
+    conf = dict(frozen_layers=frozen_layers, adapter_blocks=1, adapter_size=32, enrollment_pool=2)
+    plain, conditioned = _encoder(**conf), _encoder(enrollment=kind, **conf)
+    conditioned.load_state_dict(plain.state_dict(), strict=False)
+    audio = torch.from_numpy(speech[0])[None]
+    lengths = torch.tensor([audio.size(1)])
+    enroll = [Enrollment(speech=torch.from_numpy(s)[None]) for s in speech]
+    reference = plain(audio, lengths)[0]
+    outputs = [conditioned(audio, lengths, enrollment=e)[0] for e in enroll]
+    assert all(torch.allclose(o, reference, atol=1e-5) for o in outputs)
+    conditioned.train()
+    trainable = [p for p in conditioned.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    targets = [torch.randn_like(reference) for _ in enroll]  # a different output wanted for each voice
+    for _ in range(2):  # the first step opens the gates / moves the transforms, the second the rest
+        loss = sum((conditioned(audio, lengths, enrollment=e)[0] - t).pow(2).mean() for e, t in zip(enroll, targets))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    conditioned.eval()
+    after = [conditioned(audio, lengths, enrollment=e)[0] for e in enroll]
+    assert not torch.allclose(after[0], after[1], atol=1e-4)
+
+
+def test_prefix_segment_embeddings_start_at_zero():
+    encoder = _encoder(enrollment="prefix", adapter_blocks=0, frozen_layers=2)
+    assert torch.count_nonzero(encoder.segment) == 0
+
+
+def test_the_enrollment_is_an_argument_not_state(speech):
+    # The same encoder with two enrollments in turn gives each its own output, and a call
+    # without one is refused: nothing of an earlier call is kept.
+    encoder = _encoder(enrollment="prefix", frozen_layers=2, adapter_blocks=0)
+    torch.nn.init.normal_(encoder.segment, std=1.0)
+    audio, lengths = torch.from_numpy(speech[0])[None], torch.tensor([len(speech[0])])
+    first = encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(speech[0])[None]))[0]
+    second = encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(speech[1])[None]))[0]
+    again = encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(speech[0])[None]))[0]
+    assert torch.equal(first, again) and not torch.allclose(first, second)
+    with pytest.raises(ValueError, match="no enroll_speech was given"):
+        encoder(audio, lengths)
+    assert not any(isinstance(v, (torch.Tensor, Enrollment)) and k.startswith("_")
+                   for k, v in vars(encoder).items())
+
+
+def test_conditioning_kinds_need_a_trainable_point():
+    with pytest.raises(ValueError, match="acts before trainable layers"):
+        _encoder(enrollment="cross_attention", frozen_layers=4, adapter_blocks=0)
 
 
 def _data_dir(root, speech, enroll):

@@ -23,15 +23,30 @@ from pathlib import Path
 import sentencepiece as spm
 from espnet2.bin.tokenize_text import tokenize
 
-from diffasr.datadir import read_kv
+from diffasr.datadir import DataDirError, is_target_absent, read_jsonl, read_kv
 from diffasr.fileio import atomic_path, write_text_atomic
 
 SPECIAL_SYMBOLS = ["<blank>:0", "<unk>:1", "<mask>:-1", "<sos/eos>:-1"]
 
 
+def read_transcripts(text: Path) -> dict:
+    """utt -> transcript of a text file, without the target-absent examples.
+
+    A line without transcript is an error naming file:line, unless the data dir's
+    mixture.jsonl marks it a target-absent example (nothing to learn units from).
+    """
+    meta_path = Path(text).parent / "mixture.jsonl"
+    absent = {u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)} if meta_path.is_file() else set()
+    transcripts = {u: t for u, t in read_kv(text, allow_empty_value=bool(absent)).items() if u not in absent}
+    empty = next((u for u, t in transcripts.items() if not t), None)
+    if empty is not None:
+        raise DataDirError(f"{text}: no transcript for '{empty}', which {meta_path} does not mark target-absent")
+    return transcripts
+
+
 def make_token_list(text: Path, output_dir: Path, nbpe: int, bpemode: str = "unigram",
                     character_coverage: float = 1.0) -> Path:
-    transcripts = read_kv(text)  # raises naming file:line on a line without transcript
+    transcripts = read_transcripts(text)
     with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as tmp:
         tmp = Path(tmp)
         (tmp / "train.txt").write_text("".join(t + "\n" for t in transcripts.values()), encoding="utf-8")
@@ -65,7 +80,7 @@ def make_token_list(text: Path, output_dir: Path, nbpe: int, bpemode: str = "uni
 def make_whisper_token_list(text: Path, output_dir: Path) -> Path:
     from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
 
-    transcripts = read_kv(text)
+    transcripts = read_transcripts(text)
     tokenizer = WhisperTextTokenizer()
     lengths = sorted(len(tokenizer.text2ids(t)) for t in transcripts.values())
     output_dir.mkdir(parents=True, exist_ok=True)

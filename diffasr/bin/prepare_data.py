@@ -6,7 +6,7 @@ packages (espeak-ng, flite, fortunes, wordnet-base). With it, the same mixing is
 applied to LibriSpeech (optionally following LibriMix metadata and WHAM!-style noise).
 
   python -m diffasr.bin.prepare_data --output_dir data --corpus_dir downloads/embedded \\
-      --scale tiny --mix_setting default --seed 1 --nj 2
+      --scale tiny --mix_setting each_target --seed 1 --nj 2
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ log = logging.getLogger("prepare_data")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_corpus_arguments(parser)
-    parser.add_argument("--mix_setting", default="default",
-                        help=f"SIR/SNR ranges: {', '.join(f'{k} (SIR {v.sir_db} dB, SNR {v.snr_db} dB)' for k, v in MIX_SETTINGS.items())}")
+    parser.add_argument("--mix_setting", default="each_target",
+                        help="who is the target and at what levels (diffasr.data.mixing.MIX_SETTINGS): "
+                        "each_target (two talkers, each the target in turn, SIR -10..10 dB, 10 %% "
+                        "target-absent examples), default (the louder talker is the target, SIR 0..10 dB), "
+                        "hard (SIR -20..5 dB)")
     parser.add_argument("--librimix_metadata", default=None,
                         help="LibriMix metadata CSV dir: mixtures follow its pairs and gains")
     parser.add_argument("--noise_root", default=None, help="dir of noise wavs (e.g. WHAM!); default: synthesized")

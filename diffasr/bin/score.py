@@ -50,7 +50,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit("score.py: --n_bins must be at least 1")
     metrics = score(args.data_dir, args.decode_dir, args.calib_data_dir, args.calib_decode_dir,
                     args.n_bins)
-    summary = f"{metrics['test_set']}: WER {metrics['wer']:.2f} CER {metrics['cer']:.2f}"
+    summary = f"{metrics['test_set']}:"
+    if "wer" in metrics:
+        summary += f" WER {metrics['wer']:.2f} CER {metrics['cer']:.2f}"
+    if metrics.get("follows") is not None:
+        summary += f" follows {metrics['follows']:.1f}%"
+    if metrics.get("absent_empty") is not None:
+        summary += f" target absent -> empty {metrics['absent_empty']:.1f}%"
     if metrics.get("rtfx") is not None:
         summary += f" RTFx {metrics['rtfx']:.1f}"
     if metrics.get("speaker_confusion") is not None:

@@ -57,10 +57,11 @@ def main(argv=None) -> int:
             device="cuda" if args.ngpu > 0 else "cpu", unpack_dir=args.unpack_dir,
             **load_decode_config(args.decode_config),
         )
-        if args.enrollment:
-            check_recording(args.enrollment, asr.fs)  # a bad path is an error for every model
+        # The enrollment is checked once, where it is read (asr.enroll); for a model that
+        # takes none, a bad path is still an error.
         enrolled = asr.enroll(args.enrollment) if args.enrollment and asr.takes_enrollment else None
         if args.enrollment and not asr.takes_enrollment:
+            check_recording(args.enrollment, asr.fs)
             logging.warning("this model takes no speaker input: the enrollment is ignored")
         records, ctm = [], []
         for mixture in args.mixture:
@@ -72,8 +73,11 @@ def main(argv=None) -> int:
             result = asr.transcribe_long(mixture, enrolled=enrolled, batch_size=args.batch_size,
                                          whole=not long_form, progress=long_form)
             print(f"{mixture} {result.text}".rstrip(), flush=True)
+            if enrolled is not None and not result.text:
+                logging.warning(f"{mixture}: the enrolled speaker was not found (empty transcript)")
             records.append({
                 "mixture": mixture, "text": result.text, "long_form": long_form,
+                "target_found": bool(result.text) if enrolled is not None else None,
                 "audio_seconds": result.audio_seconds, "rtfx": round(result.rtfx, 2),
                 "words": [asdict(w) for w in result.words],
                 "segments": [asdict(s) for s in result.segments],

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from diffasr.data import DataPrepError
 from diffasr.data.mixing import (SAMPLE_RATE, MixSetting, colored_noise, fit_length, gain_for_ratio,
                                  loudness_gain, mix, mixture_length, power, read_audio)
-from diffasr.datadir import DataDirError, validate_data_dir, write_jsonl, write_kv, write_spk2utt
+from diffasr.datadir import DataDirError, is_target_absent, validate_data_dir, write_jsonl, write_kv, write_spk2utt
 from diffasr.fileio import write_text_atomic
 
 
@@ -63,8 +63,24 @@ class NoisePlan:
     start: int = 0  # first sample used from the noise file
 
 
+@dataclass(frozen=True)
+class TargetRole:
+    """One example made from a mixture: whose speech to transcribe in it.
+
+    utt: the example's id (it starts with the enrolled speaker's id); enroll: the
+    enrollment utterance; target: the source utterance in the mixture whose words are
+    the transcript, or None when the enrolled voice is not in the mixture (target
+    absent: an empty transcript).
+    """
+    utt: str
+    enroll: str
+    target: Optional[str]
+
+
 @dataclass
 class MixturePlan:
+    """One mixture: ``target`` at the start, interferers at offsets, noise. ``roles``: the
+    examples made from it (default: one, ``utt`` with ``target`` and ``enroll``)."""
     utt: str
     target: str
     enroll: str
@@ -72,6 +88,14 @@ class MixturePlan:
     noise: NoisePlan = field(default_factory=lambda: NoisePlan("synthetic"))
     target_lufs: Optional[float] = None
     target_gain: Optional[float] = None
+    roles: List[TargetRole] = field(default_factory=list)
+
+    def examples(self) -> List[TargetRole]:
+        return self.roles or [TargetRole(self.utt, self.enroll, self.target)]
+
+    def talkers(self) -> List[str]:
+        """The source utterances in the mixture, ``target`` first."""
+        return [self.target] + [i.utt for i in self.interferers]
 
 
 def group_by_speaker(sources: Dict[str, SourceUtt]) -> Dict[str, List[str]]:
@@ -81,16 +105,82 @@ def group_by_speaker(sources: Dict[str, SourceUtt]) -> Dict[str, List[str]]:
     return by_spk
 
 
+def other_utterance(by_spk: Dict[str, List[str]], spk: str, avoid: Iterable[str],
+                    rng: np.random.Generator, where: str) -> str:
+    """An utterance of ``spk`` not in ``avoid`` (an enrollment that is not heard in the mixture)."""
+    avoid = set(avoid)
+    choices = [u for u in by_spk[spk] if u not in avoid]
+    if not choices:
+        raise DataPrepError(f"{where}: speaker {spk} has no other utterance for enrollment")
+    return choices[int(rng.integers(len(choices)))]
+
+
+def talker_roles(plan: MixturePlan, sources: Dict[str, SourceUtt], by_spk: Dict[str, List[str]],
+                 rng: np.random.Generator, where: str) -> List[TargetRole]:
+    """Each talker of the mixture the target once: its own id (its utterance first, then
+    the others'), an enrollment of its speaker that is not in the mixture."""
+    talkers = plan.talkers()
+    roles = [TargetRole(plan.utt, plan.enroll, plan.target)]
+    for utt in talkers[1:]:
+        others = [u for u in talkers if u != utt]
+        roles.append(TargetRole("_".join([utt] + others),
+                                other_utterance(by_spk, sources[utt].spk, talkers, rng, where), utt))
+    return roles
+
+
+def add_absent_roles(plans: List[MixturePlan], sources: Dict[str, SourceUtt], share: float,
+                     rng: np.random.Generator, split: str) -> None:
+    """Give ``round(share * examples)`` mixtures, drawn at random, one more example each:
+    the enrollment of a voice of the same split that is not in the mixture, and no target."""
+    if share <= 0.0 or not plans:
+        return
+    by_spk = group_by_speaker(sources)
+    present = sum(len(p.examples()) for p in plans)
+    count = min(len(plans), round(share * present))
+    for index in sorted(rng.choice(len(plans), size=count, replace=False)):
+        plan = plans[index]
+        heard = {sources[u].spk for u in plan.talkers()}
+        absent = [s for s in sorted(by_spk) if s not in heard]
+        if not absent:
+            raise DataPrepError(f"split '{split}': target-absent examples need a speaker who is not "
+                                f"in mixture {plan.utt}; the split has {len(by_spk)} speakers")
+        spk = absent[int(rng.integers(len(absent)))]
+        enroll = by_spk[spk][int(rng.integers(len(by_spk[spk])))]
+        plan.roles = plan.examples() + [TargetRole(f"{spk}-absent_{plan.utt}", enroll, None)]
+
+
+def _pair_up(utts: List[str], sources: Dict[str, SourceUtt], rng: np.random.Generator
+             ) -> Dict[str, Tuple[str, bool]]:
+    """Every utterance in one pair with an utterance of another speaker, both targets; an
+    utterance left over gets a partner that is a target elsewhere (only it is the target)."""
+    order = [utts[i] for i in rng.permutation(len(utts))]
+    pairs: Dict[str, Tuple[str, bool]] = {}
+    unpaired: List[str] = []
+    for utt in order:
+        mate = next((u for u in unpaired if sources[u].spk != sources[utt].spk), None)
+        if mate is None:
+            unpaired.append(utt)
+        else:
+            unpaired.remove(mate)
+            pairs[mate] = (utt, True)
+    for utt in unpaired:
+        others = [u for u in order if sources[u].spk != sources[utt].spk]
+        pairs[utt] = (others[int(rng.integers(len(others)))], False)
+    return pairs
+
+
 def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], setting: MixSetting,
                   rng: np.random.Generator, noise_files: Sequence[Tuple[str, int]] = (),
                   split: str = "") -> List[MixturePlan]:
     """Draw mixtures: a target, 1-2 interferers of other speakers of the same split,
     SIR/SNR/loudness from `setting`, and an enrollment utterance of the target's
-    speaker that is not the target.
+    speaker that is not the target.  With ``setting.every_talker_target`` each talker
+    is the target of one example; ``setting.absent_share`` adds target-absent examples.
 
-    n_mixtures None: every utterance is the target once (as LibriMix); otherwise the
-    targets cycle through shuffled utterances. noise_files: (path, num_samples) to
-    draw noise from; empty for synthesized noise.
+    n_mixtures None: every utterance is the target once (as LibriMix; with
+    ``every_talker_target`` utterances are paired into mixtures whose two talkers are
+    both targets); otherwise the targets cycle through shuffled utterances.
+    noise_files: (path, num_samples) to draw noise from; empty for synthesized noise.
     """
     by_spk = group_by_speaker(sources)
     speakers = sorted(by_spk)
@@ -98,7 +188,11 @@ def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], sett
     if len(speakers) < 2 or not eligible:
         raise DataPrepError(f"split '{split}': mixtures need at least 2 speakers and a speaker with "
                             f"2 utterances (enrollment); found {len(speakers)} speakers")
-    if n_mixtures is None:
+    partner: Dict[str, Tuple[str, bool]] = {}  # target -> (its one interferer, whether both are targets)
+    if n_mixtures is None and setting.every_talker_target:
+        partner = _pair_up(eligible, sources, rng)
+        targets = list(partner)
+    elif n_mixtures is None:
         targets = eligible
     else:
         targets = []
@@ -113,22 +207,30 @@ def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], sett
         others = [s for s in speakers if s != spk]
         for _attempt in range(100):  # redraw the rare exact repeat of a combination
             count = min(int(rng.integers(lo, hi + 1)), len(others))
+            if target in partner:
+                chosen = [partner[target][0]]
+            else:
+                chosen = []
+                for i in rng.choice(len(others), size=count, replace=False):
+                    spk_utts = by_spk[others[i]]
+                    chosen.append(spk_utts[int(rng.integers(len(spk_utts)))])
             interferers = []
-            for i in rng.choice(len(others), size=count, replace=False):
-                spk_utts = by_spk[others[i]]
-                utt = spk_utts[int(rng.integers(len(spk_utts)))]
+            for utt in chosen:
                 room = max(0, sources[target].num_samples - sources[utt].num_samples)
                 interferers.append(InterfererPlan(utt, int(rng.integers(room + 1)),
                                                   sir_db=float(rng.uniform(*setting.sir_db))))
-            utt_id = "_".join([target] + [i.utt for i in interferers])
-            if utt_id not in seen:
+            talkers = [target] + [i.utt for i in interferers]
+            utt_id = "_".join(talkers)
+            # every order of the talkers names an example when each is the target in turn
+            ids = ({"_".join([u] + [o for o in talkers if o != u]) for u in talkers}
+                   if setting.every_talker_target else {utt_id})
+            if not ids & seen:
                 break
         else:
             raise DataPrepError(f"split '{split}': cannot draw {len(targets)} distinct mixtures; "
                                 "the split has too few utterances")
-        seen.add(utt_id)
-        enroll_choices = [u for u in by_spk[spk] if u != target]
-        enroll = enroll_choices[int(rng.integers(len(enroll_choices)))]
+        seen |= ids
+        enroll = other_utterance(by_spk, spk, [target], rng, f"split '{split}'")
         snr = float(rng.uniform(*setting.snr_db))
         if noise_files:
             path, noise_len = noise_files[int(rng.integers(len(noise_files)))]
@@ -137,8 +239,14 @@ def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], sett
             noise = NoisePlan("file", snr_db=snr, path=path, start=int(rng.integers(max(0, noise_len - length) + 1)))
         else:
             noise = NoisePlan("synthetic", snr_db=snr, seed=int(rng.integers(2 ** 31)))
-        plans.append(MixturePlan(utt_id, target, enroll, interferers, noise,
-                                 target_lufs=float(rng.uniform(*setting.target_lufs))))
+        plan = MixturePlan(utt_id, target, enroll, interferers, noise,
+                           target_lufs=float(rng.uniform(*setting.target_lufs)))
+        if setting.every_talker_target:
+            plan.roles = talker_roles(plan, sources, by_spk, rng, f"split '{split}'")
+            if target in partner and not partner[target][1]:
+                plan.roles = plan.roles[:1]  # its interferer is already the target of another pair
+        plans.append(plan)
+    add_absent_roles(plans, sources, setting.absent_share, rng, split)
     return plans
 
 
@@ -156,10 +264,12 @@ def _source_record(utt: str, gain: float) -> dict:
     return {"utt": utt, "spk": src.spk, "path": src.path, "text": src.text, "gain": gain}
 
 
-def render(task: Tuple[MixturePlan, str, str, Optional[str], Optional[str]]) -> Tuple[dict, float]:
-    """Write one mixture (and its clean target). Returns (mixture.jsonl record, seconds).
+def render(task: Tuple[MixturePlan, str, str, Optional[str], Optional[str]]) -> List[Tuple[dict, float]]:
+    """Write one mixture (and, for a test split, the clean target of each example).
 
-    task: (plan, wav dir to write, wav dir in the final lists, same two for the clean copy).
+    Returns a (mixture.jsonl record, seconds) pair per example (``plan.examples()``);
+    the examples of a mixture share its audio file.
+    task: (plan, wav dir to write, wav dir in the final lists, same two for the clean copies).
     """
     plan, wav_dir, final_wav_dir, clean_dir, final_clean_dir = task
     target_src = _SOURCES[plan.target]
@@ -189,24 +299,45 @@ def render(task: Tuple[MixturePlan, str, str, Optional[str], Optional[str]]) -> 
 
     name = f"{plan.utt}.wav"
     sf.write(os.path.join(wav_dir, name), mixture, SAMPLE_RATE, subtype="PCM_16")
-    if clean_dir is not None:
-        sf.write(os.path.join(clean_dir, name), clean, SAMPLE_RATE, subtype="PCM_16")
-    # Ratios from the gains actually used (the clip scale cancels out).
-    record = {
-        "utt": plan.utt,
-        "path": os.path.join(final_wav_dir, name),
-        "target": _source_record(plan.target, target_gain * scale),
-        "interferers": [
-            dict(_source_record(item.utt, gain * scale), offset_samples=offset,
-                 sir_db=10 * math.log10(target_power / (power(audio) * gain ** 2)))
-            for item, (audio, offset, gain) in zip(plan.interferers, interferers)],
-        "noise": dict(noise_info, gain=noise_gain * scale,
-                      snr_db=10 * math.log10(target_power / (noise_power * noise_gain ** 2))),
-        "enroll": {"utt": plan.enroll, "path": _SOURCES[plan.enroll].path},
-    }
-    if final_clean_dir is not None:
-        record["clean_path"] = os.path.join(final_clean_dir, name)
-    return record, length / SAMPLE_RATE
+    # Every talker as mixed: (utt, audio, offset in the mixture, gain before clipping).
+    talkers = [(plan.target, target, 0, target_gain)] + [
+        (item.utt, audio, offset, gain) for item, (audio, offset, gain) in zip(plan.interferers, interferers)]
+    mixed_power = {utt: power(audio) * gain ** 2 for utt, audio, _, gain in talkers}
+    results = []
+    for role in plan.examples():
+        # Ratios from the gains actually used (the clip scale cancels out).
+        reference = mixed_power[role.target] if role.target is not None else target_power
+        others = [t for t in talkers if t[0] != role.target]
+        record = {
+            "utt": role.utt,
+            "path": os.path.join(final_wav_dir, name),
+            "interferers": [
+                dict(_source_record(utt, gain * scale), offset_samples=offset,
+                     sir_db=10 * math.log10(reference / mixed_power[utt]))
+                for utt, audio, offset, gain in others],
+            "noise": dict(noise_info, gain=noise_gain * scale,
+                          snr_db=10 * math.log10(reference / (noise_power * noise_gain ** 2))),
+            "enroll": {"utt": role.enroll, "spk": _SOURCES[role.enroll].spk, "path": _SOURCES[role.enroll].path},
+        }
+        if role.target is None:  # target absent: the SIR/SNR are those of the first talker
+            record["target"] = {"utt": None, "spk": _SOURCES[role.enroll].spk, "path": None, "text": "",
+                                "gain": 0.0, "offset_samples": 0}
+        else:
+            utt, audio, offset, gain = next(t for t in talkers if t[0] == role.target)
+            record["target"] = dict(_source_record(utt, gain * scale), offset_samples=offset)
+            if clean_dir is not None:
+                alone = clean if offset == 0 and utt == plan.target else _placed(audio, offset, gain * scale, length)
+                sf.write(os.path.join(clean_dir, f"{role.utt}.wav"), alone, SAMPLE_RATE, subtype="PCM_16")
+                record["clean_path"] = os.path.join(final_clean_dir, f"{role.utt}.wav")
+        results.append((record, length / SAMPLE_RATE))
+    return results
+
+
+def _placed(audio: np.ndarray, offset: int, gain: float, length: int) -> np.ndarray:
+    """``gain * audio`` at ``offset`` in ``length`` samples of silence."""
+    out = np.zeros(length, dtype=np.float32)
+    out[offset:offset + len(audio)] = gain * audio
+    return out
 
 
 def parallel_map(fn: Callable, tasks: Sequence, sources: Dict[str, SourceUtt], nj: int, desc: str) -> List:
@@ -236,7 +367,7 @@ def _write_mixture_set(data_dir: Path, records: List[dict], durations: Dict[str,
     write_kv(data_dir / "wav.scp", {r["utt"]: r[path_key] for r in records})
     write_kv(data_dir / "text", {r["utt"]: r["target"]["text"] for r in records})
     write_kv(data_dir / "utt2spk", {r["utt"]: r["target"]["spk"] for r in records})
-    write_kv(data_dir / "utt2dur", {u: f"{d:.3f}" for u, d in durations.items()})
+    write_kv(data_dir / "utt2dur", {r["utt"]: f"{durations[r['utt']]:.3f}" for r in records})
     write_kv(data_dir / "enroll.scp", {r["utt"]: r["enroll"]["path"] for r in records})
     write_jsonl(data_dir / "mixture.jsonl", [{k: v for k, v in r.items() if k not in ("path", "clean_path")}
                                              for r in records])
@@ -249,8 +380,16 @@ def _clean_record(record: dict) -> dict:
                 noise={"kind": "none", "path": None, "gain": 0.0, "snr_db": None})
 
 
-def set_names() -> List[str]:
-    return list(SPLITS) + ["test_clean"] + [f"sources_{s}" for s in SPLITS]
+ABSENT_SET = "test_absent"
+
+
+def set_names(with_absent: bool = False) -> List[str]:
+    """The sets stage 1 writes; ``test_absent`` only for a mix setting with target-absent examples."""
+    return list(SPLITS) + ["test_clean"] + ([ABSENT_SET] if with_absent else []) + [f"sources_{s}" for s in SPLITS]
+
+
+def written_set_names(output_dir: os.PathLike) -> List[str]:
+    return set_names((Path(output_dir) / ABSENT_SET).is_dir())
 
 
 def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, SourceUtt]],
@@ -270,20 +409,31 @@ def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, Source
                 final_clean = str(output_dir / "test_clean" / "wav")
             tasks = [(p, str(wav_dir), str(output_dir / split / "wav"),
                       None if clean_dir is None else str(clean_dir), final_clean) for p in plans[split]]
-            results = parallel_map(render, tasks, sources[split], nj, f"mixing {split}")
+            results = [pair for pairs in parallel_map(render, tasks, sources[split], nj, f"mixing {split}")
+                       for pair in pairs]
             records = [r for r, _ in results]
             durations = {r["utt"]: d for r, d in results}
-            _write_mixture_set(tmp_root / split, records, durations)
             if split == "test":
-                _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in records],
-                                   durations)
+                # The target-absent examples are a set of their own: scored by how often
+                # nothing is transcribed, not by WER.
+                present = [r for r in records if not is_target_absent(r)]
+                _write_mixture_set(tmp_root / split, present, durations)
+                _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in present], durations)
+                absent = [r for r in records if is_target_absent(r)]
+                if absent:
+                    _write_mixture_set(tmp_root / ABSENT_SET, absent, durations)
+            else:
+                _write_mixture_set(tmp_root / split, records, durations)
             write_source_set(tmp_root / f"sources_{split}", sources[split])
-        for name in set_names():
+        names = written_set_names(tmp_root)
+        for name in names:
             validate_data_dir(tmp_root / name, check_paths=False)
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
         raise
-    swap_into_place(output_dir, tmp_root, set_names())
+    if (output_dir / ABSENT_SET).is_dir():  # from an earlier run with another mix setting
+        shutil.rmtree(output_dir / ABSENT_SET)
+    swap_into_place(output_dir, tmp_root, names)
     return corpus_stats(output_dir)
 
 
@@ -311,7 +461,7 @@ def corpus_stats(output_dir: os.PathLike, names: Optional[Sequence[str]] = None)
     """Hours, speakers and utterances of every set (default: the mixture sets), from utt2dur and utt2spk."""
     output_dir = Path(output_dir)
     stats = {}
-    for name in names or set_names():
+    for name in names or written_set_names(output_dir):
         durations = _read_kv_plain(output_dir / name / "utt2dur")
         speakers = set(_read_kv_plain(output_dir / name / "utt2spk").values())
         stats[name] = {"utterances": len(durations), "speakers": len(speakers),
@@ -341,7 +491,7 @@ def is_done(output_dir: os.PathLike, options: dict, names: Optional[Sequence[str
     try:
         if json.loads(marker.read_text(encoding="utf-8")) != json.loads(json.dumps(options)):
             return False
-        for name in names or set_names():
+        for name in names or written_set_names(output_dir):
             validate_data_dir(output_dir / name)
     except (OSError, ValueError, DataDirError):
         return False

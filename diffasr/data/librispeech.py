@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from diffasr.data import DataPrepError
-from diffasr.data.corpus import (SPLITS, InterfererPlan, MixturePlan, NoisePlan, SourceUtt, group_by_speaker,
-                                 plan_mixtures)
+from diffasr.data.corpus import (SPLITS, InterfererPlan, MixturePlan, NoisePlan, SourceUtt, add_absent_roles,
+                                 group_by_speaker, plan_mixtures, talker_roles)
 from diffasr.data.mixing import SAMPLE_RATE, MixSetting
 from diffasr.data.text import normalize_transcript
 
@@ -119,7 +119,8 @@ def metadata_files(metadata_dir: os.PathLike, subset: str) -> List[Path]:
 
 def plan_from_metadata(csv_paths: Sequence[Path], sources: Dict[str, SourceUtt], setting: MixSetting,
                        rng: np.random.Generator, noise_root: Optional[os.PathLike]) -> List[MixturePlan]:
-    """Mixture plans following LibriMix pairs and gains (target = source_1)."""
+    """Mixture plans following LibriMix pairs and gains (target = source_1; with
+    ``setting.every_talker_target`` each source is the target of one example)."""
     by_spk = group_by_speaker(sources)
     plans: List[MixturePlan] = []
     seen = set()
@@ -161,9 +162,13 @@ def plan_from_metadata(csv_paths: Sequence[Path], sources: Dict[str, SourceUtt],
                 else:  # no noise files here: synthesized noise at a drawn SNR
                     noise = NoisePlan("synthetic", snr_db=float(rng.uniform(*setting.snr_db)),
                                       seed=int(rng.integers(2 ** 31)))
-                plans.append(MixturePlan(utt_id, utts[0], enroll,
-                                         [InterfererPlan(u, 0, gain=g) for u, g in zip(utts[1:], gains[1:])],
-                                         noise, target_gain=gains[0]))
+                plan = MixturePlan(utt_id, utts[0], enroll,
+                                   [InterfererPlan(u, 0, gain=g) for u, g in zip(utts[1:], gains[1:])],
+                                   noise, target_gain=gains[0])
+                if setting.every_talker_target:  # each source a target in turn, as Libri2Mix's lists
+                    plan.roles = talker_roles(plan, sources, by_spk, rng, f"{csv_path}:{lineno}")
+                plans.append(plan)
+    add_absent_roles(plans, sources, setting.absent_share, rng, "LibriMix metadata")
     return plans
 
 

@@ -30,14 +30,31 @@ MAX_AMP = 0.9  # LibriMix's ceiling after clipping renormalisation
 @dataclass(frozen=True)
 class MixSetting:
     """Ranges the mixing draws from (uniform). sir_db: target over each interferer;
-    snr_db: target over noise; target_lufs: LibriMix's source loudness range."""
+    snr_db: target over noise; target_lufs: LibriMix's source loudness range.
+
+    every_talker_target: each talker of a mixture is the target once (the same audio,
+    that talker's enrollment and transcript), so that loudness says nothing about whom
+    to transcribe; with a symmetric sir_db the target is the quieter talker half the time.
+    absent_share: target-absent examples per present one: a mixture with the enrollment
+    of a voice that is not in it and an empty transcript.
+    """
     sir_db: Tuple[float, float]
     snr_db: Tuple[float, float]
     n_interferers: Tuple[int, int] = (1, 2)
     target_lufs: Tuple[float, float] = (-33.0, -25.0)
+    every_talker_target: bool = False
+    absent_share: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.absent_share < 1.0:
+            raise ValueError(f"absent_share must be in [0, 1), got {self.absent_share}")
 
 
 MIX_SETTINGS: Dict[str, MixSetting] = {
+    # Two talkers, each the target in turn, at -10..+10 dB of each other (Libri2Mix-style
+    # target-speaker lists), and 10 % target-absent pairs: the enrollment decides.
+    "each_target": MixSetting(sir_db=(-10.0, 10.0), snr_db=(5.0, 20.0), n_interferers=(1, 1),
+                              every_talker_target=True, absent_share=0.1),
     # Moderate overlap: the target is the loudest speaker.
     "default": MixSetting(sir_db=(0.0, 10.0), snr_db=(5.0, 20.0)),
     # The project brief's -20..5 dB: interferers may be far louder than the target.

@@ -45,16 +45,16 @@ class Voice:
 
 
 def _e(i: int, voice: str, pitch: int, rate: int, gender: str, gain_db: float = 0.0) -> Voice:
-    return Voice(f"syn{i:02d}", "espeak-ng", voice, pitch, rate, gender, gain_db)
+    return Voice(f"syn{i:03d}", "espeak-ng", voice, pitch, rate, gender, gain_db)
 
 
 def _f(i: int, voice: str, f0: int, stretch: float, gender: str, gain_db: float = 0.0) -> Voice:
-    return Voice(f"syn{i:02d}", "flite", voice, f0, stretch, gender, gain_db)
+    return Voice(f"syn{i:03d}", "flite", voice, f0, stretch, gender, gain_db)
 
 
-# Ordered so that any evenly spaced subset (see assign_splits) mixes engines,
-# accents and genders. 32 voices: 27 espeak-ng accent+variant pairs, 5 flite voices.
-VOICES: List[Voice] = [
+# The hand-picked first 32 (ordered so that any evenly spaced subset, see assign_splits,
+# mixes engines, accents and genders): 27 espeak-ng accent+variant pairs, 5 flite voices.
+_CURATED: List[Voice] = [
     _e(1, "en-us+m1", 50, 165, "m"),
     _e(2, "en-gb+f2", 62, 160, "f", -2),
     _f(3, "slt", 175, 1.0, "f"),
@@ -88,6 +88,55 @@ VOICES: List[Voice] = [
     _e(31, "en-gb-x-rp+f4", 45, 170, "f", 1),
     _e(32, "en-us-nyc+m3", 42, 200, "m", -1),
 ]
+
+# espeak-ng's English accents and those of its voice variants that sound like a person
+# (robotic, whispered and novelty variants left out). Variant names are espeak-ng's.
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
+           "en-029", "en-us-nyc", "en")
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Adam", "Alex", "Andy", "Antonio",
+                 "Benjamin", "Caleb", "David", "Denis", "Diogo", "Ed", "Edward", "Gene", "Gustave",
+                 "Henrique", "Hugo", "Jacky", "John", "Lee", "Marco", "Mario", "Max", "Michael",
+                 "Miguel", "Mike", "Paul", "Pedro", "Quincy", "Rob", "Robert", "Zac", "norbert",
+                 "sandro", "travis", "victor", "grandpa", "klatt2", "klatt3")
+FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "Auntie", "Belinda",
+                   "Linda", "Steph", "anika", "shelby", "grandma", "klatt4")
+FLITE_VOICES = (("slt", "f", 150, 200), ("awb", "m", 90, 130), ("rms", "m", 80, 120),
+                ("kal16", "m", 90, 130), ("kal", "m", 95, 140))  # name, gender, f0 range (Hz)
+
+
+def generated_voices(count: int, first_index: int, seed: int = 20261201) -> List[Voice]:
+    """``count`` more speakers: accent x variant pairs not used before, each with its own
+    pitch, rate and level drawn from a fixed seed (the pool is the same on every machine);
+    every eighth a flite voice at its own mean F0 and speed."""
+    rng = np.random.default_rng(seed)
+    used = {v.voice for v in _CURATED if v.engine == "espeak-ng"}
+    # Male and female voices alternate, each drawn in its own shuffled order.
+    by_gender = {}
+    for gender, variants in (("m", MALE_VARIANTS), ("f", FEMALE_VARIANTS)):
+        pairs = [f"{accent}+{variant}" for variant in variants for accent in ACCENTS]
+        pairs = [p for p in pairs if p not in used]
+        by_gender[gender] = iter([pairs[i] for i in rng.permutation(len(pairs))])
+    voices: List[Voice] = []
+    espeak_taken = flite_taken = 0
+    for index in range(first_index, first_index + count):
+        if index % 8 == 0:
+            name, gender, f0_lo, f0_hi = FLITE_VOICES[flite_taken % len(FLITE_VOICES)]
+            flite_taken += 1
+            voices.append(_f(index, name, int(rng.integers(f0_lo, f0_hi + 1)),
+                             round(float(rng.uniform(0.85, 1.2)), 2), gender,
+                             round(float(rng.uniform(-2, 2)), 1)))
+            continue
+        gender = "mf"[espeak_taken % 2]
+        espeak_taken += 1
+        voice = next(by_gender[gender])
+        pitch = int(rng.integers(15, 60)) if gender == "m" else int(rng.integers(45, 95))
+        voices.append(_e(index, voice, pitch, int(rng.integers(135, 200)), gender,
+                         round(float(rng.uniform(-2, 2)), 1)))
+    return voices
+
+
+# 160 speakers: the curated 32, then 128 generated ones (113 espeak-ng, 15 flite).
+VOICES: List[Voice] = _CURATED + generated_voices(128, len(_CURATED) + 1)
 
 
 def assign_splits(voices: Sequence[Voice], n_train: int, n_dev: int, n_test: int) -> Dict[str, List[Voice]]:

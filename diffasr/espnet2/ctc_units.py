@@ -48,9 +48,10 @@ class CharacterUnits:
             chars = [c for t in text[b, : int(text_lengths[b])].tolist() for c in self.chars_of_token[t]]
             while chars and chars[0] == index_of_space():
                 chars.pop(0)  # the leading space of Whisper's first token
-            rows.append(chars or [UNK])
+            # a token with no letters is unknown; no token at all (target absent) is all blank
+            rows.append(chars or ([UNK] if int(text_lengths[b]) > 0 else []))
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long, device=text.device)
-        padded = torch.full((len(rows), int(lengths.max())), -1, dtype=torch.long, device=text.device)
+        padded = torch.full((len(rows), max(1, int(lengths.max()))), -1, dtype=torch.long, device=text.device)
         for b, row in enumerate(rows):
             padded[b, : len(row)] = torch.tensor(row, dtype=torch.long)
         return padded, lengths

@@ -41,7 +41,8 @@ from diffasr.diffusion import (
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.length import LengthPredictor
-from diffasr.espnet2.target_speaker import ENROLLMENT_INPUTS, TargetSpeakerMixin, special_ids
+from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
+from diffasr.espnet2.target_speaker import TargetSpeakerMixin, special_ids
 
 from diffasr.diffusion.options import CANVAS_MODES
 
@@ -188,17 +189,16 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         Args:
             speech: [B, T(, C)]; speech_lengths: [B].
             text: [B, U] token ids, -1 padded; text_lengths: [B].
-            kwargs: the enrollment: ``enroll_embed`` [B, E] (embedding) and/or
-                ``enroll_speech`` [B, T'] with ``enroll_speech_lengths`` (audio).
+            kwargs: the enrollment's data (``Enrollment.from_batch``): ``enroll_embed``
+                [B, E] (embedding) and/or ``enroll_speech`` [B, T'] with its lengths (audio).
         """
         batch_size = speech.size(0)
-        text = text[:, : text_lengths.max()]
+        text = text[:, : int(text_lengths.max())]
         self._check_transcripts(text, text_lengths, utt_id)
         stats = dict()
 
         # 1. Encoder with the enrollment
-        enrollment = {k: v for k, v in kwargs.items() if k in ENROLLMENT_INPUTS}
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, utt_id, **enrollment)
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, Enrollment.from_batch(kwargs, utt_id))
 
         # 2. CTC branch on the conditioned frames (over tokens, or over their characters)
         loss_ctc = None
@@ -263,12 +263,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     def _check_transcripts(
         self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
     ) -> None:
-        empty = (text_lengths == 0).nonzero()
-        if empty.numel() > 0:
-            raise ValueError(
-                f"{_utterance_name(utt_ids, int(empty[0]))} has an empty transcript; "
-                "remove it from the training data (its text line has no tokens)"
-            )
+        # An empty transcript is a target-absent example (the enrolled voice is not in the
+        # mixture): its canvas is all end fill, and CTC's target is all blank.
         inside = torch.arange(text.size(1), device=text.device) < text_lengths[:, None]
         bad = inside & ((text < 0) | (text >= self.vocab_size))
         if bad.any():
@@ -345,12 +341,12 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self,
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
-        enrollment: Optional[Dict[str, torch.Tensor]] = None,
+        enrollment: Enrollment = NO_ENROLLMENT,
         options: Optional[DiffusionOptions] = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Decode a batch with the masked-diffusion sampler.
 
-        ``enrollment``: the model's enrollment inputs (``enroll_embed``, ``enroll_speech``...).
+        ``enrollment``: whose speech to transcribe (an ``Enrollment`` of the batch).
         ``options`` (default: ``DiffusionOptions()``); its canvas options default to the
         training values.  Returns per utterance the token ids (``<sos/eos>``, ``<mask>``
         and ``<blank>`` fill removed) and the commit probability of each, plus the raw
@@ -361,7 +357,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas = options.canvas or self.canvas
         length = options.canvas_length or self.canvas_length
         margin = self.canvas_margin if options.canvas_margin is None else options.canvas_margin
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
         batch = encoder_out.size(0)
         if canvas == "fixed":
             lengths = torch.full((batch,), length, dtype=torch.long, device=encoder_out.device)
@@ -418,12 +414,12 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     @torch.no_grad()
     def ctc_greedy_decode(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor,
-        enrollment: Optional[Dict[str, torch.Tensor]] = None,
+        enrollment: Enrollment = NO_ENROLLMENT,
     ) -> Tuple[List[List[int]], List[List[float]]]:
         """CTC greedy hypotheses (``fill_ids`` removed), each token scored by the diffusion decoder (one pass)."""
         if self.ctc is None:
             raise ValueError("CTC greedy decoding needs the CTC head, but this model has none")
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
         hyps = self.ctc_greedy(encoder_out, encoder_out_lens)
         canvas, lengths = self._hypothesis_canvas(hyps, margin=0)
         confidence = hypothesis_confidence(
@@ -466,7 +462,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self,
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
-        enrollment: Optional[Dict[str, torch.Tensor]] = None,
+        enrollment: Enrollment = NO_ENROLLMENT,
         hypotheses: Optional[List[List[int]]] = None,
         options: Optional[DeliberationOptions] = None,
         generator: Optional[torch.Generator] = None,
@@ -482,7 +478,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         kept tokens report it as their confidence.
         """
         options = options or DeliberationOptions()
-        encoder_out, encoder_out_lens = self.encode_conditioned(speech, speech_lengths, **(enrollment or {}))
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
         if hypotheses is None:
             if self.ctc is None:
                 raise ValueError("deliberating CTC hypotheses needs the CTC head, but this model has none")

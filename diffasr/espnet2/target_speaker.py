@@ -1,122 +1,95 @@
 """Whose speech to transcribe: the enrollment reaches the encoder of any ESPnet ASR model.
 
 ESPnet's models call ``self.encode(speech, speech_lengths)`` and know nothing of a target
-speaker.  ``TargetSpeakerMixin`` gives them the enrollment for the duration of a call:
+speaker.  ``TargetSpeakerMixin.encode`` takes the ``Enrollment`` as a third argument and
+runs ESPnet's encoding steps (frontend, SpecAugment, normalisation, pre-encoder,
+encoder, post-encoder) with it:
 
-- ``spk_conditioner`` (an enrollment *embedding*, ``enroll_embed``): FiLM hooked on the
-  encoder's speaker input point, or a conditioner applied to the encoder output;
-- an encoder with ``enrollment: prefix`` (the enrollment *audio*, ``enroll_speech``):
-  its own frames are put before the mixture's inside the encoder.
+- an encoder that reads the enrollment (``takes_enrollment``: ``encoder: whisper`` with
+  ``enrollment: prefix``) gets it as an argument, and so does its speaker input point
+  (FiLM of the embedding, ``input_transform``);
+- ESPnet's own encoders have no such argument: FiLM at their input is a forward hook on
+  ``encoder.embed`` for the duration of that one call;
+- a conditioner at the encoder output is applied to it.
 
-The AR and Mask-CTC baselines are ESPnet's models with this mixin, so every system of a
-comparison sees the same speaker input.
+The AR and Mask-CTC baselines are ESPnet's models with this mixin; their ``forward``
+encodes with the batch's enrollment and computes ESPnet's losses from that output, so
+every system of a comparison sees the same speaker input.
 """
 
 import contextlib
-from typing import Iterator, List, Optional, Set
+import functools
+from typing import List, Optional, Set
 
 import torch
 
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.maskctc_model import MaskCTCModel
+from espnet2.torch_utils.device_funcs import force_gatherable
 
-# Optional data names that say whose speech to transcribe (see diffasr.espnet2.task).
-ENROLLMENT_INPUTS = ("enroll_embed", "enroll_speech", "enroll_speech_lengths")
-
-
-def speaker_input_layer(encoder: torch.nn.Module) -> torch.nn.Module:
-    """The module whose output FiLM modulates: the encoder's declared point, or its input layer."""
-    layer = getattr(encoder, "speaker_input_layer", None)
-    return layer if layer is not None else encoder.embed
-
-
-def _batch_name(utt_ids: Optional[List[str]]) -> str:
-    return f" (batch of {', '.join(utt_ids)})" if utt_ids else ""
+from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 
 
 class TargetSpeakerMixin:
-    """Adds ``enrolled(...)``, an ``encode`` that honours it, and ``encode_conditioned``.
+    """``encode(speech, speech_lengths, enrollment)`` for a model with an enrollment.
 
     Classes using it set ``self.spk_conditioner`` (a module or None) and ``self.fill_ids``
     (token ids never written into a transcript) in ``__init__``.
     """
 
-    _enrolled = False
-    _enroll_embed = None
-
     def needs_enrollment_audio(self) -> bool:
         return getattr(self.encoder, "enrollment", "none") != "none"
 
-    @contextlib.contextmanager
-    def enrolled(
-        self,
-        enroll_embed: Optional[torch.Tensor] = None,
-        enroll_speech: Optional[torch.Tensor] = None,
-        enroll_speech_lengths: Optional[torch.Tensor] = None,
-        utt_ids: Optional[List[str]] = None,
-    ) -> Iterator[None]:
-        """Encoder calls inside this block are conditioned on this enrollment."""
-        with contextlib.ExitStack() as stack:
-            conditioner = self.spk_conditioner
-            if conditioner is not None:
-                if enroll_embed is None:
-                    raise ValueError(
-                        f"this model is speaker-conditioned but no enroll_embed was given"
-                        f"{_batch_name(utt_ids)}; add '<dir>/enroll_embed.scp,enroll_embed,kaldi_ark' "
-                        "to the data options"
-                    )
-                if conditioner.position == "encoder_input":
-                    stack.enter_context(conditioner.attached_to(speaker_input_layer(self.encoder), enroll_embed))
-            if self.needs_enrollment_audio():
-                if enroll_speech is None:
-                    raise ValueError(
-                        f"this model reads the enrollment audio but no enroll_speech was given"
-                        f"{_batch_name(utt_ids)}; add '<dir>/enroll.scp,enroll_speech,sound' "
-                        "to the data options"
-                    )
-                if enroll_speech_lengths is None:
-                    enroll_speech_lengths = torch.full((enroll_speech.size(0),), enroll_speech.size(1),
-                                                       dtype=torch.long, device=enroll_speech.device)
-                stack.enter_context(self.encoder.enrolled(enroll_speech, enroll_speech_lengths))
-            self._enrolled, self._enroll_embed = True, enroll_embed
-            try:
-                yield
-            finally:
-                self._enrolled, self._enroll_embed = False, None
+    def is_speaker_conditioned(self) -> bool:
+        return self.spk_conditioner is not None or self.needs_enrollment_audio()
 
-    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
-        """ESPnet's encode, with the output conditioner (if any) applied."""
-        conditioned = self.spk_conditioner is not None or self.needs_enrollment_audio()
-        if conditioned and not self._enrolled:
-            raise ValueError("this model is speaker-conditioned: encode inside model.enrolled(...) "
-                             "or call encode_conditioned")
-        encoder_out, encoder_out_lens = super().encode(speech, speech_lengths)
+    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+               enrollment: Enrollment = NO_ENROLLMENT):
+        """Encoder output [B, T, D] and lengths [B], conditioned on ``enrollment``."""
+        batch = speech.size(0)
+        feats, feats_lengths = self._extract_feats(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            feats, feats_lengths = self.specaug(feats, feats_lengths)
+        if self.normalize is not None:
+            feats, feats_lengths = self.normalize(feats, feats_lengths)
+        if self.preencoder is not None:
+            feats, feats_lengths = self.preencoder(feats, feats_lengths)
+
         conditioner = self.spk_conditioner
+        embed = enrollment.require_embed(batch) if conditioner is not None else None
+        extra, hook = {}, contextlib.nullcontext()
+        if getattr(self.encoder, "takes_enrollment", False):
+            extra["enrollment"] = enrollment
+            if conditioner is not None and conditioner.position == "encoder_input":
+                extra["input_transform"] = functools.partial(conditioner.modulate, enroll_embed=embed)
+        elif conditioner is not None and conditioner.position == "encoder_input":
+            hook = conditioner.attached_to(self.encoder.embed, embed)
+        with hook:
+            encoder_out, encoder_out_lens, _ = self.encoder(feats, feats_lengths, **extra)
+        if isinstance(encoder_out, tuple):  # (output, intermediate CTC outputs): not used here
+            encoder_out = encoder_out[0]
+        if self.postencoder is not None:
+            encoder_out, encoder_out_lens = self.postencoder(encoder_out, encoder_out_lens)
         if conditioner is not None and conditioner.position == "encoder_output":
-            if isinstance(encoder_out, tuple):  # (output, intermediate CTC outputs)
-                main, encoder_out_lens = conditioner(encoder_out[0], encoder_out_lens, self._enroll_embed)
-                return (main, encoder_out[1]), encoder_out_lens
-            return conditioner(encoder_out, encoder_out_lens, self._enroll_embed)
+            encoder_out, encoder_out_lens = conditioner(encoder_out, encoder_out_lens, embed)
         return encoder_out, encoder_out_lens
 
-    def encode_conditioned(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
-                           utt_ids: Optional[List[str]] = None, **enrollment):
-        """Encoder output [B, T, D] (intermediate CTC outputs dropped) and lengths."""
-        with self.enrolled(utt_ids=utt_ids, **enrollment):
-            encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
-        return (encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out), encoder_out_lens
-
-    def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
-        """ESPnet's forward, inside ``enrolled`` (used by the ESPnet baselines)."""
-        enrollment = {k: kwargs.pop(k) for k in ENROLLMENT_INPUTS if k in kwargs}
-        kwargs.pop("enroll_embed_lengths", None)
-        with self.enrolled(utt_ids=kwargs.get("utt_id"), **enrollment):
-            return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+    def _check_single_output_branch(self) -> None:
+        if self.interctc_weight != 0.0:
+            raise ValueError("interctc_weight is not supported with an enrollment (model_conf)")
 
 
 def special_ids(token_list: List[str], *symbols: str) -> Set[int]:
     """The ids of those ``symbols`` that the token list has."""
     return {token_list.index(s) for s in symbols if s in token_list}
+
+
+def _weighted(ctc_weight: float, loss_ctc: Optional[torch.Tensor], loss_decoder: Optional[torch.Tensor]):
+    if ctc_weight == 0.0:
+        return loss_decoder
+    if ctc_weight == 1.0:
+        return loss_ctc
+    return ctc_weight * loss_ctc + (1 - ctc_weight) * loss_decoder
 
 
 class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
@@ -125,9 +98,29 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        self._check_single_output_branch()
+        if self.use_transducer_decoder:
+            raise ValueError("a transducer decoder is not supported with an enrollment")
         # The diffusion models' mask symbol is in a shared token list too.
         self.fill_ids = {self.sos, self.eos} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"), "<mask>")
+
+    def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
+        """ESPnet's CTC + attention losses on the output encoded with the batch's enrollment."""
+        enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
+        text = text[:, : int(text_lengths.max())]
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
+        stats, loss_ctc, loss_att = {}, None, None
+        if self.ctc_weight != 0.0:
+            loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_ctc"] = loss_ctc.detach()
+        if self.ctc_weight != 1.0:
+            loss_att, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
+                encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_att"] = loss_att.detach()
+        loss = _weighted(self.ctc_weight, loss_ctc, loss_att)
+        stats["loss"] = loss.detach()
+        return force_gatherable((loss, stats, speech.size(0)), loss.device)
 
 
 class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
@@ -136,5 +129,22 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        self._check_single_output_branch()
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"))
+
+    def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
+        """ESPnet's CTC + masked-LM losses on the output encoded with the batch's enrollment."""
+        enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
+        text = text[:, : int(text_lengths.max())]
+        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
+        stats, loss_ctc, loss_mlm = {}, None, None
+        if self.ctc_weight != 0.0:
+            loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_ctc"] = loss_ctc.detach()
+        if self.ctc_weight != 1.0:
+            loss_mlm, stats["acc_mlm"] = self._calc_mlm_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_mlm"] = loss_mlm.detach()
+        loss = _weighted(self.ctc_weight, loss_ctc, loss_mlm)
+        stats["loss"] = loss.detach()
+        return force_gatherable((loss, stats, speech.size(0)), loss.device)

@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Tuple
 
+import numpy as np
 import torch
 from typeguard import typechecked
 
@@ -45,6 +46,8 @@ from diffasr.espnet2.conditioning import (
 from diffasr.datadir import read_kv
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.encoder_cache import check_cache
+from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
+from diffasr.espnet2.streaming import build_streaming_iterator
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.model import DiffusionASRModel
 from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel, TargetSpeakerMaskCTCModel
@@ -54,9 +57,9 @@ from diffasr.whisper.tokenizer import END as WHISPER_END
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
-ENROLL_EMBED = "enroll_embed"
-ENROLL_SPEECH = "enroll_speech"
 DEFAULT_MAX_AUDIO_SECONDS = 40.0
+# The parameters that bring the enrollment in (--enrollment_lr_scale).
+ENROLLMENT_PARAMETERS = ("encoder.conditioning.", "encoder.segment", "spk_conditioner.")
 CTC_UNITS = ("tokens", "chars")
 
 model_choices = ClassChoices(
@@ -166,6 +169,45 @@ class DiffASRTask(ASRTask):
             help="longest audio the model is meant to decode; longer input is refused "
             "(one canvas holds at most canvas_length tokens, and segmentation is not built yet)",
         )
+        group.add_argument(
+            "--enrollment_lr_scale", type=float, default=1.0,
+            help="learning rate of the modules that bring in the enrollment (encoder_conf enrollment's "
+            "conditioning and segment embeddings, spk_conditioner) over that of the rest: they start "
+            "at the identity and have far to go (DiCoW trains its transforms at 100x)",
+        )
+
+    @classmethod
+    def build_streaming_iterator(cls, data_path_and_name_and_type, preprocess_fn, collate_fn,
+                                 key_file=None, batch_size=1, dtype=np.float32, num_workers=1,
+                                 allow_variable_data_keys=False, ngpu=0, inference=False, mode=None,
+                                 multi_task_dataset=False):
+        """ESPnet's, but a target-absent example's empty transcript is read (diffasr.espnet2.streaming)."""
+        if multi_task_dataset:
+            raise ValueError("diffasr has no multi-task datasets")
+        return build_streaming_iterator(cls, data_path_and_name_and_type, preprocess_fn, collate_fn, key_file,
+                                        batch_size, dtype, num_workers, allow_variable_data_keys, ngpu,
+                                        inference)
+
+    @classmethod
+    def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module):
+        """ESPnet's optimizer, with ``--enrollment_lr_scale`` times the learning rate for the
+        enrollment's modules (``ENROLLMENT_PARAMETERS``)."""
+        scale = getattr(args, "enrollment_lr_scale", 1.0)
+        if scale == 1.0:
+            return super().build_optimizers(args, model)
+        if scale <= 0.0:
+            raise ValueError(f"--enrollment_lr_scale must be > 0, got {scale}")
+        from espnet2.tasks.abs_task import optim_classes
+
+        enrollment, rest = [], []
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                (enrollment if name.startswith(ENROLLMENT_PARAMETERS) else rest).append(parameter)
+        if not enrollment:
+            raise ValueError("--enrollment_lr_scale is set but the model has no enrollment modules")
+        conf = dict(args.optim_conf)
+        lr = conf.pop("lr", 1e-3)
+        return [optim_classes[args.optim]([dict(params=rest), dict(params=enrollment, lr=lr * scale)], lr=lr, **conf)]
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
@@ -183,12 +225,12 @@ class DiffASRTask(ASRTask):
                     if _choice(args, "encoder") != "whisper":
                         raise ValueError(f"{path}: cached encoder frames need encoder: whisper, "
                                          f"the config has encoder: {_choice(args, 'encoder')}")
-                    keys = read_kv(texts[0]).keys() if texts else None
+                    keys = read_kv(texts[0], allow_empty_value=True).keys() if texts else None
                     check_cache(path, args.encoder_conf, keys, texts[0] if texts else "")
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + (ENROLL_EMBED, ENROLL_SPEECH)
+        return tuple(super().optional_data_names(train, inference)) + DATA_NAMES
 
     @classmethod
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):

@@ -4,15 +4,18 @@ Layout (``frozen_layers`` = K of Whisper's N blocks)::
 
     raw 16 kHz audio -> Whisper log-mel -> conv1, conv2, positions, blocks[:K]   frozen (cacheable)
       -> [x2 subsampling]                                                       trainable from here
-      -> speaker input point (FiLM of the enrollment embedding hooks here)
+      -> speaker input point (FiLM of the enrollment embedding: input_transform)
       -> [enrollment frames ; mixture frames] + segment embeddings   (enrollment: prefix)
-      -> blocks[K:], ln_post  (Whisper's last layers, trainable)
-      -> adapter: ESPnet conformer blocks
+      -> blocks[K:], ln_post  (Whisper's last layers, trainable)     each block and the adapter
+      -> adapter: ESPnet conformer blocks                            after a conditioning point
+                                                                     (enrollment: cross_attention,
+                                                                      frame_transform)
       -> output (mixture frames, or [enrollment ; mixture] with enrollment_in_output)
 
 The input is either raw audio ``[B, T]`` or the cached output of the frozen part
 ``[B, F, D]`` (``feats_type: extracted``; see ``diffasr.bin.extract_encoder_cache``), told
-apart by shape.  The same holds for the enrollment audio.  A cache is only valid for the
+apart by shape.  The same holds for the enrollment audio, which ``forward`` takes as an
+argument (an ``Enrollment``).  A cache is only valid for the
 encoder that wrote it: ``frozen_fingerprint`` names that encoder.
 
 Whisper is fed in one of two ways (``padding``):
@@ -21,10 +24,9 @@ Whisper is fed in one of two ways (``padding``):
   of the utterance are kept (5x the frozen cost on a 6-s utterance).
 """
 
-import contextlib
 import hashlib
 import json
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from typeguard import typechecked
@@ -32,11 +34,13 @@ from typeguard import typechecked
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
+from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
+from diffasr.espnet2.enrollment_conditioning import CONDITIONING
 from diffasr.whisper.checkpoint import load_whisper, whisper_checkpoint
 from diffasr.whisper.layers import padding_mask, run_block
 
 PADDINGS = ("none", "30s")
-ENROLLMENT_MODES = ("none", "prefix")
+ENROLLMENT_MODES = ("none", "prefix") + tuple(CONDITIONING)
 SAMPLE_RATE = 16000
 HOP = 160  # Whisper's mel hop (10 ms); its conv2 halves the frames again (20 ms)
 
@@ -63,8 +67,11 @@ class WhisperEncoder(AbsEncoder):
         padding: "none" or "30s" (see the module docstring).
         frozen_layers: Whisper blocks kept frozen (default: all); the rest are fine-tuned.
         subsample: 1, or 2 to halve the frame rate (40 ms) before the trainable part.
-        enrollment: "prefix" puts the enrollment utterance's frozen frames before the
-            mixture's, with learned segment embeddings, through the trainable part.
+        enrollment: how the enrollment utterance's frozen frames condition the trainable
+            part: "prefix" puts them before the mixture's, with learned segment embeddings
+            (starting at zero); "cross_attention" and "frame_transform" act at each
+            conditioning point (``diffasr.espnet2.enrollment_conditioning``), starting as
+            the identity.
         enrollment_in_output: keep the enrollment frames in the output (the decoder's
             cross-attention memory); else only the mixture frames are returned.
         enrollment_pool: average the enrollment's frames in groups of this many (it is there
@@ -122,15 +129,12 @@ class WhisperEncoder(AbsEncoder):
                 for k, w in enumerate((0.25, 0.5, 0.25)):
                     self.downsample.weight[:, :, k] = w * eye
                 self.downsample.bias.zero_()
-        # The speaker input point: FiLM of an enrollment embedding hooks this module.
-        self.speaker_input_layer = torch.nn.Identity()
         self.enrollment, self.enrollment_in_output = enrollment, enrollment_in_output
         if enrollment_pool < 1:
             raise ValueError(f"encoder_conf enrollment_pool must be >= 1, got {enrollment_pool}")
         self.enrollment_pool = enrollment_pool
         if enrollment == "prefix":
             self.segment = torch.nn.Parameter(torch.zeros(2, width))  # [enrollment, mixture]
-            torch.nn.init.normal_(self.segment, std=0.02)
         self.adapter = None
         if adapter_blocks > 0:
             conf = dict(attention_heads=4, linear_units=4 * adapter_size, dropout_rate=0.1,
@@ -148,7 +152,16 @@ class WhisperEncoder(AbsEncoder):
             self.adapter_out = torch.nn.Linear(adapter_size, width)
             torch.nn.init.zeros_(self.adapter_out.weight)
             torch.nn.init.zeros_(self.adapter_out.bias)
-        self._enroll: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self.conditioning = None
+        if enrollment in CONDITIONING:
+            points = layers - frozen_layers + (1 if self.adapter is not None else 0)
+            if points == 0:
+                raise ValueError(f"encoder_conf enrollment: {enrollment} acts before trainable layers, and "
+                                 "this encoder has none (frozen_layers = all, adapter_blocks = 0)")
+            self.conditioning = CONDITIONING[enrollment](width, points)
+
+    # diffasr.espnet2.target_speaker passes the enrollment to forward
+    takes_enrollment = True
 
     def output_size(self) -> int:
         return self.width
@@ -166,10 +179,10 @@ class WhisperEncoder(AbsEncoder):
         return self
 
     # ------------------------------------------------------------------ frozen part
-    def check_duration(self, samples: torch.Tensor) -> None:
+    def check_duration(self, samples: torch.Tensor, what: str = "audio") -> None:
         longest = float(samples.max()) / SAMPLE_RATE if samples.numel() else 0.0
         if longest > self.max_seconds + 1e-6:
-            raise ValueError(f"audio of {longest:.1f} s is longer than the {self.max_seconds:g} s that "
+            raise ValueError(f"{what} of {longest:.1f} s is longer than the {self.max_seconds:g} s that "
                              "Whisper's position table holds; cut it into shorter segments first")
 
     def _log_mel(self, speech: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -187,13 +200,14 @@ class WhisperEncoder(AbsEncoder):
         return torch.stack([torch.nn.functional.pad(m, (0, width - m.size(1))) for m in mels])
 
     @torch.no_grad()
-    def frozen(self, speech: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def frozen(self, speech: torch.Tensor, lengths: torch.Tensor,
+               what: str = "audio") -> Tuple[torch.Tensor, torch.Tensor]:
         """Output of the frozen part for raw audio [B, T]: frames [B, F, D] and lengths [B].
 
         Padded batches give the same frames as one utterance at a time: padding is
         zeroed before each convolution (as their own zero padding) and masked in attention.
         """
-        self.check_duration(lengths)
+        self.check_duration(lengths, what)
         whisper = self.whisper
         mel = self._log_mel(speech, lengths)
         mel_lengths = torch.full_like(lengths, mel.size(2)) if self.padding == "30s" else lengths // HOP
@@ -218,27 +232,16 @@ class WhisperEncoder(AbsEncoder):
             return lengths.float() * 2 * HOP / SAMPLE_RATE
         return lengths.float() / SAMPLE_RATE
 
-    def _frozen_or_cached(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _frozen_or_cached(self, xs: torch.Tensor, lengths: torch.Tensor,
+                          what: str = "audio") -> Tuple[torch.Tensor, torch.Tensor]:
         if xs.dim() == 3 and xs.size(-1) == self.width:
             return xs, lengths  # the cached frozen output
         if xs.dim() != 2:
-            raise ValueError(f"encoder: whisper takes raw audio [batch, samples] or cached frames "
+            raise ValueError(f"encoder: whisper takes raw {what} [batch, samples] or cached frames "
                              f"[batch, frames, {self.width}], got {tuple(xs.shape)}")
-        return self.frozen(xs, lengths)
+        return self.frozen(xs, lengths, what)
 
     # ------------------------------------------------------------------ trainable part
-    @contextlib.contextmanager
-    def enrolled(self, enroll_speech: Optional[torch.Tensor], enroll_lengths: Optional[torch.Tensor]) -> Iterator[None]:
-        """Use this enrollment (raw audio or cached frames) for the calls inside."""
-        if self.enrollment == "none" or enroll_speech is None:
-            yield
-            return
-        self._enroll = (enroll_speech, enroll_lengths)
-        try:
-            yield
-        finally:
-            self._enroll = None
-
     def _downsample(self, x: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.subsample == 1:
             return x, lengths
@@ -247,30 +250,47 @@ class WhisperEncoder(AbsEncoder):
         return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths
 
     def forward(
-        self, xs_pad: torch.Tensor, ilens: torch.Tensor, prev_states: torch.Tensor = None
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, prev_states: torch.Tensor = None,
+        enrollment: Enrollment = NO_ENROLLMENT,
+        input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Encode ``xs_pad`` (audio or cached frames) for the speaker of ``enrollment``.
+
+        ``input_transform``: applied to the frames at the speaker input point (FiLM).
+        """
         x, lengths = self._downsample(*self._frozen_or_cached(xs_pad, ilens))
-        x = self.speaker_input_layer(x)
-        enroll_lengths = None
-        if self.enrollment == "prefix":
-            if self._enroll is None:
-                raise ValueError("encoder_conf enrollment: prefix needs the enrollment audio "
-                                 "(data name enroll_speech), but none was given")
-            enroll, enroll_lengths = self._downsample(*self._frozen_or_cached(*self._enroll))
+        if input_transform is not None:
+            x = input_transform(x)
+        enroll = enroll_lengths = None
+        if self.enrollment != "none":
+            enroll, enroll_lengths = self._downsample(*self._frozen_or_cached(
+                *enrollment.require_speech(x.size(0)), what="enrollment audio"))
             if self.enrollment_pool > 1:
                 enroll = torch.nn.functional.avg_pool1d(enroll.transpose(1, 2), self.enrollment_pool,
                                                         ceil_mode=True).transpose(1, 2)
                 enroll_lengths = (enroll_lengths + self.enrollment_pool - 1) // self.enrollment_pool
+        prefix_lengths = None
+        if self.enrollment == "prefix":
             x, lengths = _join(enroll + self.segment[0], enroll_lengths, x + self.segment[1], lengths)
+            prefix_lengths = enroll_lengths
         pad = padding_mask(lengths, x.size(1))
+        condition, frame_target = self.conditioning, None
+        if condition is not None:
+            enroll_pad = padding_mask(enroll_lengths, enroll.size(1))
+            frame_target = condition.frame_target(x, pad, enroll, enroll_pad)
+        point = 0
         for block in self.whisper.blocks[self.frozen_layers:]:
+            if condition is not None:
+                x, point = condition(point, x, enroll, enroll_pad, frame_target), point + 1
             x = run_block(block, x, pad)
         if self.frozen_layers < len(self.whisper.blocks):
             x = self.whisper.ln_post(x)
         if self.adapter is not None:
+            if condition is not None:
+                x = condition(point, x, enroll, enroll_pad, frame_target)
             x = x + self.adapter_out(self.adapter(x, lengths)[0])
-        if enroll_lengths is not None and not self.enrollment_in_output:
-            x, lengths = _drop_prefix(x, lengths, enroll_lengths)
+        if prefix_lengths is not None and not self.enrollment_in_output:
+            x, lengths = _drop_prefix(x, lengths, prefix_lengths)
         return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths, None
 
 

@@ -26,7 +26,8 @@ import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn impor
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
-from diffasr.espnet2.task import ENROLL_EMBED, ENROLL_SPEECH, DiffASRTask
+from diffasr.espnet2.enrollment import ENROLL_EMBED, ENROLL_SPEECH, Enrollment, prepare
+from diffasr.espnet2.task import DiffASRTask
 from diffasr.scoring.uncertainty import words_with_confidence
 
 
@@ -111,19 +112,21 @@ class RotatedEnrollment:
             utts = [line.split(maxsplit=1)[0] for line in f if line.strip()]
         self.partners = rotation_partners(utts, utt2spk)
 
-    def __call__(self, keys: Sequence[str], batch: Dict[str, torch.Tensor]) -> None:
+    def __call__(self, keys: Sequence[str]) -> Enrollment:
+        """The enrollment of the utterances ``keys`` taken from their rotation partners."""
         others = [self.partners[k] for k in keys]
+        embed = speech = None
         if ENROLL_EMBED in self.readers:
-            batch[ENROLL_EMBED] = torch.from_numpy(np.stack([np.asarray(self.readers[ENROLL_EMBED][o]) for o in others]))
+            embed = torch.from_numpy(np.stack([np.asarray(self.readers[ENROLL_EMBED][o]) for o in others]))
+        one = []
         if ENROLL_SPEECH in self.readers:
             reader = self.readers[ENROLL_SPEECH]
-            audio = [np.asarray(reader[o][1] if isinstance(reader[o], tuple) else reader[o], dtype=np.float32)
-                     for o in others]
-            lengths = torch.tensor([len(a) for a in audio])
-            padded = torch.zeros(len(audio), int(lengths.max()), *audio[0].shape[1:])
-            for b, a in enumerate(audio):
-                padded[b, : len(a)] = torch.from_numpy(a)
-            batch[ENROLL_SPEECH], batch[ENROLL_SPEECH + "_lengths"] = padded, lengths
+            for o in others:
+                audio = np.asarray(reader[o][1] if isinstance(reader[o], tuple) else reader[o], dtype=np.float32)
+                one.append(Enrollment.of_one(speech=torch.from_numpy(audio)))
+            speech = Enrollment.stack(one)
+        return Enrollment(embed=embed, speech=None if speech is None else speech.speech,
+                          speech_lengths=None if speech is None else speech.speech_lengths, utt_ids=keys)
 
 
 def inference(
@@ -179,12 +182,10 @@ def inference(
     results: Dict[str, Tuple[Recognition, float, float]] = {}
     started = time.perf_counter()
     for keys, batch in loader:
-        if override is not None:
-            override(keys, batch)
         batch = to_device(batch, device)
+        enrollment = Enrollment.from_batch(batch, keys) if override is None else override(keys)
         tic = time.perf_counter()
-        recognitions = speech2text(batch["speech"], batch["speech_lengths"], batch.get(ENROLL_EMBED), keys,
-                                   batch.get(ENROLL_SPEECH), batch.get(ENROLL_SPEECH + "_lengths"))
+        recognitions = speech2text(batch["speech"], batch["speech_lengths"], enrollment, keys)
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
         for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
             results[key] = (recognition, share, samples / speech2text.fs)
@@ -229,7 +230,7 @@ def long_form_inference(speech2text: Speech2Text, data_path_and_name_and_type: S
                 audio = None
                 if enroll_wavs is not None:
                     audio = longform.read_span(enroll_wavs[key], 0, None)
-                enrollment = longform.prepare_enrollment(speech2text.model, embeds[key] if embeds else None, audio)
+                enrollment = prepare(speech2text.model, embeds[key] if embeds else None, audio)
             result = longform.transcribe_long(
                 wavs[key], lambda segments: longform.decode_segments(speech2text, segments, enrollment),
                 vad, options, batch_size=batch_size, what=f"{wavs[key]} (utterance {key})",

@@ -30,11 +30,10 @@ from espnet2.legacy.nets.beam_search import BeamSearch
 from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
 from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
 
+from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.model import DiffusionASRModel
 from diffasr.espnet2.task import (
     DEFAULT_MAX_AUDIO_SECONDS,
-    ENROLL_EMBED,
-    ENROLL_SPEECH,
     DiffASRTask,
     build_text_tokenizer,
     build_token_id_converter,
@@ -72,7 +71,7 @@ class Speech2Text:
     """Batch speech (+ enrollment) to text, tokens and token confidences::
 
         s2t = Speech2Text("exp/asr/config.yaml", "exp/asr/valid.loss.best.pth", steps=8)
-        results = s2t(speech, speech_lengths, enroll_embed)
+        results = s2t(speech, speech_lengths, Enrollment(embed=enroll_embed))
         results[0].text, results[0].confidences
 
     Decode options come as a ``DecodeOptions`` or as its flat keywords (the names of
@@ -189,13 +188,14 @@ class Speech2Text:
                 )
         return [self.hypotheses[k] for k in keys]
 
-    def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None) -> None:
+    def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None,
+                       what: str = "the audio") -> None:
         """Refuse audio longer than the model's limit (``max_audio_seconds``, Whisper's 30 s)."""
         seconds = speech_lengths.float() / self.fs
         too_long = (seconds > self.max_audio_seconds).nonzero()
         if too_long.numel() > 0:
             index = int(too_long[0])
-            who = f"utterance {keys[index]}" if keys else "the audio"
+            who = f"{what} of utterance {keys[index]}" if keys else what
             raise ValueError(
                 f"{who} lasts {float(seconds[index]):.1f} s, longer than this model's maximum of "
                 f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml, or the "
@@ -208,13 +208,11 @@ class Speech2Text:
         self,
         speech: torch.Tensor,
         speech_lengths: Optional[torch.Tensor] = None,
-        enroll_embed: Optional[torch.Tensor] = None,
+        enrollment: Enrollment = NO_ENROLLMENT,
         keys: Optional[Sequence[str]] = None,
-        enroll_speech: Optional[torch.Tensor] = None,
-        enroll_speech_lengths: Optional[torch.Tensor] = None,
     ) -> List[Recognition]:
-        """Decode a batch: speech [B, T] (or [T]), lengths [B], and the enrollment:
-        its embedding ``enroll_embed`` [B, E] and/or audio ``enroll_speech`` [B, T'].
+        """Decode a batch: speech [B, T] (or [T]), lengths [B], and whose speech to
+        transcribe (an ``Enrollment`` of the batch: embedding and/or audio or frames).
 
         ``keys`` (utterance ids) name utterances in errors and select external
         deliberation hypotheses.
@@ -223,23 +221,13 @@ class Speech2Text:
             speech = speech.unsqueeze(0)
         if speech_lengths is None:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
-        if enroll_embed is not None and enroll_embed.dim() == 1:
-            enroll_embed = enroll_embed.unsqueeze(0)
-        if enroll_speech is not None and enroll_speech.dim() == 1:
-            enroll_speech = enroll_speech.unsqueeze(0)
         self.check_duration(speech_lengths, keys)
+        if enrollment.speech is not None and enrollment.speech.dim() == 2:  # raw audio, not frames
+            self.check_duration(enrollment.speech_lengths, keys, "the enrollment audio")
         dtype = next(self.model.parameters()).dtype
         speech = speech.to(self.device, dtype=dtype)
         speech_lengths = speech_lengths.to(self.device)
-        enrollment = {}
-        if enroll_embed is not None:
-            enrollment[ENROLL_EMBED] = enroll_embed.to(self.device, dtype=dtype)
-        if enroll_speech is not None:
-            if enroll_speech_lengths is None:
-                enroll_speech_lengths = torch.full((enroll_speech.size(0),), enroll_speech.size(1), dtype=torch.long)
-            self.check_duration(enroll_speech_lengths, keys)
-            enrollment[ENROLL_SPEECH] = enroll_speech.to(self.device, dtype=dtype)
-            enrollment[ENROLL_SPEECH + "_lengths"] = enroll_speech_lengths.to(self.device)
+        enrollment = enrollment.to(self.device, dtype)
 
         decode_mode = self.options.recognizer.decode_mode
         if not isinstance(self.model, DiffusionASRModel):
@@ -270,9 +258,9 @@ class Speech2Text:
             for b, positions in enumerate(out.kept_positions)
         ]
 
-    def _espnet_decode(self, speech, speech_lengths, enrollment) -> Tuple[List[List[int]], List[List[float]]]:
+    def _espnet_decode(self, speech, speech_lengths, enrollment: Enrollment) -> Tuple[List[List[int]], List[List[float]]]:
         """Hypotheses of the ESPnet baselines, without the model's special tokens (``fill_ids``)."""
-        encoder_out, encoder_out_lens = self.model.encode_conditioned(speech, speech_lengths, **enrollment)
+        encoder_out, encoder_out_lens = self.model.encode(speech, speech_lengths, enrollment)
         beam = self.options.beam_search
         all_ids, all_confidences = [], []
         for b in range(encoder_out.size(0)):

@@ -1,9 +1,14 @@
-"""Speaker confusion: how often the recogniser transcribed an interferer instead of the target.
+"""Whose words came out: speaker confusion, follow rate and target-absent behaviour.
 
-An utterance counts as confused when its hypothesis is strictly closer to some
-interferer's transcript than to the target's, each distance being the word edit
-distance divided by the length of the transcript it is measured against (the WER of
-the hypothesis against that transcript).
+Distances are the word edit distance divided by the length of the transcript measured
+against (the WER of the hypothesis against that transcript).
+
+- confused: the hypothesis is strictly closer to some interferer's transcript than to
+  the target's;
+- follows: it is strictly closer to the target's transcript than to every other
+  talker's (an empty hypothesis follows no one);
+- target absent (the enrolled voice is not in the mixture, mixture.jsonl target utt
+  null): the hypothesis should be empty; a present target should not be emptied.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ def is_confused(target_text: str, interferer_texts: List[str], hypothesis: str) 
                for text in interferer_texts if text.split())
 
 
+def follows(target_text: str, interferer_texts: List[str], hypothesis: str) -> bool:
+    to_target = normalised_word_distance(target_text, hypothesis)
+    return all(to_target < normalised_word_distance(text, hypothesis)
+               for text in interferer_texts if text.split())
+
+
 def speaker_confusion(refs: Mapping[str, str], hyps: Mapping[str, str],
                       mixture: Mapping[str, dict], mixture_path: os.PathLike = "mixture.jsonl"
                       ) -> Dict[str, object]:
@@ -42,7 +53,7 @@ def speaker_confusion(refs: Mapping[str, str], hyps: Mapping[str, str],
     utterance has an interferer (e.g. single-speaker sets).
     """
     confused: List[str] = []
-    n_scored = 0
+    n_scored = n_follows = 0
     for utt, ref in refs.items():
         if utt not in mixture:
             raise ScoringError(f"{mixture_path}: no record for utterance '{utt}'")
@@ -56,8 +67,20 @@ def speaker_confusion(refs: Mapping[str, str], hyps: Mapping[str, str],
         n_scored += 1
         if is_confused(ref, interferers, hyps.get(utt, "")):
             confused.append(utt)
+        n_follows += follows(ref, interferers, hyps.get(utt, ""))
     return {"rate": len(confused) / n_scored if n_scored else None,
+            "follow_rate": n_follows / n_scored if n_scored else None, "n_follows": n_follows,
             "n_confused": len(confused), "n_scored": n_scored, "confused_utts": confused}
+
+
+def target_absent_metrics(absent_utts: List[str], present_utts: List[str], hyps: Mapping[str, str]
+                          ) -> Dict[str, object]:
+    """How often an absent target gives an empty hypothesis, and a present one is emptied."""
+    empty = lambda utts: sum(1 for u in utts if not hyps.get(u, "").split())  # noqa: E731
+    return {"n_absent": len(absent_utts), "n_absent_empty": empty(absent_utts),
+            "absent_empty_rate": empty(absent_utts) / len(absent_utts) if absent_utts else None,
+            "n_present": len(present_utts), "n_present_emptied": empty(present_utts),
+            "present_emptied_rate": empty(present_utts) / len(present_utts) if present_utts else None}
 
 
 def speaker_confusion_from_files(refs: Mapping[str, str], hyps: Mapping[str, str],

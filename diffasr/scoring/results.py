@@ -91,7 +91,10 @@ BASE_COLUMNS: List[Column] = [
     ("RTFx", lambda m: m.get("rtfx"), 1),
 ]
 OPTIONAL_COLUMNS: List[Column] = [
+    ("Follows (%)", lambda m: m.get("follows"), 1),
     ("Spk. confusion (%)", lambda m: m.get("speaker_confusion"), 2),
+    ("Emptied (%)", lambda m: m.get("emptied"), 1),
+    ("Absent → empty (%)", lambda m: m.get("absent_empty"), 1),
     ("NCE", lambda m: _nested(m, "uncertainty", "nce"), 3),
     ("AUROC", lambda m: _nested(m, "uncertainty", "auroc"), 3),
     ("ECE", lambda m: _nested(m, "uncertainty", "ece"), 3),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from diffasr.datadir import read_kv
+from diffasr.datadir import is_target_absent, read_jsonl, read_kv
 
 DEBIAN_SCLITE = "/usr/lib/sctk/bin/sclite"
 
@@ -234,17 +234,33 @@ def write_utt_errors(path: os.PathLike, alignments: Mapping[str, UttAlignment]) 
             f.write(f"{utt} {n_ref} {c['C']} {c['S']} {c['D']} {c['I']} {rate:.2f}\n")
 
 
+def target_absent_utts(data_dir: os.PathLike) -> List[str]:
+    """The target-absent examples of a data dir (from its mixture.jsonl, if any)."""
+    meta_path = Path(data_dir) / "mixture.jsonl"
+    if not meta_path.is_file():
+        return []
+    return [u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)]
+
+
 def read_scoring_inputs(data_dir: os.PathLike, decode_dir: os.PathLike
                         ) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
     """(refs, hyps, utt2spk) from `<data_dir>/{text,utt2spk}` and `<decode_dir>/text`.
 
-    Hypotheses come back in reference order, missing ones filled in as empty.
+    Hypotheses come back in reference order, missing ones filled in as empty.  The
+    target-absent examples (empty transcripts that mixture.jsonl marks so) are left out:
+    they have no words to score (``diffasr.scoring.confusion.target_absent_metrics``).
     """
     data_dir, decode_dir = Path(data_dir), Path(decode_dir)
-    refs = read_kv(data_dir / "text")
+    absent = set(target_absent_utts(data_dir))
+    refs = read_kv(data_dir / "text", allow_empty_value=bool(absent))
+    empty = next((u for u, t in refs.items() if not t and u not in absent), None)
+    if empty is not None:
+        raise ScoringError(f"{data_dir / 'text'}: no transcript for '{empty}', which is not a target-absent "
+                           "example of mixture.jsonl")
     utt2spk = read_kv(data_dir / "utt2spk")
     hyps = read_hypotheses(decode_dir / "text", refs, data_dir / "text")
-    return refs, hyps, utt2spk
+    return ({u: t for u, t in refs.items() if u not in absent}, {u: h for u, h in hyps.items() if u not in absent},
+            utt2spk)
 
 
 def score_words_and_chars(data_dir: os.PathLike, decode_dir: os.PathLike,

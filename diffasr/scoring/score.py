@@ -20,9 +20,9 @@ import numpy as np
 from diffasr.datadir import read_kv
 from diffasr.fileio import write_text_atomic
 from diffasr.scoring import uncertainty
-from diffasr.scoring.confusion import speaker_confusion_from_files
+from diffasr.scoring.confusion import speaker_confusion_from_files, target_absent_metrics
 from diffasr.scoring.sclite import (ScoringError, read_scoring_inputs, score_with_sclite,
-                                    score_words_and_chars)
+                                    score_words_and_chars, target_absent_utts)
 
 CONFIDENCE_FILE = "word_confidence.ctm"
 TOKEN_SIGNALS_FILE = "token_uncertainty"
@@ -78,20 +78,31 @@ def fit_calibration(calib_data_dir: Path, calib_decode_dir: Path) -> float:
 def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = None,
           calib_decode_dir: Optional[Path] = None, n_bins: int = 10) -> dict:
     """Score `decode_dir` against `data_dir`, write metrics.json, and return the metrics."""
+    absent = target_absent_utts(data_dir)
+    raw_hyps = read_kv(decode_dir / "text", allow_empty_value=True)
+    metrics: dict = {"test_set": data_dir.name, "data_dir": str(data_dir), "decode_dir": str(decode_dir)}
+    if absent:
+        present = [u for u in read_kv(data_dir / "text", allow_empty_value=True) if u not in set(absent)]
+        selection = target_absent_metrics(absent, present, raw_hyps)
+        metrics["target_absent"] = selection
+        metrics["absent_empty"] = (None if selection["absent_empty_rate"] is None
+                                   else round(100.0 * selection["absent_empty_rate"], 4))
+        if not present:  # a set of target-absent examples only: nothing for WER to count
+            metrics["n_utt"] = len(absent)
+            if (decode_dir / "timing").is_file():
+                metrics.update(read_rtfx(decode_dir / "timing", absent))
+            write_text_atomic(decode_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            return metrics
     scored = score_words_and_chars(data_dir, decode_dir)
     wer, cer, refs, hyps = scored["wer"], scored["cer"], scored["refs"], scored["hyps"]
-    raw_hyps = read_kv(decode_dir / "text", allow_empty_value=True)
-    metrics: dict = {
-        "test_set": data_dir.name,
-        "data_dir": str(data_dir),
-        "decode_dir": str(decode_dir),
+    metrics.update({
         "n_utt": len(refs),
         "n_missing_hyp": sum(1 for u in refs if u not in raw_hyps),
         "wer": round(wer.summary.error_rate, 4),
         "cer": round(cer.summary.error_rate, 4),
         "wer_detail": wer.summary.as_dict(),
         "cer_detail": cer.summary.as_dict(),
-    }
+    })
 
     if (decode_dir / "timing").is_file():
         metrics.update(read_rtfx(decode_dir / "timing", list(refs)))
@@ -100,9 +111,12 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
 
     if (data_dir / "mixture.jsonl").is_file():
         confusion = speaker_confusion_from_files(refs, hyps, data_dir / "mixture.jsonl")
-        metrics["speaker_confusion"] = (None if confusion["rate"] is None
-                                        else round(100.0 * confusion["rate"], 4))
-        metrics["speaker_confusion_detail"] = {k: confusion[k] for k in ("n_confused", "n_scored")}
+        percent = lambda rate: None if rate is None else round(100.0 * rate, 4)  # noqa: E731
+        metrics["speaker_confusion"] = percent(confusion["rate"])
+        metrics["follows"] = percent(confusion["follow_rate"])
+        # a present target given no words: what target-absent training may cost
+        metrics["emptied"] = round(100.0 * sum(1 for u in refs if not hyps[u].split()) / max(1, len(refs)), 4)
+        metrics["speaker_confusion_detail"] = {k: confusion[k] for k in ("n_confused", "n_follows", "n_scored")}
 
     png = decode_dir / RELIABILITY_PNG
     ctm = decode_dir / CONFIDENCE_FILE

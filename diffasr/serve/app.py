@@ -271,6 +271,8 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             audio_seconds=round(result.audio_seconds, 3), processing_seconds=round(seconds, 3),
             rtfx=round(result.audio_seconds / max(seconds, 1e-9), 2),
             speaker_id=speaker_id, options=decode_options, notes=notes,
+            # an empty transcript for an enrolled voice: that voice does not speak here
+            target_found=bool(result.text.strip()) if enrolled is not None else None,
         )
 
     return app

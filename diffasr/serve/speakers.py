@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from diffasr.api import Enrollment
+from diffasr.espnet2.enrollment import Enrollment
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS speakers (
@@ -70,8 +70,9 @@ class SpeakerStore:
 
     def add(self, name: str, enrollment: Enrollment, seconds: float) -> str:
         speaker_id = uuid.uuid4().hex
-        embed, embed_shape = _blob(enrollment.embed)
-        speech, speech_shape = _blob(enrollment.speech)
+        # stored as one utterance's tensors: embed [E], speech [F, D] frames (or [T] audio)
+        embed, embed_shape = _blob(None if enrollment.embed is None else enrollment.embed[0])
+        speech, speech_shape = _blob(None if enrollment.speech is None else enrollment.speech[0])
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO speakers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -90,7 +91,7 @@ class SpeakerStore:
         if row[0] != self.model:
             raise WrongModel(f"speaker {speaker_id} was enrolled for another model ({row[0]}); "
                              f"enroll them again for this one ({self.model})")
-        return Enrollment(embed=_tensor(row[1], row[2]), speech=_tensor(row[3], row[4]))
+        return Enrollment.of_one(embed=_tensor(row[1], row[2]), speech=_tensor(row[3], row[4]))
 
     def list(self) -> List[Dict]:
         with self._lock:

@@ -46,7 +46,8 @@ spk_exp=                # speaker experiment dir (default: exp/spk_<config name>
 # ASR
 asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
-asr_args=               # extra arguments for every training run
+asr_tag=                # with one --asr_configs entry: its experiment is exp/<prefix>_<tag> (ESPnet's --asr_tag)
+asr_args=               # extra arguments for every training run; a variant is a config + these under its own --asr_tag
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
 train_procs=1           # data-parallel training processes on CPU (torchrun, gloo); with --ngpu N>1, ESPnet starts one per GPU
 feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
@@ -97,6 +98,9 @@ fi
 if ${use_speaker} && want 3 && ! ${skip_train} && [ ! -f "${spk_config}" ]; then
   missing+=("${spk_config} (the speaker-encoder config of stage 3; or --use_speaker false for plain ASR)")
 fi
+if [ -n "${asr_tag}" ] && [ "$(echo ${asr_configs} | wc -w)" -ne 1 ]; then
+  missing+=("one --asr_configs entry for --asr_tag ${asr_tag} (got: ${asr_configs})")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "This recipe ($(pwd)) lacks what stages ${stage}-${stop_stage} need:" >&2
   printf '  - %s\n' "${missing[@]}" >&2
@@ -110,7 +114,26 @@ bpemodel=${bpe_listdir}/bpe.model
 [ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
 [ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper
 
-asr_exp_of() { echo "${expdir}/${asr_tag_prefix}_$(basename "$1" .yaml | sed 's/^train_//')"; }
+asr_exp_of() {
+  if [ -n "${asr_tag}" ]; then echo "${expdir}/${asr_tag_prefix}_${asr_tag}"; return; fi
+  echo "${expdir}/${asr_tag_prefix}_$(basename "$1" .yaml | sed 's/^train_//')"
+}
+training_config_of() {  # the config stage 5 trains: the file, or with --asr_args ESPnet's merge of both
+  local config=$1 resolved
+  if [ -z "${asr_args}" ]; then echo "${config}"; return; fi
+  resolved=${dumpdir}/configs/$(basename "$(asr_exp_of "${config}")").yaml
+  mkdir -p "$(dirname "${resolved}")"
+  # shellcheck disable=SC2086
+  ${python} -m diffasr.bin.asr_train --print_config --config "${config}" ${asr_args} >"${resolved}.tmp" 2>/dev/null \
+    || { log "--asr_args '${asr_args}' do not apply to ${config}" >&2; return 1; }
+  mv "${resolved}.tmp" "${resolved}"
+  echo "${resolved}"
+}
+trained_config_of() {  # what stages 6-8 read: the config ESPnet saved when it trained the experiment
+  local saved
+  saved=$(asr_exp_of "$1")/config.yaml
+  if [ -f "${saved}" ]; then echo "${saved}"; else echo "$1"; fi
+}
 model_type_of() { ${python} utils/yaml_get.py "$1" model espnet; }
 config_get() { ${python} utils/yaml_get.py "$@"; }  # config_get <config> <dotted key> <default>
 token_args_of() {  # the token options of a training config
@@ -243,11 +266,12 @@ if want 5 && ! ${skip_train}; then
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
     stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
-    stage_begin 5 "ASR training: ${asr_config} -> ${asr_exp}"
-    token_args=$(token_args_of "${asr_config}") || exit 1
+    stage_begin 5 "ASR training: ${asr_config} ${asr_args} -> ${asr_exp}"
+    train_config=$(training_config_of "${asr_config}") || exit 1
+    token_args=$(token_args_of "${train_config}") || exit 1
     # What training reads; a rerun whose inputs changed since the experiment was trained
     # says so and trains again (the old experiment is moved to ${expdir}/stale/, not deleted).
-    inputs="${asr_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/')"
+    inputs="${train_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/')"
     for dset in ${train_set} ${valid_set}; do
       for file in wav.scp text enroll_embed.scp enroll.scp; do
         [ -f "data/${dset}/${file}" ] && inputs+=" data/${dset}/${file}"
@@ -261,13 +285,13 @@ if want 5 && ! ${skip_train}; then
     ${python} utils/stage_inputs.py record "${asr_exp}/inputs.json" ${inputs}
     common_args="${token_args} --use_preprocessor true --config ${asr_config} --ngpu ${ngpu}"
     train_cache= valid_cache= fold_length=${speech_fold_length}
-    if is_cacheable "${asr_config}"; then
-      cache_root=$(cache_root_of "${asr_config}") || exit 1
+    if is_cacheable "${train_config}"; then
+      cache_root=$(cache_root_of "${train_config}") || exit 1
       train_cache=${cache_root}/${train_set} valid_cache=${cache_root}/${valid_set}
       fold_length=${cache_fold_length}
       for dset in ${train_set} ${valid_set}; do
         log "Frozen encoder cache of data/${dset} -> ${cache_root}/${dset}"
-        ${python} -m diffasr.bin.extract_encoder_cache --config "${asr_config}" --data_dir "data/${dset}" \
+        ${python} -m diffasr.bin.extract_encoder_cache --config "${train_config}" --data_dir "data/${dset}" \
           --output_dir "${cache_root}/${dset}" --nj "${nj}"
       done
       stats_dir+=_extracted
@@ -284,8 +308,8 @@ if want 5 && ! ${skip_train}; then
       # shellcheck disable=SC2046,SC2086
       ${train_cmd} "${stats_dir}/collect_stats.log" \
         ${python} -m diffasr.bin.asr_train --collect_stats true ${common_args} --ngpu 0 \
-          $(data_args --train_data_path_and_name_and_type "${train_set}" "${asr_config}" true "${train_cache}") \
-          $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
+          $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}") \
+          $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}") \
           --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
           --output_dir "${stats_dir}" ${asr_args}
       # shellcheck disable=SC2086
@@ -293,7 +317,7 @@ if want 5 && ! ${skip_train}; then
     fi
     # Global mean/variance normalisation of the features unless the config sets its own.
     normalize_args=
-    if [ "$(config_get "${asr_config}" normalize global_mvn)" = global_mvn ]; then
+    if [ "$(config_get "${train_config}" normalize global_mvn)" = global_mvn ]; then
       normalize_args="--normalize global_mvn --normalize_conf stats_file=${stats_dir}/train/feats_stats.npz"
     fi
     # Data-parallel training through torch.distributed, as ESPnet runs it: one process per
@@ -309,8 +333,8 @@ if want 5 && ! ${skip_train}; then
     # shellcheck disable=SC2046,SC2086
     OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${train_launch} ${common_args} ${dist_args} \
-        $(data_args --train_data_path_and_name_and_type "${train_set}" "${asr_config}" true "${train_cache}") \
-        $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${asr_config}" true "${valid_cache}") \
+        $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}") \
+        $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
@@ -356,7 +380,7 @@ if want 6; then
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
     # (a failure inside $(...) would not stop the script; checked here)
-    configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
+    configs_of_model=$(inference_configs_for "$(trained_config_of "${asr_config}")") || exit 1
     if [ ! -f "${asr_exp}/${inference_model}" ]; then
       log "${asr_exp}/${inference_model} does not exist: train it (stage 5), or choose another with" \
           "--inference_model (the averages are named by keep_nbest_models in ${asr_config})"
@@ -377,7 +401,7 @@ if want 6; then
         # shellcheck disable=SC2046,SC2086
         ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
           ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
-            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${asr_config}" false) \
+            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "$(trained_config_of "${asr_config}")" false) \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
             --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" ${inference_args}
@@ -398,7 +422,7 @@ if want 7; then
   for asr_config in ${asr_configs}; do
     asr_exp=$(asr_exp_of "${asr_config}")
     # (a failure inside $(...) would not stop the script; checked here)
-    configs_of_model=$(inference_configs_for "${asr_config}") || exit 1
+    configs_of_model=$(inference_configs_for "$(trained_config_of "${asr_config}")") || exit 1
     for inference_config in ${configs_of_model}; do
       inference_tag=$(basename "${inference_config}" .yaml)${inference_suffix}
       calib_args=

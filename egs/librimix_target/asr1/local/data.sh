@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 1: target-speaker data dirs (train dev test test_clean sources_{train,dev,test}).
+# Stage 1: target-speaker data dirs (train dev test test_clean test_absent sources_{train,dev,test}).
 # With db.sh's LIBRISPEECH empty, builds the embedded synthetic corpus offline;
 # otherwise mixes LibriSpeech (+ LIBRIMIX metadata, NOISE_ROOT noise when set).
 #   local/data.sh --scale tiny --mix_setting hard
@@ -13,7 +13,7 @@ log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (local/data.sh) $*"; }
 output_dir=data                          # where the data dirs are written
 corpus_dir=downloads/embedded            # cache of synthesized clean utterances (embedded corpus)
 scale=default                            # embedded corpus size: tiny or default
-mix_setting=default                      # SIR/SNR ranges: default (SIR 0..10, SNR 5..20 dB) or hard (SIR -20..5 dB)
+mix_setting=each_target                  # each_target (two talkers, each the target in turn, SIR -10..10 dB, 10 % target-absent), default (the louder talker is the target, SIR 0..10 dB) or hard (SIR -20..5 dB)
 seed=1                                   # seed of every random draw
 nj=2                                     # parallel processes
 text_file=                               # sentences for the embedded corpus, one per line (default: Debian packages)
@@ -32,8 +32,10 @@ log "python -m diffasr.bin.prepare_data --scale ${scale} --mix_setting ${mix_set
 python -m diffasr.bin.prepare_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
   --scale "${scale}" --mix_setting "${mix_setting}" --seed "${seed}" --nj "${nj}" "${opts[@]}"
 
+mixture_sets=("${output_dir}"/{train,dev,test,test_clean})
+[ -d "${output_dir}/test_absent" ] && mixture_sets+=("${output_dir}/test_absent")  # mix settings with target-absent examples
 python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur enroll.scp mixture.jsonl -- \
-  "${output_dir}"/{train,dev,test,test_clean}
+  "${mixture_sets[@]}"
 python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur -- \
   "${output_dir}"/sources_{train,dev,test}
 log "done: ${output_dir}/corpus_stats.json"
