@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""WER against training minutes: decode every epoch checkpoint of an experiment.
+"""WER and selection against training minutes: decode every epoch checkpoint of an experiment.
 
     cd egs/librimix_target/asr1 && . ./path.sh
     python ../../../bench/wer_per_epoch.py --exp exp/asr_diffusion_whisper \\
@@ -9,7 +9,10 @@
 Training minutes are read from the experiment's ``train.log`` (ESPnet's per-epoch
 ``time=`` of the training phase, summed). Each ``<N>epoch.pth`` still on disk is
 decoded in batches with the decode config and scored by ``diffasr.bin.score``
-(sclite). Writes ``wer_per_epoch.md`` (also printed), ``.json`` and ``.png``.
+(sclite). Where a set is a target-speaker set, the follow rate (the hypothesis is closer to
+the enrolled talker than to the other one) is recorded beside the WER; on a target-absent
+set, the share of empty hypotheses. Writes ``wer_per_epoch.md`` (also printed), ``.json``
+and ``.png``.
 """
 
 import argparse
@@ -73,13 +76,17 @@ def main():
             decode_dir = out / f"{epoch}epoch" / data_dir.name
             inference(str(decode_dir), data_options(data_dir, config), str(args.exp / "config.yaml"),
                       str(checkpoint), batch_size=args.batch_size, **options)
-            row[data_dir.name] = score(data_dir, decode_dir)["wer"]
+            metrics = score(data_dir, decode_dir)
+            row[f"{data_dir.name} WER"] = metrics.get("wer")
+            row[f"{data_dir.name} follows"] = metrics.get("follows")
+            row[f"{data_dir.name} absent -> empty"] = metrics.get("absent_empty")
         rows.append(row)
         logging.info("%s", row)
-    names = [d.name for d in args.sets]
-    lines = [f"{args.exp.name}, {args.decode_config.stem}: WER (%) of each epoch's checkpoint", "",
+    names = [k for k in rows[0] if k not in ("epoch", "minutes") and any(r[k] is not None for r in rows)]
+    cell = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [f"{args.exp.name}, {args.decode_config.stem}: WER and selection (%) of each epoch's checkpoint", "",
              "| epoch | training minutes | " + " | ".join(names) + " |", "|---:|---:|" + "---:|" * len(names)]
-    lines += [f"| {r['epoch']} | {r['minutes']} | " + " | ".join(f"{r[n]:.2f}" for n in names) + " |" for r in rows]
+    lines += [f"| {r['epoch']} | {r['minutes']} | " + " | ".join(cell(r[n]) for n in names) + " |" for r in rows]
     (out / "wer_per_epoch.md").write_text("\n".join(lines) + "\n")
     (out / "wer_per_epoch.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
@@ -94,9 +101,9 @@ def main():
     use_minutes = all(r["minutes"] is not None for r in rows)
     for name in names:
         ax.plot([r["minutes"] if use_minutes else r["epoch"] for r in rows], [r[name] for r in rows],
-                marker="o", label=name)
+                marker="o", label=name, linestyle="-" if name.endswith("WER") else "--")
     ax.set_xlabel("training minutes (2 CPU cores)" if use_minutes else "epoch")
-    ax.set_ylabel("WER (%)")
+    ax.set_ylabel("%")
     ax.set_title(f"{args.exp.name}: {args.decode_config.stem}")
     ax.grid(alpha=0.3)
     ax.legend()

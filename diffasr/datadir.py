@@ -99,6 +99,11 @@ def write_spk2utt(data_dir: os.PathLike) -> None:
     write_kv(data_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
 
 
+# Stage 1's per-frame labels of whether the enrolled talker speaks (target_activity.{ark,scp});
+# also their data name in training.
+TARGET_ACTIVITY = "target_activity"
+
+
 def is_target_absent(record: Optional[dict]) -> bool:
     """A mixture.jsonl record whose enrolled voice is not in the mixture (its transcript is empty)."""
     return bool(record) and isinstance(record.get("target"), dict) and record["target"].get("utt", "") is None

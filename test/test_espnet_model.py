@@ -274,3 +274,37 @@ def test_a_dynamic_canvas_raising_the_steps_to_whole_blocks_says_so_once(caplog,
     raised = [r.getMessage() for r in caplog.records if "raised to" in r.getMessage()]
     assert len(raised) == 1 and raised[0].startswith("steps 3 raised to ")
     assert out.num_denoise_calls == int(raised[0].split()[4].rstrip(":"))
+
+
+def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
+    from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel  # noqa: F401  (same mixin)
+
+    class Encoder(torch.nn.Module):  # a frame-level decision like frame_transform's
+        takes_enrollment = True
+
+        def __init__(self):
+            super().__init__()
+            self.score = torch.nn.Linear(FEAT_DIM, 1)
+
+        def forward(self, x, lengths, enrollment=None, input_transform=None):
+            return x, lengths, torch.sigmoid(self.score(x)).squeeze(-1)
+
+        def output_size(self):
+            return FEAT_DIM
+
+    model = tiny_model(None)
+    model.encoder, model.activity_weight = Encoder(), 1.0
+    b = batch()
+    labels = torch.zeros(2, 12)
+    labels[:, :5] = 1.0
+    with pytest.raises(ValueError, match="needs the data '<dir>/target_activity.scp"):
+        model.activity_loss(torch.rand(2, 12), {}, {})
+    stats = {}
+    loss = model.activity_loss(model.encoder(b["speech"], b["speech_lengths"])[2],
+                               {"target_activity": labels, "target_activity_lengths": torch.tensor([12, 9])}, stats)
+    expected = torch.nn.functional.binary_cross_entropy(
+        model.encoder(b["speech"], b["speech_lengths"])[2][torch.arange(12)[None] < torch.tensor([[12], [9]])],
+        labels[torch.arange(12)[None] < torch.tensor([[12], [9]])])
+    assert torch.allclose(loss, expected) and "loss_activity" in stats
+    model.activity_weight = 0.0
+    assert model.activity_loss(None, {"target_activity": labels}, {}) is None

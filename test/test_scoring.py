@@ -8,7 +8,7 @@ import pytest
 
 from diffasr.bin import make_results as make_results_bin
 from diffasr.bin import score as score_bin
-from diffasr.scoring.confusion import is_confused, speaker_confusion
+from diffasr.scoring.confusion import follows, is_confused, speaker_confusion
 from diffasr.scoring.results import make_results
 from diffasr.scoring.sclite import (ScoringError, find_sclite, parse_summary, read_hypotheses,
                                     score_with_sclite, words_to_chars)
@@ -152,6 +152,43 @@ def test_score_cli_writes_metrics_and_score_dirs(tmp_path):
     for unit in ("score_wer", "score_cer"):
         assert (decode / unit / "result.txt").is_file()
     assert (decode / "score_cer" / "ref.trn").read_text().startswith("A <space> B <space> C")
+
+
+def test_follows_means_strictly_closer_to_the_target_than_to_everyone_else():
+    assert follows("THE CAT SAT", ["A DOG RAN"], "THE CAT RAN")
+    assert not follows("THE CAT SAT", ["A DOG RAN"], "A DOG RAN")
+    assert not follows("A B", ["C D"], "A D")  # a tie follows no one
+    assert not follows("A B", ["C D"], "")  # nor does an empty hypothesis
+    assert not follows("A B C", ["X Y", "A B Z"], "A B Z")  # every other talker counts
+
+
+def test_target_absent_examples_are_scored_apart_from_the_words(tmp_path):
+    # u3 is target-absent: no words, left out of WER; its empty hypothesis counts for
+    # "absent -> empty"; u1 follows its target, u2 follows the other talker.
+    refs = {"spk1-u1": "A B C D", "spk1-u2": "E F G", "spk2-u3": ""}
+    mixture = {"spk1-u1": {"utt": "spk1-u1", "target": {"utt": "t1"}, "interferers": [{"text": "X Y Z"}]},
+               "spk1-u2": {"utt": "spk1-u2", "target": {"utt": "t2"}, "interferers": [{"text": "P Q"}]},
+               "spk2-u3": {"utt": "spk2-u3", "target": {"utt": None}, "interferers": [{"text": "A B"}]}}
+    data = make_data_dir(tmp_path, refs=refs, mixture=mixture)
+    decode = make_decode_dir(tmp_path, hyps={"spk1-u1": "A B C D", "spk1-u2": "P Q", "spk2-u3": ""})
+    score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode)])
+    metrics = json.loads((decode / "metrics.json").read_text())
+    assert metrics["n_utt"] == 2 and metrics["wer_detail"]["n_wrd"] == 7
+    assert metrics["wer"] == pytest.approx(100 * 3 / 7, abs=1e-3)
+    assert (metrics["follows"], metrics["speaker_confusion"], metrics["emptied"]) == (50.0, 50.0, 0.0)
+    assert metrics["absent_empty"] == 100.0 and metrics["target_absent"]["n_absent"] == 1
+    # a set of target-absent examples only: no WER, the share of empty hypotheses
+    only = {"spk2-u3": refs["spk2-u3"]}
+    data = make_data_dir(tmp_path / "absent", refs=only, mixture=mixture)
+    decode = make_decode_dir(tmp_path / "absent", hyps={"spk2-u3": "A B"})
+    score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode)])
+    metrics = json.loads((decode / "metrics.json").read_text())
+    assert "wer" not in metrics and metrics["absent_empty"] == 0.0 and metrics["n_utt"] == 1
+    # an empty transcript that mixture.jsonl does not mark absent is an error
+    mixture["spk2-u3"]["target"]["utt"] = "t3"
+    data = make_data_dir(tmp_path / "bad", refs=refs, mixture=mixture)
+    with pytest.raises(Exception, match="text:3: no value for key 'spk2-u3'"):
+        score_bin.main(["--data_dir", str(data), "--decode_dir", str(make_decode_dir(tmp_path / "bad"))])
 
 
 def test_timing_for_unknown_utterance_names_file_and_line(tmp_path):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from diffasr.data import DataPrepError
 from diffasr.data.mixing import (SAMPLE_RATE, MixSetting, colored_noise, fit_length, gain_for_ratio,
                                  loudness_gain, mix, mixture_length, power, read_audio)
+from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
 from diffasr.datadir import DataDirError, is_target_absent, validate_data_dir, write_jsonl, write_kv, write_spk2utt
 from diffasr.fileio import write_text_atomic
 
@@ -322,15 +323,34 @@ def render(task: Tuple[MixturePlan, str, str, Optional[str], Optional[str]]) -> 
         if role.target is None:  # target absent: the SIR/SNR are those of the first talker
             record["target"] = {"utt": None, "spk": _SOURCES[role.enroll].spk, "path": None, "text": "",
                                 "gain": 0.0, "offset_samples": 0}
+            record[ACTIVITY] = np.zeros((length // 160 + 1) // 2, dtype=np.float32)
         else:
             utt, audio, offset, gain = next(t for t in talkers if t[0] == role.target)
             record["target"] = dict(_source_record(utt, gain * scale), offset_samples=offset)
+            record[ACTIVITY] = target_activity(audio, offset, gain * scale, length)
             if clean_dir is not None:
                 alone = clean if offset == 0 and utt == plan.target else _placed(audio, offset, gain * scale, length)
                 sf.write(os.path.join(clean_dir, f"{role.utt}.wav"), alone, SAMPLE_RATE, subtype="PCM_16")
                 record["clean_path"] = os.path.join(final_clean_dir, f"{role.utt}.wav")
         results.append((record, length / SAMPLE_RATE))
     return results
+
+
+FRAME_SAMPLES = 320  # Whisper's encoder frame (20 ms): the frames the activity labels are for
+ACTIVE_DB = -30.0  # a frame within 30 dB of the talker's loudest frame is speech
+
+
+def target_activity(audio: np.ndarray, offset: int, gain: float, length: int) -> np.ndarray:
+    """1 for each 20-ms frame of the mixture in which the target speaks (its energy within
+    ``ACTIVE_DB`` of its loudest frame), else 0: as many frames as the Whisper encoder gives
+    the mixture. The other talkers do not matter: an overlapped frame holds the target's words."""
+    frames = (length // 160 + 1) // 2
+    placed = np.zeros(frames * FRAME_SAMPLES, dtype=np.float64)
+    end = min(offset + len(audio), len(placed))
+    placed[offset:end] = gain * audio[: end - offset]
+    energy = np.square(placed).reshape(frames, FRAME_SAMPLES).mean(axis=1)
+    peak = float(energy.max())
+    return (energy > peak * 10 ** (ACTIVE_DB / 10)).astype(np.float32) if peak > 0 else np.zeros(frames, np.float32)
 
 
 def _placed(audio: np.ndarray, offset: int, gain: float, length: int) -> np.ndarray:
@@ -363,15 +383,30 @@ def write_source_set(data_dir: Path, sources: Dict[str, SourceUtt]) -> None:
 
 
 def _write_mixture_set(data_dir: Path, records: List[dict], durations: Dict[str, float],
-                       path_key: str = "path") -> None:
+                       final_dir: Path, path_key: str = "path") -> None:
     write_kv(data_dir / "wav.scp", {r["utt"]: r[path_key] for r in records})
     write_kv(data_dir / "text", {r["utt"]: r["target"]["text"] for r in records})
     write_kv(data_dir / "utt2spk", {r["utt"]: r["target"]["spk"] for r in records})
     write_kv(data_dir / "utt2dur", {r["utt"]: f"{durations[r['utt']]:.3f}" for r in records})
     write_kv(data_dir / "enroll.scp", {r["utt"]: r["enroll"]["path"] for r in records})
-    write_jsonl(data_dir / "mixture.jsonl", [{k: v for k, v in r.items() if k not in ("path", "clean_path")}
+    write_jsonl(data_dir / "mixture.jsonl", [{k: v for k, v in r.items() if k not in ("path", "clean_path", ACTIVITY)}
                                              for r in records])
+    write_target_activity(data_dir, {r["utt"]: r[ACTIVITY] for r in records}, final_dir)
     write_spk2utt(data_dir)
+
+
+def write_target_activity(data_dir: Path, labels: Dict[str, np.ndarray], final_dir: Path) -> None:
+    """``target_activity.{ark,scp}``: per example, 1 for each 20-ms frame in which the
+    enrolled talker speaks (all 0 when it is absent): a training target for the
+    conditioning's frame-level speaker decision (``model_conf activity_weight``)."""
+    import kaldiio
+
+    ark, scp = data_dir / f"{ACTIVITY}.ark", data_dir / f"{ACTIVITY}.scp"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as writer:
+        for utt in sorted(labels):
+            writer(utt, labels[utt])
+    # the scp names the ark where it will be once the set is renamed into place
+    scp.write_text(scp.read_text().replace(str(ark), str(final_dir / ark.name)))
 
 
 def _clean_record(record: dict) -> dict:
@@ -417,13 +452,14 @@ def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, Source
                 # The target-absent examples are a set of their own: scored by how often
                 # nothing is transcribed, not by WER.
                 present = [r for r in records if not is_target_absent(r)]
-                _write_mixture_set(tmp_root / split, present, durations)
-                _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in present], durations)
+                _write_mixture_set(tmp_root / split, present, durations, output_dir / split)
+                _write_mixture_set(tmp_root / "test_clean", [_clean_record(r) for r in present], durations,
+                                   output_dir / "test_clean")
                 absent = [r for r in records if is_target_absent(r)]
                 if absent:
-                    _write_mixture_set(tmp_root / ABSENT_SET, absent, durations)
+                    _write_mixture_set(tmp_root / ABSENT_SET, absent, durations, output_dir / ABSENT_SET)
             else:
-                _write_mixture_set(tmp_root / split, records, durations)
+                _write_mixture_set(tmp_root / split, records, durations, output_dir / split)
             write_source_set(tmp_root / f"sources_{split}", sources[split])
         names = written_set_names(tmp_root)
         for name in names:

@@ -61,7 +61,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     """Encoder + speaker conditioning + masked-diffusion decoder (+ CTC, + AR auxiliary).
 
     Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR
-    + length_weight * length``.
+    + length_weight * length + activity_weight * target activity`` (the encoder's
+    per-frame decision that the enrolled voice speaks, ``TargetSpeakerMixin.activity_loss``).
 
     Canvas: ``fixed`` puts every transcript on ``canvas_length`` positions filled with
     ``sym_end``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
@@ -106,6 +107,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas_margin: int = 4,
         canvas_rate: float = 5.0,
         length_weight: float = 0.0,
+        activity_weight: float = 0.0,
         mask_eps: float = 1e-3,
         report_cer: bool = True,
         report_wer: bool = True,
@@ -154,6 +156,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             extract_feats_in_collect_stats=extract_feats_in_collect_stats,
         )
         self.spk_conditioner = spk_conditioner
+        self.activity_weight = activity_weight
         self.ctc_units = ctc_units
         self.ctc_blank_id = ctc_units.blank_id if ctc_units is not None else self.blank_id
         self.mask_id = self.token_list.index(sym_mask)
@@ -198,7 +201,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         stats = dict()
 
         # 1. Encoder with the enrollment
-        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, Enrollment.from_batch(kwargs, utt_id))
+        encoder_out, encoder_out_lens, activity = self.encode_with_activity(
+            speech, speech_lengths, Enrollment.from_batch(kwargs, utt_id))
+        loss_activity = self.activity_loss(activity, kwargs, stats)
 
         # 2. CTC branch on the conditioned frames (over tokens, or over their characters)
         loss_ctc = None
@@ -230,6 +235,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         loss = (1.0 - self.ctc_weight) * loss_diff
         if loss_ctc is not None:
             loss = loss + self.ctc_weight * loss_ctc
+        if loss_activity is not None:
+            loss = loss + loss_activity
         if self.length_predictor is not None:
             loss_length, length_error = self.length_predictor.loss(encoder_out, encoder_out_lens, text_lengths)
             stats["loss_length"], stats["length_error"] = loss_length.detach(), length_error

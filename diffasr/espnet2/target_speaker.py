@@ -27,6 +27,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.maskctc_model import MaskCTCModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 
 
@@ -46,6 +47,13 @@ class TargetSpeakerMixin:
     def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                enrollment: Enrollment = NO_ENROLLMENT):
         """Encoder output [B, T, D] and lengths [B], conditioned on ``enrollment``."""
+        encoder_out, encoder_out_lens, _ = self.encode_with_activity(speech, speech_lengths, enrollment)
+        return encoder_out, encoder_out_lens
+
+    def encode_with_activity(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                             enrollment: Enrollment = NO_ENROLLMENT):
+        """``encode``, and the encoder's probability [B, T] that the enrolled voice speaks in
+        each frame (None unless the conditioning decides it per frame)."""
         batch = speech.size(0)
         feats, feats_lengths = self._extract_feats(speech, speech_lengths)
         if self.specaug is not None and self.training:
@@ -65,14 +73,36 @@ class TargetSpeakerMixin:
         elif conditioner is not None and conditioner.position == "encoder_input":
             hook = conditioner.attached_to(self.encoder.embed, embed)
         with hook:
-            encoder_out, encoder_out_lens, _ = self.encoder(feats, feats_lengths, **extra)
+            encoder_out, encoder_out_lens, states = self.encoder(feats, feats_lengths, **extra)
+        activity = states if extra and isinstance(states, torch.Tensor) else None
         if isinstance(encoder_out, tuple):  # (output, intermediate CTC outputs): not used here
             encoder_out = encoder_out[0]
         if self.postencoder is not None:
             encoder_out, encoder_out_lens = self.postencoder(encoder_out, encoder_out_lens)
         if conditioner is not None and conditioner.position == "encoder_output":
             encoder_out, encoder_out_lens = conditioner(encoder_out, encoder_out_lens, embed)
-        return encoder_out, encoder_out_lens
+        return encoder_out, encoder_out_lens, activity
+
+    def activity_loss(self, activity: Optional[torch.Tensor], batch: dict, stats: dict) -> Optional[torch.Tensor]:
+        """Binary cross-entropy of the encoder's per-frame decision that the enrolled voice
+        speaks against ``target_activity`` (stage 1's labels), weighted ``activity_weight``;
+        None when the weight is 0.  The labels are taken out of ``batch``."""
+        labels = batch.pop(ACTIVITY, None)
+        label_lengths = batch.pop(f"{ACTIVITY}_lengths", None)
+        if self.activity_weight == 0.0:
+            return None
+        if activity is None:
+            raise ValueError("model_conf activity_weight > 0 needs a conditioning that decides per frame "
+                             "whether the enrolled voice speaks (encoder_conf enrollment: frame_transform)")
+        if labels is None:
+            raise ValueError(f"model_conf activity_weight > 0 needs the data '<dir>/{ACTIVITY}.scp,"
+                             f"{ACTIVITY},kaldi_ark' (stage 1 writes it)")
+        frames = min(activity.size(1), labels.size(1))
+        inside = torch.arange(frames, device=labels.device)[None, :] < label_lengths[:, None]
+        loss = torch.nn.functional.binary_cross_entropy(
+            activity[:, :frames][inside].float().clamp(1e-6, 1 - 1e-6), labels[:, :frames][inside].float())
+        stats["loss_activity"] = loss.detach()
+        return self.activity_weight * loss
 
     def _check_single_output_branch(self) -> None:
         if self.interctc_weight != 0.0:
@@ -93,11 +123,16 @@ def _weighted(ctc_weight: float, loss_ctc: Optional[torch.Tensor], loss_decoder:
 
 
 class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
-    """ESPnet's attention encoder-decoder + CTC model with the enrollment (``model: espnet``)."""
+    """ESPnet's attention encoder-decoder + CTC model with the enrollment (``model: espnet``).
 
-    def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
+    ``activity_weight``: weight of the frame-level target-activity loss (``activity_loss``).
+    """
+
+    def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        self.activity_weight = activity_weight
         self._check_single_output_branch()
         if self.use_transducer_decoder:
             raise ValueError("a transducer decoder is not supported with an enrollment")
@@ -109,8 +144,9 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
         """ESPnet's CTC + attention losses on the output encoded with the batch's enrollment."""
         enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
         text = text[:, : int(text_lengths.max())]
-        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
+        encoder_out, encoder_out_lens, activity = self.encode_with_activity(speech, speech_lengths, enrollment)
         stats, loss_ctc, loss_att = {}, None, None
+        loss_activity = self.activity_loss(activity, kwargs, stats)
         if self.ctc_weight != 0.0:
             loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
             stats["loss_ctc"] = loss_ctc.detach()
@@ -119,6 +155,8 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
                 encoder_out, encoder_out_lens, text, text_lengths)
             stats["loss_att"] = loss_att.detach()
         loss = _weighted(self.ctc_weight, loss_ctc, loss_att)
+        if loss_activity is not None:
+            loss = loss + loss_activity
         stats["loss"] = loss.detach()
         return force_gatherable((loss, stats, speech.size(0)), loss.device)
 
@@ -126,9 +164,11 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
 class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
     """ESPnet's Mask-CTC model with the enrollment (``model: maskctc``)."""
 
-    def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, **kwargs):
+    def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
+        self.activity_weight = activity_weight
         self._check_single_output_branch()
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"))
@@ -137,8 +177,9 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
         """ESPnet's CTC + masked-LM losses on the output encoded with the batch's enrollment."""
         enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
         text = text[:, : int(text_lengths.max())]
-        encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
+        encoder_out, encoder_out_lens, activity = self.encode_with_activity(speech, speech_lengths, enrollment)
         stats, loss_ctc, loss_mlm = {}, None, None
+        loss_activity = self.activity_loss(activity, kwargs, stats)
         if self.ctc_weight != 0.0:
             loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
             stats["loss_ctc"] = loss_ctc.detach()
@@ -146,5 +187,7 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
             loss_mlm, stats["acc_mlm"] = self._calc_mlm_loss(encoder_out, encoder_out_lens, text, text_lengths)
             stats["loss_mlm"] = loss_mlm.detach()
         loss = _weighted(self.ctc_weight, loss_ctc, loss_mlm)
+        if loss_activity is not None:
+            loss = loss + loss_activity
         stats["loss"] = loss.detach()
         return force_gatherable((loss, stats, speech.size(0)), loss.device)

@@ -43,7 +43,7 @@ from diffasr.espnet2.conditioning import (
     FiLMConditioner,
     PrependConditioner,
 )
-from diffasr.datadir import read_kv
+from diffasr.datadir import TARGET_ACTIVITY, read_kv
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
@@ -230,7 +230,8 @@ class DiffASRTask(ASRTask):
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + DATA_NAMES
+        extra = () if inference else (TARGET_ACTIVITY,)  # training labels of model_conf activity_weight
+        return tuple(super().optional_data_names(train, inference)) + DATA_NAMES + extra
 
     @classmethod
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):

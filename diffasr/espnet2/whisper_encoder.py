@@ -257,6 +257,9 @@ class WhisperEncoder(AbsEncoder):
         """Encode ``xs_pad`` (audio or cached frames) for the speaker of ``enrollment``.
 
         ``input_transform``: applied to the frames at the speaker input point (FiLM).
+        Returns the output [B, T, D], its lengths and, where the conditioning decides per
+        frame whether the enrolled voice speaks (``frame_transform``), that probability
+        [B, T] of the mixture frames (else None; ESPnet's place for encoder states).
         """
         x, lengths = self._downsample(*self._frozen_or_cached(xs_pad, ilens))
         if input_transform is not None:
@@ -291,7 +294,8 @@ class WhisperEncoder(AbsEncoder):
             x = x + self.adapter_out(self.adapter(x, lengths)[0])
         if prefix_lengths is not None and not self.enrollment_in_output:
             x, lengths = _drop_prefix(x, lengths, prefix_lengths)
-        return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths, None
+        activity = None if frame_target is None else frame_target.squeeze(-1)
+        return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths, activity
 
 
 def _join(first: torch.Tensor, first_lengths: torch.Tensor, second: torch.Tensor,

@@ -146,6 +146,7 @@ token_args_of() {  # the token options of a training config
   esac
 }
 reads_enrollment_audio() { [ "$(config_get "$1" encoder_conf.enrollment none)" != none ]; }
+trains_activity() { awk "BEGIN { exit !($(config_get "$1" model_conf.activity_weight 0) > 0) }"; }
 is_cacheable() { [ "${feats_type}" = extracted ] && [ "$(config_get "$1" encoder none)" = whisper ]; }
 record_command() {
   # Every experiment dir keeps the command that made it (as ESPnet writes exp/*/run.sh).
@@ -243,6 +244,10 @@ data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir]
     args="${option} data/${dset}/wav.scp,speech,sound"
   fi
   ${with_text} && args+=" ${option} data/${dset}/text,text,text"
+  # stage 1's per-frame labels of the target's speech, for configs that learn them
+  if ${with_text} && trains_activity "${config}"; then
+    args+=" ${option} data/${dset}/target_activity.scp,target_activity,kaldi_ark"
+  fi
   if [ -f "data/${dset}/enroll_embed.scp" ]; then
     args+=" ${option} data/${dset}/enroll_embed.scp,enroll_embed,kaldi_ark"
   fi
