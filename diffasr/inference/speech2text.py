@@ -150,9 +150,12 @@ class Speech2Text:
     def read_hypotheses(self, path: str, hyp_type: str = "text") -> Dict[str, List[int]]:
         """First-pass hypotheses ``<utt> WORDS`` (or ``<utt> pieces`` for ``token``) as token ids.
 
-        A piece outside the model's token list is an error naming the utterance and line.
+        A piece outside the model's token list is an error naming the utterance and line,
+        except SentencePiece's rendering of ``<unk>`` (``⁇``), which a first pass of a model
+        with this token list writes for its unknown token: it is read back as ``<unk>``.
         """
         vocabulary = set(self.model.token_list)
+        unknown_word = "\u2047" if "<unk>" in vocabulary else None  # how SentencePiece writes <unk>
         hypotheses = {}
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
@@ -162,7 +165,15 @@ class Speech2Text:
                 utt, words = fields[0], fields[1] if len(fields) > 1 else ""
                 if utt in hypotheses:
                     raise ValueError(f"{path}:{number}: utterance {utt} appears twice")
-                pieces = self.tokenizer.text2tokens(words) if hyp_type == "text" else words.split()
+                if hyp_type != "text":
+                    pieces = words.split()
+                elif unknown_word is not None and unknown_word in words:
+                    pieces = []
+                    for index, part in enumerate(words.split(unknown_word)):
+                        pieces += (["<unk>"] if index else []) + (self.tokenizer.text2tokens(part.strip())
+                                                                 if part.strip() else [])
+                else:
+                    pieces = self.tokenizer.text2tokens(words)
                 unknown = [p for p in pieces if p not in vocabulary]
                 if unknown:
                     raise ValueError(

@@ -166,8 +166,10 @@ def make_results(exp_dir: os.PathLike) -> str:
     lines += ["## Results", "",
               "WER/CER in %, from sclite (score_wer/result.txt, score_cer/result.txt). "
               "RTFx: audio seconds / decoding seconds. Speaker confusion: % of utterances whose "
-              "hypothesis is closer to an interferer's transcript than to the target's. "
-              "NCE, AUROC (error detection) and ECE rate word confidences.", ""]
+              "hypothesis is closer to an interferer's transcript than to the target's; Follows: % "
+              "closer to the target's than to every other talker's; Emptied: % of present targets "
+              "given no words; Absent → empty: % of target-absent examples given no words (they are "
+              "left out of WER). NCE, AUROC (error detection) and ECE rate word confidences.", ""]
     lines += results_table(rows) + [""]
     commands = command_lines(exp_dir, rows)
     if commands:

@@ -39,10 +39,21 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
     [('HELLO', 0.5), ('WORLD', 0.7)]
     >>> words_with_confidence(["\u0120don", "'t", "\u0120stop"], [0.9, 0.4, 0.8])
     [("DON'T", 0.4), ('STOP', 0.8)]
+
+    ``<unk>`` is a word of its own, written as SentencePiece decodes it (``\u2047``):
+
+    >>> words_with_confidence(["\u2581NO", "<unk>"], [0.9, 0.3])
+    [('NO', 0.9), ('\u2047', 0.3)]
     """
     words: List[Tuple[str, float]] = []
     current, lowest = "", 1.0
     for token, confidence in zip(tokens, confidences):
+        if token == "<unk>":
+            if current:
+                words.append((current, lowest))
+            words.append(("\u2047", confidence))
+            current, lowest = "", 1.0
+            continue
         starts_word = token.startswith(WORD_BOUNDARIES) or token == "<space>"
         if starts_word and current:
             words.append((current, lowest))
