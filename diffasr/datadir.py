@@ -109,6 +109,14 @@ def is_target_absent(record: Optional[dict]) -> bool:
     return bool(record) and isinstance(record.get("target"), dict) and record["target"].get("utt", "") is None
 
 
+def target_absent_utts(data_dir: os.PathLike) -> List[str]:
+    """The target-absent examples of a data dir (from its mixture.jsonl, if any)."""
+    meta_path = Path(data_dir) / "mixture.jsonl"
+    if not meta_path.is_file():
+        return []
+    return [u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)]
+
+
 def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp", "text", "utt2spk"),
                       check_paths: bool = True) -> List[str]:
     """Check a data dir; raise DataDirError naming the first problem. Returns utt ids.

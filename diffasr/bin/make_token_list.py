@@ -23,7 +23,7 @@ from pathlib import Path
 import sentencepiece as spm
 from espnet2.bin.tokenize_text import tokenize
 
-from diffasr.datadir import DataDirError, is_target_absent, read_jsonl, read_kv
+from diffasr.datadir import DataDirError, read_kv, target_absent_utts
 from diffasr.fileio import atomic_path, write_text_atomic
 
 SPECIAL_SYMBOLS = ["<blank>:0", "<unk>:1", "<mask>:-1", "<sos/eos>:-1"]
@@ -35,12 +35,11 @@ def read_transcripts(text: Path) -> dict:
     A line without transcript is an error naming file:line, unless the data dir's
     mixture.jsonl marks it a target-absent example (nothing to learn units from).
     """
-    meta_path = Path(text).parent / "mixture.jsonl"
-    absent = {u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)} if meta_path.is_file() else set()
+    absent = set(target_absent_utts(Path(text).parent))
     transcripts = {u: t for u, t in read_kv(text, allow_empty_value=bool(absent)).items() if u not in absent}
     empty = next((u for u, t in transcripts.items() if not t), None)
     if empty is not None:
-        raise DataDirError(f"{text}: no transcript for '{empty}', which {meta_path} does not mark target-absent")
+        raise DataDirError(f"{text}: no transcript for '{empty}', which mixture.jsonl does not mark target-absent")
     return transcripts
 
 

@@ -34,8 +34,8 @@ class Enrollment:
     ``utt_ids`` name the batch in errors.
 
     >>> e = Enrollment(speech=torch.zeros(2, 16000))
-    >>> e.speech_lengths.tolist(), e.batch_size
-    ([16000, 16000], 2)
+    >>> e.speech_lengths.tolist()
+    [16000, 16000]
     """
 
     embed: Optional[torch.Tensor] = None
@@ -90,13 +90,6 @@ class Enrollment:
                 speech[i, : int(e.speech_lengths[0])] = e.speech[0, : int(e.speech_lengths[0])]
         return cls(embed=embed, speech=speech, speech_lengths=lengths, utt_ids=utt_ids)
 
-    @property
-    def batch_size(self) -> Optional[int]:
-        for tensor in (self.embed, self.speech):
-            if tensor is not None:
-                return tensor.size(0)
-        return None
-
     def where(self) -> str:
         """`` (batch of a, b)`` for error messages, or nothing without utterance ids."""
         return f" (batch of {', '.join(self.utt_ids)})" if self.utt_ids else ""
@@ -106,12 +99,6 @@ class Enrollment:
         move = lambda t: None if t is None else t.to(device, dtype=dtype if t.is_floating_point() else None)  # noqa: E731
         return replace(self, embed=move(self.embed), speech=move(self.speech),
                        speech_lengths=None if self.speech_lengths is None else self.speech_lengths.to(device))
-
-    def rows(self, index: torch.Tensor) -> "Enrollment":
-        """The enrollment of the utterances at ``index`` (e.g. a batch repeated for candidates)."""
-        take = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
-        ids = None if self.utt_ids is None else tuple(self.utt_ids[int(i)] for i in index)
-        return Enrollment(take(self.embed), take(self.speech), take(self.speech_lengths), ids)
 
     def require_embed(self, batch_size: int) -> torch.Tensor:
         if self.embed is None:

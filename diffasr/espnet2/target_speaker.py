@@ -140,25 +140,15 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
         self.fill_ids = {self.sos, self.eos} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"), "<mask>")
 
+    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats):
+        loss, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
+            encoder_out, encoder_out_lens, text, text_lengths)
+        stats["loss_att"] = loss.detach()
+        return loss
+
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
         """ESPnet's CTC + attention losses on the output encoded with the batch's enrollment."""
-        enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
-        text = text[:, : int(text_lengths.max())]
-        encoder_out, encoder_out_lens, activity = self.encode_with_activity(speech, speech_lengths, enrollment)
-        stats, loss_ctc, loss_att = {}, None, None
-        loss_activity = self.activity_loss(activity, kwargs, stats)
-        if self.ctc_weight != 0.0:
-            loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
-            stats["loss_ctc"] = loss_ctc.detach()
-        if self.ctc_weight != 1.0:
-            loss_att, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
-                encoder_out, encoder_out_lens, text, text_lengths)
-            stats["loss_att"] = loss_att.detach()
-        loss = _weighted(self.ctc_weight, loss_ctc, loss_att)
-        if loss_activity is not None:
-            loss = loss + loss_activity
-        stats["loss"] = loss.detach()
-        return force_gatherable((loss, stats, speech.size(0)), loss.device)
+        return _baseline_forward(self, speech, speech_lengths, text, text_lengths, kwargs)
 
 
 class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
@@ -173,21 +163,31 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"))
 
+    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats):
+        loss, stats["acc_mlm"] = self._calc_mlm_loss(encoder_out, encoder_out_lens, text, text_lengths)
+        stats["loss_mlm"] = loss.detach()
+        return loss
+
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
         """ESPnet's CTC + masked-LM losses on the output encoded with the batch's enrollment."""
-        enrollment = Enrollment.from_batch(kwargs, kwargs.get("utt_id"))
-        text = text[:, : int(text_lengths.max())]
-        encoder_out, encoder_out_lens, activity = self.encode_with_activity(speech, speech_lengths, enrollment)
-        stats, loss_ctc, loss_mlm = {}, None, None
-        loss_activity = self.activity_loss(activity, kwargs, stats)
-        if self.ctc_weight != 0.0:
-            loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
-            stats["loss_ctc"] = loss_ctc.detach()
-        if self.ctc_weight != 1.0:
-            loss_mlm, stats["acc_mlm"] = self._calc_mlm_loss(encoder_out, encoder_out_lens, text, text_lengths)
-            stats["loss_mlm"] = loss_mlm.detach()
-        loss = _weighted(self.ctc_weight, loss_ctc, loss_mlm)
-        if loss_activity is not None:
-            loss = loss + loss_activity
-        stats["loss"] = loss.detach()
-        return force_gatherable((loss, stats, speech.size(0)), loss.device)
+        return _baseline_forward(self, speech, speech_lengths, text, text_lengths, kwargs)
+
+
+def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
+    """An ESPnet baseline's losses (CTC, its decoder's ``_decoder_loss``, the activity loss)
+    on the output encoded with the batch's enrollment."""
+    enrollment = Enrollment.from_batch(batch, batch.get("utt_id"))
+    text = text[:, : int(text_lengths.max())]
+    encoder_out, encoder_out_lens, activity = model.encode_with_activity(speech, speech_lengths, enrollment)
+    stats, loss_ctc, loss_decoder = {}, None, None
+    loss_activity = model.activity_loss(activity, batch, stats)
+    if model.ctc_weight != 0.0:
+        loss_ctc, stats["cer_ctc"] = model._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+        stats["loss_ctc"] = loss_ctc.detach()
+    if model.ctc_weight != 1.0:
+        loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats)
+    loss = _weighted(model.ctc_weight, loss_ctc, loss_decoder)
+    if loss_activity is not None:
+        loss = loss + loss_activity
+    stats["loss"] = loss.detach()
+    return force_gatherable((loss, stats, speech.size(0)), loss.device)

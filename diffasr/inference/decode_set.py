@@ -115,18 +115,17 @@ class RotatedEnrollment:
     def __call__(self, keys: Sequence[str]) -> Enrollment:
         """The enrollment of the utterances ``keys`` taken from their rotation partners."""
         others = [self.partners[k] for k in keys]
-        embed = speech = None
-        if ENROLL_EMBED in self.readers:
-            embed = torch.from_numpy(np.stack([np.asarray(self.readers[ENROLL_EMBED][o]) for o in others]))
-        one = []
-        if ENROLL_SPEECH in self.readers:
-            reader = self.readers[ENROLL_SPEECH]
-            for o in others:
-                audio = np.asarray(reader[o][1] if isinstance(reader[o], tuple) else reader[o], dtype=np.float32)
-                one.append(Enrollment.of_one(speech=torch.from_numpy(audio)))
-            speech = Enrollment.stack(one)
-        return Enrollment(embed=embed, speech=None if speech is None else speech.speech,
-                          speech_lengths=None if speech is None else speech.speech_lengths, utt_ids=keys)
+        embed_reader, speech_reader = self.readers.get(ENROLL_EMBED), self.readers.get(ENROLL_SPEECH)
+
+        def one(utt: str) -> Enrollment:
+            embed = None if embed_reader is None else torch.from_numpy(np.asarray(embed_reader[utt]))
+            speech = None
+            if speech_reader is not None:
+                audio = speech_reader[utt]
+                speech = torch.from_numpy(np.asarray(audio[1] if isinstance(audio, tuple) else audio, dtype=np.float32))
+            return Enrollment.of_one(embed=embed, speech=speech)
+
+        return Enrollment.stack([one(o) for o in others], keys)
 
 
 def inference(

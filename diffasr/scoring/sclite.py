@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from diffasr.datadir import is_target_absent, read_jsonl, read_kv
+from diffasr.datadir import read_kv, target_absent_utts
 
 DEBIAN_SCLITE = "/usr/lib/sctk/bin/sclite"
 
@@ -232,14 +232,6 @@ def write_utt_errors(path: os.PathLike, alignments: Mapping[str, UttAlignment]) 
         f.write("# utt #ref #cor #sub #del #ins err%\n")
         for rate, utt, n_ref, c in rows:
             f.write(f"{utt} {n_ref} {c['C']} {c['S']} {c['D']} {c['I']} {rate:.2f}\n")
-
-
-def target_absent_utts(data_dir: os.PathLike) -> List[str]:
-    """The target-absent examples of a data dir (from its mixture.jsonl, if any)."""
-    meta_path = Path(data_dir) / "mixture.jsonl"
-    if not meta_path.is_file():
-        return []
-    return [u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)]
 
 
 def read_scoring_inputs(data_dir: os.PathLike, decode_dir: os.PathLike

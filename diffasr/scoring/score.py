@@ -17,12 +17,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from diffasr.datadir import read_kv
+from diffasr.datadir import read_kv, target_absent_utts
 from diffasr.fileio import write_text_atomic
 from diffasr.scoring import uncertainty
 from diffasr.scoring.confusion import speaker_confusion_from_files, target_absent_metrics
-from diffasr.scoring.sclite import (ScoringError, read_scoring_inputs, score_with_sclite,
-                                    score_words_and_chars, target_absent_utts)
+from diffasr.scoring.sclite import ScoringError, read_scoring_inputs, score_with_sclite, score_words_and_chars
 
 CONFIDENCE_FILE = "word_confidence.ctm"
 TOKEN_SIGNALS_FILE = "token_uncertainty"
