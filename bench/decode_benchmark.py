@@ -48,7 +48,7 @@ from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import Speech2Text, write_outputs
 from diffasr.scoring.score import fit_calibration, score
 from diffasr.datadir import UTT_FILES, fix_data_dir, read_kv, write_kv
-from diffasr.espnet2.task import build_text_tokenizer
+from diffasr.espnet2.builder import build_text_tokenizer
 from diffasr.scoring.sclite import ScoringError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -25,6 +25,7 @@ import torch
 
 from diffasr.api import load_decode_config
 from diffasr.inference import inference
+from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
 
 TIME = re.compile(r"(\d+)epoch results: \[train\].*?time=((?:\d+ hours?, )?(?:\d+ minutes? and )?[\d.]+ seconds)")
@@ -59,6 +60,8 @@ def main():
     parser.add_argument("--sets", type=Path, nargs="+", default=[Path("data/test"), Path("data/test_clean")])
     parser.add_argument("--output_dir", type=Path, default=None)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, nargs="+", default=None,
+                        help="decode only these epochs' checkpoints (default: every one on disk)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     import yaml
@@ -67,7 +70,9 @@ def main():
     config = yaml.safe_load((args.exp / "config.yaml").read_text())
     minutes = epoch_minutes(args.exp / "train.log")
     checkpoints = sorted(args.exp.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
-    options = load_decode_config(args.decode_config)
+    if args.epochs:
+        checkpoints = [c for c in checkpoints if int(c.name.split("epoch")[0]) in args.epochs]
+    options = DecodeOptions.from_flat(load_decode_config(args.decode_config), str(args.decode_config))
     rows = []
     for checkpoint in checkpoints:
         epoch = int(checkpoint.name.split("epoch")[0])
@@ -75,7 +80,7 @@ def main():
         for data_dir in args.sets:
             decode_dir = out / f"{epoch}epoch" / data_dir.name
             inference(str(decode_dir), data_options(data_dir, config), str(args.exp / "config.yaml"),
-                      str(checkpoint), batch_size=args.batch_size, **options)
+                      str(checkpoint), options=options, batch_size=args.batch_size)
             metrics = score(data_dir, decode_dir)
             row[f"{data_dir.name} WER"] = metrics.get("wer")
             row[f"{data_dir.name} follows"] = metrics.get("follows")

@@ -8,7 +8,8 @@
 For each way (``encoder_conf padding: none`` and ``30s``), on the same utterances:
 the frozen encoder's time per utterance (what the cache and every decode pay), and the
 WER of Whisper tiny.en itself, zero-shot, greedy, on those encoder frames (its own
-decoder, with a repetition guard: at most 3 repeats of a 4-gram), scored by sclite.
+decoder, with a repetition guard: at most 3 repeats of a 4-gram; ``diffasr.whisper.zero_shot``),
+scored by sclite.
 The decision it informs is recorded in README ("padding").
 """
 
@@ -24,28 +25,8 @@ import torch
 from diffasr.datadir import read_kv, write_kv
 from diffasr.espnet2.whisper_encoder import WhisperEncoder
 from diffasr.scoring.sclite import score_with_sclite
-from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_vocabulary
-
-
-def greedy(decoder, frames: torch.Tensor, max_tokens: int = 96):
-    """Whisper's greedy decoding from <|startoftranscript|><|notimestamps|>, stopping on
-    <|endoftext|> or on a 4-gram repeated a fourth time."""
-    vocabulary = whisper_vocabulary()
-    tokens = [vocabulary.index("<|startoftranscript|>"), vocabulary.index("<|notimestamps|>")]
-    end = vocabulary.index("<|endoftext|>")
-    prompt = len(tokens)
-    with torch.no_grad():
-        for _ in range(max_tokens):
-            logits = decoder(torch.tensor([tokens]), frames)[0, -1]
-            logits[end + 1:] = -float("inf")  # no special or timestamp tokens in the text
-            token = int(logits.argmax())
-            if token == end:
-                break
-            tokens.append(token)
-            text = tokens[prompt:]
-            if len(text) >= 16 and sum(text[i: i + 4] == text[-4:] for i in range(len(text) - 3)) > 3:
-                break
-    return tokens[prompt:]
+from diffasr.whisper.tokenizer import WhisperTextTokenizer
+from diffasr.whisper.zero_shot import greedy, window_frames
 
 
 def main():
@@ -75,7 +56,7 @@ def main():
             frames, _ = encoder.frozen(speech, torch.tensor([speech.size(1)]))
             seconds.append(time.perf_counter() - start)
             if padding == "30s":  # Whisper's decoder reads all 1500 frames of its window
-                frames = encoder_full(encoder, speech)
+                frames = window_frames(encoder.whisper, speech[0])
             audio_seconds += len(audio) / rate
             hyps[utt] = tokenizer.tokens2text([tokenizer.vocabulary[i] for i in greedy(decoder, frames)])
         out = args.output.parent / padding
@@ -92,15 +73,6 @@ def main():
     lines += [f"| {p} | {w:.2f} | {ms:.1f} | {r:.1f} |" for p, w, ms, r in rows]
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def encoder_full(encoder: WhisperEncoder, speech: torch.Tensor) -> torch.Tensor:
-    """All 1500 frames of a 30-s padded window (what Whisper's decoder was trained on)."""
-    from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
-
-    mel = pad_or_trim(log_mel_spectrogram(speech[0], padding=N_SAMPLES)[:, :N_FRAMES], N_FRAMES)
-    with torch.no_grad():
-        return encoder.whisper(mel[None])
 
 
 if __name__ == "__main__":

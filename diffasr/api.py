@@ -30,7 +30,6 @@ from diffasr.espnet2.enrollment import Enrollment, prepare
 from diffasr.audio import check_enrollment, check_finite, check_wav_file
 from diffasr.inference import DecodeOptions, Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
-from diffasr.speaker.model import load_trained_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +135,8 @@ class TargetSpeakerASR:
                     f"{len(pattern_dirs)} speaker encoders under {search_root}: {pattern_dirs[:3]})"
                 )
             spk_model_dir = pattern_dirs[0]
+        from diffasr.speaker.model import load_trained_encoder  # SpeechBrain: only for embedding models
+
         return load_trained_encoder(spk_model_dir, device)
 
     # ------------------------------------------------------------------ use
@@ -194,7 +195,6 @@ class TargetSpeakerASR:
     def check_decode_options(self, mode: Optional[str] = None, steps: Optional[int] = None,
                              block_length: Optional[int] = None) -> Dict[str, Any]:
         """A request's changes to the decode options (only those given), checked, or a ValueError."""
-        from diffasr.diffusion.sampler import check_schedule
         from diffasr.espnet2.model import DiffusionASRModel
 
         model, current = self.speech2text.model, self.speech2text.options
@@ -209,15 +209,9 @@ class TargetSpeakerASR:
             raise ValueError(f"mode must be one of {self.REQUEST_MODES}, got {mode!r}")
         if mode == "ctc_greedy" and model.ctc is None:
             raise ValueError("mode ctc_greedy needs a CTC head; this model has none")
-        canvas = model.max_hypothesis_length
-        if steps is not None and not 1 <= steps <= canvas:
-            raise ValueError(f"steps must be between 1 and the canvas length {canvas}, got {steps}")
-        if block_length is not None:
-            if not 1 <= block_length <= canvas:
-                raise ValueError(f"block_length must be between 1 and the canvas length {canvas}, "
-                                 f"got {block_length}")
-            if model.canvas == "fixed":  # a dynamic canvas is rounded up to whole blocks
-                check_schedule(model.canvas_length, steps or current.diffusion.steps, block_length)
+        policy = model.canvas_policy.overridden(current.diffusion.canvas, current.diffusion.canvas_length)
+        policy.check_request(current.diffusion.steps if steps is None else steps, block_length,
+                             model.max_hypothesis_length)
         DecodeOptions.from_flat(dict(current.flat(), **given), "request")
         return given
 

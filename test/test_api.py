@@ -1,6 +1,7 @@
 """The one-off API and CLI: a tiny model, packed as stage 8 packs it, transcribes its training mixture."""
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,8 @@ import soundfile
 
 from conftest import TARGET_TEXT
 from diffasr.api import TargetSpeakerASR
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_packed_model_transcribes_its_training_mixture(packed, tmp_path):
@@ -88,3 +91,35 @@ def test_the_enrollment_is_checked_where_it_is_read(packed, tmp_path, caplog):
         [sys.executable, "-m", "diffasr.bin.transcribe", "--model", str(zip_path), "--mixture", str(mixture),
          "--enrollment", str(silent), "--unpack_dir", str(tmp_path / "u")], capture_output=True, text=True)
     assert out.returncode == 1 and f"the enrollment {silent} is silent" in out.stderr
+
+
+def test_cli_startup_bench_times_a_fresh_transcribe_process(packed, tmp_path):
+    """bench/cli_startup.py: a clip of the first long-enough mixture, transcribed by a
+    fresh CLI process; the import profile starts at diffasr.api; a failing run stops
+    with the CLI's error."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cli_startup", ROOT / "bench/cli_startup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    packed_zip, mixture, enrollment, _ = packed
+    # A copy, so that the CLI unpacks it here and not beside the shared fixture's experiment
+    # (where the other tests look for exactly one speaker encoder).
+    zip_path = tmp_path / packed_zip.name
+    shutil.copy(packed_zip, zip_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    short = tmp_path / "short.wav"
+    soundfile.write(short, np.zeros(8000, dtype=np.float32), 16000)
+    (data / "wav.scp").write_text(f"a-short {short}\nb-mix {mixture}\n")
+    (data / "enroll.scp").write_text(f"a-short {enrollment}\nb-mix {enrollment}\n")
+    out = tmp_path / "cli.md"
+    bench.main(["--model", str(zip_path), "--data_dir", str(data), "--seconds", "1", "--repeats", "1",
+                "--output", str(out)])
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert figures["utterance"] == "b-mix"  # the 0.5-s one is too short for a 1-s clip
+    assert figures["import_profile"][0][0] == "diffasr.api"
+    assert f"| transcribe one 1-s recording (b-mix) end to end | {figures['transcribe_s']:.2f} |" in out.read_text()
+    with pytest.raises(SystemExit, match="failed"):
+        bench.main(["--model", str(tmp_path / "nowhere.zip"), "--data_dir", str(data), "--seconds", "1",
+                    "--repeats", "1", "--output", str(out)])

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from diffasr.bin import prepare_data
-from diffasr.data.corpus import SourceUtt, plan_mixtures, set_names
-from diffasr.data.embedded import SCALES
+from diffasr.data.corpus import HELDOUT_SET, SourceUtt, plan_mixtures, set_names
+from diffasr.data.embedded import SCALES, heldout_voices
 from diffasr.data.mixing import MAX_AMP, MIX_SETTINGS, mix, power
 from diffasr.data.voices import VOICES, assign_splits
 from diffasr.datadir import read_jsonl, read_kv, validate_data_dir
@@ -138,10 +138,71 @@ def test_test_clean_is_the_target_as_mixed(built):
     assert all(not r["interferers"] for r in read_jsonl(data / "test_clean" / "mixture.jsonl").values())
 
 
+# ---- test_heldout: clean speech of voices that no scale trains or tests on
+def test_heldout_voices_are_in_no_split_at_any_scale(built):
+    for name, scale in SCALES.items():
+        splits = assign_splits(VOICES, *scale.speakers)
+        in_splits = {v.spk for voices in splits.values() for v in voices}
+        held = {v.spk for v in heldout_voices(scale.heldout[0])}
+        assert len(held) == scale.heldout[0] > 0 and not held & in_splits, name
+    # the largest scales hold ~100-200 of them, tiny a handful
+    assert 100 <= np.prod(SCALES["default"].heldout) <= 200 and np.prod(SCALES["tiny"].heldout) <= 10
+    data = built / "data"
+    held = set(read_kv(data / HELDOUT_SET / "utt2spk").values())
+    assert held == {v.spk for v in heldout_voices(SCALES["tiny"].heldout[0])}
+    for split in ("train", "dev", "test"):
+        assert not held & set(read_kv(data / f"sources_{split}" / "utt2spk").values())
+
+
+def test_heldout_set_is_clean_speech_enrolled_with_another_utterance_of_its_voice(built):
+    data = built / "data" / HELDOUT_SET
+    validate_data_dir(data, require=MIXTURE_FILES)
+    wav, enroll, utt2spk = read_kv(data / "wav.scp"), read_kv(data / "enroll.scp"), read_kv(data / "utt2spk")
+    assert len(wav) == np.prod(SCALES["tiny"].heldout)
+    for utt, record in read_jsonl(data / "mixture.jsonl").items():
+        assert utt.startswith(record["target"]["spk"] + "-") and utt2spk[utt] == record["target"]["spk"]
+        assert not record["interferers"] and record["noise"]["kind"] == "none"
+        assert wav[utt] == record["target"]["path"]  # the utterance as synthesized
+        # the enrollment: the same voice, another of its utterances (one of the set's own)
+        assert record["enroll"]["spk"] == record["target"]["spk"] and record["enroll"]["utt"] != utt
+        assert enroll[utt] == record["enroll"]["path"] == wav[record["enroll"]["utt"]] != wav[utt]
+        assert sf.info(wav[utt]).samplerate == 16000
+
+
+def test_heldout_sentences_are_read_at_no_scale(built):
+    from diffasr.data.text import debian_sentences, partition_sentences
+
+    text = set(read_kv(built / "data" / HELDOUT_SET / "text").values())
+    for split in ("train", "dev", "test"):
+        assert not text & set(read_kv(built / "data" / f"sources_{split}" / "text").values())
+    # every scale's sentences are the first of one blend (seed 7 here); these come after
+    most = max(scale.sentences() for scale in SCALES.values())
+    (read_at_some_scale,) = partition_sentences(debian_sentences(), [most], np.random.default_rng(7))
+    assert not text & set(read_at_some_scale)
+
+
+def test_adding_heldout_changed_no_other_set_and_an_older_dir_gains_it(built, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(SCALES, "tiny", replace(SCALES["tiny"], heldout=(0, 0)))  # stage 1 before test_heldout
+    assert _build(tmp_path / "data", built / "corpus", "--nj", "2") == 0
+    assert not (tmp_path / "data" / HELDOUT_SET).exists()
+    for name in set_names(with_absent=True):
+        for path in sorted((built / "data" / name).rglob("*")):
+            if path.is_file():
+                other = tmp_path / "data" / path.relative_to(built / "data")
+                assert path.read_bytes().replace(str(built / "data").encode(), b"DATA") == \
+                    other.read_bytes().replace(str(tmp_path / "data").encode(), b"DATA"), path
+    monkeypatch.undo()
+    # a rerun on the older dir (same options) is not "done": it builds test_heldout too
+    assert _build(tmp_path / "data", built / "corpus", "--nj", "2") == 0
+    assert (tmp_path / "data" / HELDOUT_SET / "text").read_text() == (built / "data" / HELDOUT_SET / "text").read_text()
+
+
 def test_same_seed_rebuild_is_identical(built, tmp_path):
     """A fresh build (new pool, one process) gives the same lists and audio bytes."""
     assert _build(tmp_path / "data", tmp_path / "corpus", "--nj", "1") == 0
-    for name in set_names(with_absent=True):
+    for name in set_names(with_absent=True, with_heldout=True):
         for file in ("wav.scp", "text", "utt2spk", "enroll.scp", "utt2dur", "mixture.jsonl"):
             if not (built / "data" / name / file).exists():
                 continue
@@ -163,7 +224,26 @@ def test_rerun_is_cheap_and_changes_nothing(built):
 
 def test_unknown_scale_names_the_valid_ones(built, capsys):
     assert prepare_data.main(["--output_dir", str(built / "data"), "--scale", "huge"]) == 1
-    assert "unknown --scale 'huge'; valid scales: tiny, default" in capsys.readouterr().err
+    assert "unknown --scale 'huge'; valid scales: tiny, default, large" in capsys.readouterr().err
+
+
+def test_a_larger_scale_adds_training_data_and_keeps_dev_and_test(built, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(SCALES, "tiny", replace(SCALES["tiny"], extra_train_utts_per_speaker=2,
+                                                mixtures=(16, 4, 4)))
+    assert _build(tmp_path / "data", built / "corpus", "--nj", "2") == 0
+    for name in set_names(with_absent=True, with_heldout=True):
+        if "train" in name:
+            continue
+        for file in ("text", "utt2spk", "enroll.scp", "mixture.jsonl"):
+            if (built / "data" / name / file).exists():
+                assert (built / "data" / name / file).read_text() == (tmp_path / "data" / name / file).read_text()
+    small, large = (read_kv(d / "data" / "sources_train" / "text") for d in (built, tmp_path))
+    assert len(large) == len(small) + 2 * SCALES["tiny"].speakers[0]
+    held_out = set(read_kv(built / "data" / "sources_test" / "text").values())
+    assert not held_out & set(large.values())  # the extra sentences are not the test's
+    assert len(read_kv(tmp_path / "data" / "train" / "wav.scp")) > len(read_kv(built / "data" / "train" / "wav.scp"))
 
 
 def test_bad_text_file_fails_naming_line_and_keeps_outputs(built, capsys):
@@ -294,10 +374,10 @@ def test_local_data_sh_builds_and_validates(built, tmp_path):
            "--corpus_dir", str(built / "corpus")]  # the module's pool: no synthesis
     done = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count(": OK (") == 8  # with test_absent
+    assert done.stdout.count(": OK (") == 9  # with test_absent and test_heldout
     assert (tmp_path / "data" / "train" / "text").read_text() == (built / "data" / "train" / "text").read_text()
     bad = subprocess.run(cmd[:2] + ["huge"] + cmd[3:], cwd=RECIPE, env=env, capture_output=True, text=True)
-    assert bad.returncode != 0 and "valid scales: tiny, default" in bad.stderr
+    assert bad.returncode != 0 and "valid scales: tiny, default, large" in bad.stderr
 
 
 # ---- single-speaker sets (egs/librispeech/asr1 stage 1) from the same pool

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffasr.diffusion import (
+    CanvasPolicy,
     build_canvas,
     canvas_lengths_from_predicted,
     deliberate,
@@ -77,6 +78,42 @@ def test_canvas_refuses_padding_value_inside_transcript():
 def test_predicted_canvas_lengths_get_margin_and_clamp():
     lengths = canvas_lengths_from_predicted(torch.tensor([0, 3, 50]), margin=2, max_length=10)
     assert lengths.tolist() == [2, 5, 10]
+
+
+def test_canvas_policy_sizes_training_and_decoding_canvases_alike_per_mode():
+    text, text_lengths = torch.tensor([[1, 2, 3], [0, -1, -1]]), torch.tensor([3, 1])
+    seconds = torch.tensor([0.5, 1.5])
+    fixed = CanvasPolicy("fixed", length=4)
+    assert fixed.training_canvas(text, text_lengths, END)[1].tolist() == [4, 4]
+    assert fixed.decoding_lengths(batch=2).tolist() == [4, 4]
+    with pytest.raises(ValueError, match="utterance 'b' has 3 tokens, more than canvas_length=2"):
+        CanvasPolicy("fixed", length=2).training_canvas(text.flip(0), text_lengths.flip(0), END, names=["a", "b"])
+    dynamic = CanvasPolicy("dynamic", length=6, margin=2)
+    canvas, lengths = dynamic.training_canvas(text, text_lengths, END)
+    assert lengths.tolist() == [5, 3] and canvas[1].tolist() == [0, END, END, END, END]  # padded with the end
+    assert dynamic.decoding_lengths(predicted=torch.tensor([1, 9])).tolist() == [3, 6]  # at most length
+    with pytest.raises(ValueError, match="needs the predicted lengths"):
+        dynamic.decoding_lengths(batch=2)
+    # duration: ceil(4 * s) + 1 in both, never shorter than the transcript in training
+    duration = CanvasPolicy("duration", margin=1, rate=4.0)
+    assert duration.training_canvas(text, text_lengths, END, seconds, max_length=32)[1].tolist() == [3, 7]
+    assert duration.decoding_lengths(seconds=seconds, max_length=32).tolist() == [3, 7]
+    assert duration.overridden(margin=0, mode="length") == CanvasPolicy("length", margin=0, rate=4.0)
+    assert duration.overridden() is not None and duration.overridden() == duration
+    with pytest.raises(ValueError, match="canvas must be one of"):
+        CanvasPolicy("elastic")
+
+
+def test_canvas_policy_schedule_and_request_checks():
+    # a sized canvas: whole blocks, steps a multiple of them; fixed and one block: as given
+    assert CanvasPolicy("length").schedule(width=7, steps=3, block_length=2) == (8, 4)
+    assert CanvasPolicy("length").schedule(width=7, steps=3, block_length=None) == (7, 3)
+    assert CanvasPolicy("fixed", length=8).schedule(width=8, steps=3, block_length=2) == (8, 3)
+    with pytest.raises(ValueError, match="steps=3 is not a multiple of the 4 blocks"):
+        CanvasPolicy("fixed", length=8).check_request(3, 2, max_length=64)
+    CanvasPolicy("length").check_request(3, 2, max_length=64)  # rounded per batch instead
+    with pytest.raises(ValueError, match="steps must be between 1 and the canvas length 64"):
+        CanvasPolicy("length").check_request(65, None, max_length=64)
 
 
 # --- forward process and loss ---------------------------------------------------------
@@ -237,6 +274,50 @@ def test_threshold_commits_the_rest_at_the_last_step():
     flat = Recorder(lambda tokens, call: torch.zeros(1, 6, VOCAB))
     out = generate(flat, canvas, lengths, MASK, steps=2, threshold=0.9)
     assert (out.commit_step == 0).sum() == 1 and (out.commit_step == 1).sum() == 5
+
+
+def end_trap(word_confidence=0.6):
+    """An over-allocated canvas of 6 for the words [1, 2, 3]: the surplus (3..5) predicts the
+    end token at 0.9; position 2 reads its word (3, at 0.8) only once position 1 holds
+    one, and until then guesses the end token at 0.7, like a model that cannot yet tell
+    where the transcript stops."""
+    def logits_for(tokens, call):
+        probs = torch.full((1, 6, VOCAB), 1e-3)
+        for i, word in ((0, 1), (1, 2)):
+            probs[0, i, word] = word_confidence
+        probs[0, 3:, END] = 0.9
+        if tokens[0, 1] == MASK:
+            probs[0, 2, END] = 0.7
+        else:
+            probs[0, 2, 3] = 0.8
+        return probs.log()
+    return Recorder(logits_for)
+
+
+@pytest.mark.parametrize("remasking", ["low_confidence", "random"])
+def test_deferred_end_tokens_let_a_word_wait_for_its_neighbours(remasking):
+    canvas, lengths = masked_canvas([6], 6)
+    kwargs = dict(steps=3, remasking=remasking, generator=torch.Generator().manual_seed(0))
+    # By score, the confident end guesses go first and position 2 is lost to the end token.
+    by_score = generate(end_trap(), canvas, lengths, MASK, **kwargs)
+    if remasking == "low_confidence":
+        assert by_score.tokens[0].tolist() == [1, 2, END, END, END, END]
+    # Deferred: the words are committed first, so position 2 sees its neighbour in time.
+    deferred = generate(end_trap(), canvas, lengths, MASK, end_id=END, end_commit="last", **kwargs)
+    assert deferred.tokens[0].tolist() == [1, 2, 3, END, END, END]
+    assert deferred.commit_step[0, 3:].min() >= deferred.commit_step[0, :3].max()
+    # With a threshold, a confident end guess does not count as a confident commit.
+    thresholded = generate(end_trap(), canvas, lengths, MASK, steps=3, threshold=0.85, end_id=END, end_commit="last")
+    assert thresholded.tokens[0].tolist() == [1, 2, 3, END, END, END]
+
+
+def test_end_commit_is_checked():
+    canvas, lengths = masked_canvas([6], 6)
+    target = torch.zeros(1, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="end_commit must be one of"):
+        generate(oracle(target), canvas, lengths, MASK, steps=2, end_id=END, end_commit="first")
+    with pytest.raises(ValueError, match="needs the end token's id"):
+        generate(oracle(target), canvas, lengths, MASK, steps=2, end_commit="last")
 
 
 # --- sampler: semi-autoregressive blocks ----------------------------------------------

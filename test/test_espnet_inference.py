@@ -246,3 +246,60 @@ def test_fixed_canvas_blocks_that_do_not_divide_are_refused(corpus, diffusion_ex
     with pytest.raises(ValueError, match="use steps = 3, 6, 9"):
         _decode(corpus, diffusion_exp, tmp_path / "out", "--canvas", "fixed", "--canvas_length", "12",
                 "--block_length", "4", "--steps", "4")
+
+
+def test_a_whisper_model_decodes_without_espnets_task_registry(tmp_path):
+    """Decoding builds a model from its config.yaml through diffasr.espnet2.builder, which
+    imports the classes the config names: not ESPnet's ASR task (every frontend and
+    decoder ESPnet has), SpeechBrain (a model without an embedding conditioner) or
+    scipy (calibration), which made `transcribe` take seconds before its first step."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from diffasr.espnet2.task import DiffASRTask
+    from diffasr.whisper.tokenizer import whisper_token_list
+
+    args = DiffASRTask.get_parser().parse_args(
+        ["--config", str(CONF / "tuning/train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+    args.token_list = whisper_token_list()
+    torch.manual_seed(0)
+    model = DiffASRTask.build_model(args)
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}))
+    script = f"""
+import sys, torch
+from diffasr.espnet2.enrollment import Enrollment
+from diffasr.inference.speech2text import Speech2Text
+s2t = Speech2Text({str(tmp_path / 'config.yaml')!r}, {str(tmp_path / 'model.pth')!r}, steps=2)
+weights = torch.load({str(tmp_path / 'model.pth')!r})
+assert all(torch.equal(p, weights[k]) for k, p in s2t.model.state_dict().items())
+torch.manual_seed(0)
+results = s2t(0.1 * torch.randn(1, 16000), torch.tensor([16000]), Enrollment(speech=0.1 * torch.randn(1, 24000)))
+print(len(results), type(s2t.model).__name__)
+print(" ".join(m for m in ("espnet2.tasks.asr", "speechbrain", "scipy.optimize") if m in sys.modules) or "-")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    decoded, heavy = out.stdout.split("\n")[:2]
+    assert decoded == "1 DiffusionASRModel"
+    assert heavy == "-"
+
+
+def test_the_builders_espnet_names_are_espnets_own_classes():
+    """builder.ESPNET_CLASSES (imported by path, without ESPnet's task) must name the class
+    ESPnet's ASR task registers under that name, and the task's choices use diffasr's."""
+    from espnet2.tasks import asr as espnet_asr
+
+    from diffasr.espnet2 import builder, task
+
+    for kind, names in builder.ESPNET_CLASSES.items():
+        for name in names:
+            assert builder.class_of(kind, name) is getattr(espnet_asr, f"{kind}_choices").get_class(name), (kind, name)
+    for kind, names in builder.DIFFASR_CLASSES.items():
+        for name in names:
+            assert getattr(task, f"{kind}_choices").get_class(name) is builder.class_of(kind, name)
+    with pytest.raises(ValueError, match="spk_conditioner must be one of"):
+        builder.class_of("spk_conditioner", "xvector")

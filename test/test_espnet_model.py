@@ -1,6 +1,5 @@
 """Tiny DiffusionASRModel: losses, conditioners, errors, decoder masking, overfitting."""
 
-import logging
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import diffasr.espnet2.model as model_module
 from diffasr.diffusion import DiffusionOptions
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.enrollment import Enrollment
+from diffasr.espnet2.precision import check_train_autocast, cpu_has_bf16
 from diffasr.espnet2.task import DiffASRTask
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<mask>", "<sos/eos>"]
@@ -262,18 +262,72 @@ def test_canvas_longer_than_the_position_table_is_refused():
         decoder(torch.randn(1, 3, 8), torch.tensor([3]), torch.zeros(1, 5, dtype=torch.long), torch.tensor([5]))
 
 
-def test_a_dynamic_canvas_raising_the_steps_to_whole_blocks_says_so_once(caplog, monkeypatch):
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()
-    monkeypatch.setattr(model, "ctc_lengths", lambda out, lens: torch.full((out.size(0),), 5))
-    monkeypatch.setattr(model_module, "_STEPS_RAISED", set())
+def test_a_dynamic_canvas_is_decoded_in_whole_blocks_with_the_steps_raised_to_match():
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    monkeypatch_lengths = torch.full((2,), 5)
+    model.ctc_lengths = lambda out, lens: monkeypatch_lengths[: out.size(0)]
     speech, speech_lengths, *_ = batch().values()
     enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
-    with caplog.at_level(logging.WARNING):
-        for _ in range(2):
-            _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=3, block_length=2))
-    raised = [r.getMessage() for r in caplog.records if "raised to" in r.getMessage()]
-    assert len(raised) == 1 and raised[0].startswith("steps 3 raised to ")
-    assert out.num_denoise_calls == int(raised[0].split()[4].rstrip(":"))
+    _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=3, block_length=2))
+    # 5 + 2 = 7 positions, rounded up to 4 blocks of 2; 3 steps raised to one per block
+    assert out.tokens.size(1) == 8 and out.canvas_lengths.tolist() == [7, 7]
+    assert out.num_denoise_calls == 4
+
+
+def test_candidate_lengths_in_one_batch_match_separate_decodes_and_keep_the_best_scored():
+    """candidates: 3 decodes L-1, L, L+1 as rows of one batch; each row equals the decode
+    of that length alone, and the kept one is the row the model scores highest."""
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    predicted = torch.tensor([3, 5])
+    model.ctc_lengths = lambda out, lens: predicted
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=2, candidates=3))
+    assert out.tokens.size(0) == 2
+    separate = {}
+    for offset in (-1, 0, 1):  # the same lengths one at a time: margin 2 + offset
+        separate[offset] = model.diffusion_decode(speech, speech_lengths, enroll,
+                                                  DiffusionOptions(steps=2, canvas_margin=2 + offset))
+    for b in range(2):
+        scores = {}
+        for offset, (s_ids, s_conf, s_out) in separate.items():
+            n = int(s_out.canvas_lengths[b])
+            scores[offset] = float(s_out.confidence[b, :n].log().mean())
+        best = max(scores, key=scores.get)
+        assert int(out.canvas_lengths[b]) == int(predicted[b]) + 2 + best
+        assert ids[b] == separate[best][0][b]
+        assert confidences[b] == pytest.approx(separate[best][1][b], abs=1e-5)
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        DiffusionOptions(candidates=0)
+    fixed = tiny_model("film", canvas="fixed").eval()
+    with pytest.raises(ValueError, match="need a sized canvas"):
+        fixed.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=2, candidates=3))
+
+
+@pytest.mark.parametrize("end_commit", ["any", "last"])
+def test_a_model_that_writes_the_end_token_between_words_still_gives_every_word_in_order(end_commit):
+    """The end token committed amid words (the canvas longer than the transcript) ends
+    nothing: the fill is removed wherever it stands and the words keep their order."""
+    model = tiny_model("film", canvas="fixed", canvas_length=8).eval()
+    end, words = model.end_id, {0: 2, 2: 3, 5: 4}  # "a", "b", "c" at positions 0, 2, 5
+
+    def decoder_forward(encoder_out, encoder_out_lens, tokens, lengths):
+        logits = torch.zeros(*tokens.shape, len(TOKENS))
+        logits[..., end] = 4.0  # the end token everywhere, the most confident guess
+        for position, word in words.items():
+            logits[:, position, end], logits[:, position, word] = 0.0, 3.0
+        return logits, lengths
+
+    model.decoder.forward = decoder_forward
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    ids, confidences, out = model.diffusion_decode(speech, speech_lengths, enroll,
+                                                   DiffusionOptions(steps=4, end_commit=end_commit))
+    assert ids == [[2, 3, 4], [2, 3, 4]]
+    assert out.kept_positions == [[0, 2, 5], [0, 2, 5]] and len(confidences[0]) == 3
+    if end_commit == "last":  # every end token committed after the words
+        assert (out.commit_step[:, [1, 3, 4, 6, 7]].min(dim=1).values >= out.commit_step[:, [0, 2, 5]].max(dim=1).values).all()
 
 
 def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
@@ -308,3 +362,32 @@ def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
     assert torch.allclose(loss, expected) and "loss_activity" in stats
     model.activity_weight = 0.0
     assert model.activity_loss(None, {"target_activity": labels}, {}) is None
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_train_autocast_bf16_multiplies_in_bf16_and_keeps_the_loss_and_gradients_fp32():
+    model = tiny_model("film", ar_weight=0.5)
+    dtypes = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: dtypes.append(output[0].dtype))
+
+    def step(mode):
+        model.train_autocast = mode
+        model.zero_grad()
+        torch.manual_seed(0)  # the same masks for both precisions
+        loss, stats, _ = model(**batch())
+        loss.backward()
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    loss32, grads32 = step("none")
+    assert dtypes[-1] == torch.float32
+    loss16, grads16 = step("bf16")
+    assert dtypes[-1] == torch.bfloat16  # the decoder's matrix products ran in bf16
+    assert loss16.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads16.values())
+    assert grads16.keys() == grads32.keys()
+    assert abs(float(loss16) - float(loss32)) < 0.02 * abs(float(loss32))
+    assert float(loss16) != float(loss32)  # it did change the arithmetic
+
+
+def test_train_autocast_is_checked():
+    with pytest.raises(ValueError, match="train_autocast must be one of"):
+        check_train_autocast("fp16")

@@ -1,4 +1,4 @@
-"""DiffASRTask: registries, data names and every shipped training config."""
+"""DiffASRTask: registries, data names and every shipped training config and variant."""
 
 import logging
 from pathlib import Path
@@ -16,11 +16,29 @@ from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_decoder import WhisperARDecoder, WhisperDiffusionDecoder
 from diffasr.whisper.tokenizer import whisper_token_list
 
-TUNING = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf/tuning"
+RECIPE = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1"
+TUNING = RECIPE / "conf/tuning"
 CONFIGS = sorted(p.name for p in TUNING.glob("train_*.yaml"))
 TOKENS = ["<blank>", "<unk>", "\u2581A", "\u2581B", "C", "<mask>", "<sos/eos>"]
+
+
+def read_variants(path: Path) -> dict:
+    """asr.sh's --asr_variants_file: {tag: (config, overrides)} from its '<tag> <config> <overrides>' lines."""
+    variants = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            tag, config, *overrides = line.split()
+            assert tag not in variants, f"{path}: {tag} is declared twice (asr.sh would take the first)"
+            variants[tag] = (config, overrides)
+    return variants
+
+
+VARIANTS = read_variants(RECIPE / "conf/variants.txt")
+# Every system of the recipe by its experiment name (exp/asr_<name>): the training options that make it.
+SYSTEMS = {config[len("train_"):-len(".yaml")]: ["--config", str(TUNING / config)] for config in CONFIGS}
+SYSTEMS.update({tag: ["--config", str(RECIPE / config), *overrides] for tag, (config, overrides) in VARIANTS.items()})
 # system: (model class, speaker conditioner class, reads the enrollment audio)
-EXPECTED = {
+EXPECTED = {  # each with a _tiny version
     "diffusion_conformer": (DiffusionASRModel, FiLMConditioner, False),
     "diffusion_conformer_nospk": (DiffusionASRModel, type(None), False),
     "ar_conformer": (TargetSpeakerESPnetModel, FiLMConditioner, False),
@@ -29,52 +47,108 @@ EXPECTED = {
     "diffusion_whisper_nospk": (DiffusionASRModel, type(None), False),
     "ar_whisper": (TargetSpeakerESPnetModel, type(None), True),
 }
-VARIANTS = {  # measured once, no tiny version
+MEASURED_ONCE = {  # no tiny version
     "diffusion_whisper_film": (DiffusionASRModel, FiLMConditioner, False),
     "diffusion_whisper_memory": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_randinit": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_smalldec": (DiffusionASRModel, type(None), True),
 }
+# variant (and its _tiny version): what it changes in its config, as training parses the options
+# The previous default's conditioning (the enrollment after all four frozen Whisper layers),
+# which the variants measured once keep.
+PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.activity_weight": 0.0,
+                    "enrollment_lr_scale": 1.0, "model_conf.train_autocast": "none"}
+DEFINED_BY = {
+    "diffusion_whisper_nospk": {"encoder_conf.enrollment": "none", "model_conf.activity_weight": 0.0,
+                                "enrollment_lr_scale": 1.0},
+    "diffusion_conformer_nospk": {"spk_conditioner": None},
+    "diffusion_whisper_film": {"encoder_conf.enrollment": "none", "spk_conditioner": "film",
+                               "spk_conditioner_conf.embed_dim": 192, **PREVIOUS_DEFAULT},
+    "diffusion_whisper_memory": {"encoder_conf.enrollment": "prefix", "encoder_conf.enrollment_in_output": True,
+                                 **PREVIOUS_DEFAULT},
+    "diffusion_whisper_randinit": {"decoder_conf.pretrained": False, "decoder_conf.freeze_embeddings": False,
+                                   "encoder_conf.enrollment": "prefix", **PREVIOUS_DEFAULT},
+}
 
 
-def token_list_of(config: str):
-    with open(TUNING / config) as f:
-        return whisper_token_list() if yaml.safe_load(f).get("token_type") == "whisper_en" else list(TOKENS)
+def token_list_of(token_type: str):
+    return whisper_token_list() if token_type == "whisper_en" else list(TOKENS)
 
 
-def build(config: str):
-    args = DiffASRTask.get_parser().parse_args(["--config", str(TUNING / config), "--token_list", "x"])
-    args.token_list = token_list_of(config)
+def parse(options: list):
+    return DiffASRTask.get_parser().parse_args([*options, "--token_list", "x"])
+
+
+def build(system: str):
+    args = parse(SYSTEMS[system])
+    args.token_list = token_list_of(args.token_type)
     return DiffASRTask.build_model(args), args
 
 
-def test_every_system_has_a_default_and_a_tiny_config():
+def flat(options: dict, prefix: str = "") -> dict:
+    """{"encoder_conf": {"enrollment": "none"}} -> {"encoder_conf.enrollment": "none"}"""
+    out = {}
+    for key, value in options.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_every_system_has_a_default_and_a_tiny_version():
     for system in EXPECTED:
-        assert f"train_{system}.yaml" in CONFIGS and f"train_{system}_tiny.yaml" in CONFIGS
-    assert {c[len("train_"):-len(".yaml")].removesuffix("_tiny") for c in CONFIGS} == set(EXPECTED) | set(VARIANTS)
+        assert system in SYSTEMS and f"{system}_tiny" in SYSTEMS
+    assert {system.removesuffix("_tiny") for system in SYSTEMS} == set(EXPECTED) | set(MEASURED_ONCE)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_config_builds_the_intended_model(config):
-    model, args = build(config)
-    system = config[len("train_"):-len(".yaml")].removesuffix("_tiny")
-    model_class, conditioner_class, reads_audio = {**EXPECTED, **VARIANTS}[system]
+def test_a_variant_names_its_own_experiment_and_its_tiny_version_has_its_overrides():
+    assert not set(VARIANTS) & {config[len("train_"):-len(".yaml")] for config in CONFIGS}
+    for tag, (config, overrides) in VARIANTS.items():
+        assert (RECIPE / config).is_file(), f"{tag}: {config}"
+        if tag.endswith("_tiny"):
+            full_config, full_overrides = VARIANTS[tag.removesuffix("_tiny")]
+            assert (config, overrides) == (full_config.replace(".yaml", "_tiny.yaml"), full_overrides)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_variant_is_its_config_but_for_what_defines_it(variant):
+    config, overrides = VARIANTS[variant]
+    base = flat(vars(parse(["--config", str(RECIPE / config)])))
+    varied = flat(vars(parse(["--config", str(RECIPE / config), *overrides])))
+    changed = {key: varied.get(key) for key in base.keys() | varied.keys() if base.get(key) != varied.get(key)}
+    assert changed == DEFINED_BY[variant.removesuffix("_tiny")]
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_system_builds_the_intended_model(system):
+    model, args = build(system)
+    model_class, conditioner_class, reads_audio = {**EXPECTED, **MEASURED_ONCE}[system.removesuffix("_tiny")]
     assert type(model) is model_class
     assert type(model.spk_conditioner) is conditioner_class
     assert model.needs_enrollment_audio() == reads_audio
-    assert args.token_list == token_list_of(config)  # the caller's token list is left alone
+    assert args.token_list == token_list_of(args.token_type)  # the caller's token list is left alone
     assert args.grad_clip > 0
+    # Its optimiser too (--enrollment_lr_scale needs enrollment modules to scale).
+    [optimizer] = DiffASRTask.build_optimizers(args, model)
+    expected_groups = 1 if args.enrollment_lr_scale == 1.0 else 2
+    assert len(optimizer.param_groups) == expected_groups
     if "whisper" in system:
-        # Every whisper system shares one frozen encoder, so they share one cache.
-        assert args.encoder == "whisper" and args.encoder_conf["frozen_layers"] == 4
-        assert all(not p.requires_grad for p in model.encoder.whisper.parameters())
+        # Every default whisper system shares one frozen depth, so they share one cache.
+        frozen = 4 if system in MEASURED_ONCE and system != "diffusion_whisper_smalldec" else 2
+        assert args.encoder == "whisper" and args.encoder_conf["frozen_layers"] == frozen
+        whisper = model.encoder.whisper
+        assert all(not p.requires_grad for p in whisper.blocks[:frozen].parameters())
+        assert all(p.requires_grad for p in whisper.blocks[frozen:].parameters())
         expected_decoder = WhisperARDecoder if system.startswith("ar") else WhisperDiffusionDecoder
         if system.endswith("smalldec"):
             expected_decoder = DiffusionTransformerDecoder
         assert type(model.decoder) is expected_decoder
 
 
-def _step_batch(whisper_tokens: bool) -> dict:
+def _step_batch(whisper_tokens: bool, activity: bool = False) -> dict:
+    """Two examples of every input; with ``activity``, stage 1's per-frame labels of where the
+    target speaks (50 frames a second) that the activity loss trains on."""
+    labels = {}
+    if activity:
+        labels = dict(target_activity=torch.randint(0, 2, (2, 25)).float(), target_activity_lengths=torch.tensor([25, 19]))
     if whisper_tokens:
         text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
     else:
@@ -85,24 +159,27 @@ def _step_batch(whisper_tokens: bool) -> dict:
         enroll_embed=torch.randn(2, 192), enroll_embed_lengths=torch.tensor([192, 192]),
         enroll_speech=torch.randn(2, 7000), enroll_speech_lengths=torch.tensor([7000, 5000]),
         utt_id=["a", "b"],
+        **labels,
     )
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
-def test_tiny_config_trains_a_step_with_every_enrollment_input_present(config):
-    model, _ = build(config)
-    loss, stats, weight = model(**_step_batch(token_list_of(config) != TOKENS))
+@pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
+def test_tiny_system_trains_a_step_with_every_enrollment_input_present(system):
+    model, args = build(system)
+    activity = args.model_conf.get("activity_weight", 0.0) > 0
+    loss, stats, weight = model(**_step_batch(args.token_type == "whisper_en", activity))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
+    assert ("loss_activity" in stats) == activity
     trained = [p for p in model.parameters() if p.requires_grad]
     assert trained and all(p.grad is not None for p in trained if p.requires_grad and p.dim() > 1
                            and p is not getattr(model.ctc, "ctc_lo", None))
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c.endswith("_tiny.yaml")])
-def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(config):
-    model, _ = build(config)
-    batch = _step_batch(token_list_of(config) != TOKENS)
+@pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
+def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(system):
+    model, args = build(system)
+    batch = _step_batch(args.token_type == "whisper_en", args.model_conf.get("activity_weight", 0.0) > 0)
     needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
     needed += ["enroll_embed"] if model.spk_conditioner is not None else []
     for name in needed:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,20 +16,25 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from diffasr.datadir import read_kv, validate_data_dir
 from librispeech_fixture import ALL_SUBSETS, make_librispeech
+
+pytestmark = pytest.mark.integration  # make test-full (pytest.ini)
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librimix_target" / "asr1"
 TINY = [
     "--local_data_opts", "--scale tiny",
     "--spk_config", "conf/spk/ecapa_aam_tiny.yaml",
     # The AR baseline first: a diffusion config deliberates its output.
-    "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml "
-                     "conf/tuning/train_diffusion_whisper_nospk_tiny.yaml",
+    "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
     "--ar_exp", "exp/asr_ar_whisper_tiny",
     "--inference_configs", "",  # every decode config (run.sh's default is a subset)
 ]
+# The nospk ablation, as run.sh --with_ablation adds it: a variant of the diffusion config
+# (conf/variants.txt), trained, decoded and scored after the configs.
+ABLATION = ["--asr_variants", "diffusion_whisper_nospk_tiny"]
 CONFORMER = ["--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
              "--ar_exp", "exp/asr_ar_conformer_tiny"]
 DECODE_CONFIGS = sorted(p.stem for p in (RECIPE / "conf/decode").glob("decode_*.yaml"))
@@ -74,6 +80,19 @@ def kill_run_when(recipe, ready, *args, timeout: float = 900) -> None:
         proc.wait()
 
 
+# What each group of stages leaves, as the tests in file order leave it.
+DONE_WHEN = {2: "data/token_list/bpe_unigram100/tokens.txt", 4: "data/test/enroll_embed.scp",
+             8: "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"}
+
+
+def through_stage(recipe, last: int):
+    """The recipe with stages 1..last done: run here (without kills) unless an earlier test
+    already left them, so that any one test runs alone (``pytest -k``)."""
+    if not (recipe / DONE_WHEN[last]).is_file():
+        run_recipe(recipe, "--stage", "1", "--stop-stage", str(last), "--test_sets", "test")
+    return recipe
+
+
 def digest(directory: Path):
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
 
@@ -107,6 +126,7 @@ def test_stages_1_to_2_build_valid_data_and_token_list(recipe):
 
 
 def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
+    through_stage(recipe, 2)
     spk_exp = recipe / "exp/spk_ecapa_aam_tiny"
     # Killed after the first of its 2 epochs: the rerun resumes at the second.
     kill_run_when(recipe, lambda: any((spk_exp / "checkpoints").glob("CKPT*/COMPLETE")),
@@ -135,15 +155,16 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
 
 
 def test_stages_5_to_8_train_decode_score_and_pack(recipe):
+    through_stage(recipe, 4)
     # The first system's training is killed mid-way through its 2nd epoch; the same
     # command resumes it from the last checkpoint and finishes.
     ar_exp = recipe / "exp/asr_ar_whisper_tiny"
     kill_run_when(recipe, lambda: (ar_exp / "1epoch.pth").is_file(), "--stage", "5", "--stop-stage", "8",
-                  "--test_sets", "test")
+                  "--test_sets", "test", *ABLATION)
     assert not (ar_exp / "2epoch.pth").exists() and not (ar_exp / "valid.loss.ave.pth").exists()
     # Every decode config on test (and dev, for calibration); a second test set is the
     # LibriSpeech recipe test's (test_clean and test_other).
-    log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8", "--test_sets", "test")
+    log = run_recipe(recipe, "--stage", "5", "--stop-stage", "8", "--test_sets", "test", *ABLATION)
     train_log = (ar_exp / "train.log").read_text()
     assert f"The training was resumed using {ar_exp.relative_to(recipe)}/checkpoint.pth" in train_log
     assert "1epoch results" not in train_log and "2epoch results" in train_log
@@ -154,11 +175,14 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     assert len(caches) == 1 and {p.name for p in caches[0].iterdir()} == {"train", "dev"}
     meta = json.loads((caches[0] / "train/meta.json").read_text())
     assert meta["num_utterances"] == len(read_kv(recipe / "data/train/wav.scp"))
-    assert log.count("cache up to date") >= 4  # the 2nd and 3rd config reuse both sets
+    assert log.count("cache up to date") >= 4  # the 2nd config and the variant reuse both sets
     # Every decode config of each model type, on both test sets.
     systems = [("asr_ar_whisper_tiny" if name.startswith("decode_ar_") else "asr_diffusion_whisper_tiny",
                 name[len("decode_"):]) for name in DECODE_CONFIGS if not name.startswith("decode_maskctc")]
     systems += [("asr_diffusion_whisper_nospk_tiny", "diffusion_8step")]
+    # The variant trained its config with its overrides (ESPnet saves what it trained).
+    trained = yaml.safe_load((recipe / "exp/asr_diffusion_whisper_nospk_tiny/config.yaml").read_text())
+    assert trained["encoder_conf"]["enrollment"] == "none" and trained["encoder_conf"]["adapter_size"] == 64
     assert len(systems) >= 18
     for exp, decode in systems:
         for dset in ("test",):
@@ -183,6 +207,14 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
             assert len(models) == 1 and models[0].startswith(f"exp/{exp}/valid.loss.ave")
             assert record[models[0]] == hashlib.sha256((recipe / models[0]).read_bytes()).hexdigest()
             assert {f"exp/{exp}/config.yaml", "data/test/wav.scp"} <= set(record)
+    # run.sh's --rotate_configs: its AR and diffusion decodes of test again, with another test
+    # speaker's enrollment, scored beside the real one's.
+    for exp, decode in (("asr_ar_whisper_tiny", "ar_beam1"), ("asr_diffusion_whisper_tiny", "diffusion_8step")):
+        assert f"| {exp} | {decode}_rotate | test |" in results
+        rotated, real = (recipe / "exp" / exp / d / "test" for d in (f"decode_{decode}_rotate", f"decode_{decode}"))
+        assert "--enrollment_override rotate" in (rotated / "logdir/asr_inference.1.log").read_text()
+        assert "--enrollment_override" not in (real / "logdir/asr_inference.1.log").read_text()
+        assert not (recipe / "exp" / exp / f"decode_{decode}_rotate" / "dev").exists()
     packed = recipe / "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()
@@ -204,14 +236,18 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
 def test_slurm_backend_decodes_as_the_local_one(recipe, slurm_cluster):
     """DIFFASR_CMD_BACKEND=slurm: stage 6's JOB=1:N steps go through sbatch --array on a
     real one-node cluster, with the same hypotheses and scores as the local backend's."""
+    through_stage(recipe, 8)
     slurmctld_log = Path("/var/log/slurm/slurmctld.log")
-    allocated = slurmctld_log.read_text().count("Allocate JobId")
+    # One "done" line per finished array task, whichever of slurm's schedulers started it
+    # (the main one logs "Allocate JobId", the backfill one "Started JobId").
+    finished_tasks = re.compile(r"_job_complete: JobId=\d+_\d+\(\d+\) done")
+    finished = len(finished_tasks.findall(slurmctld_log.read_text()))
     decodes = ("decode_ar_beam1", "decode_diffusion_8step")
     run_recipe(recipe, "--stage", "6", "--stop-stage", "7", "--test_sets", "test", "--calibrate", "false",
                "--inference_suffix", "_slurm", "--inference_configs", " ".join(f"conf/decode/{d}.yaml" for d in decodes),
                "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
                DIFFASR_CMD_BACKEND="slurm")
-    assert slurmctld_log.read_text().count("Allocate JobId") >= allocated + 2 * 2  # 2 steps x 2 tasks
+    assert len(finished_tasks.findall(slurmctld_log.read_text())) >= finished + 2 * 2  # 2 steps x 2 tasks
     for exp, decode in (("asr_ar_whisper_tiny", decodes[0]), ("asr_diffusion_whisper_tiny", decodes[1])):
         local, slurm = recipe / "exp" / exp / decode / "test", recipe / "exp" / exp / f"{decode}_slurm" / "test"
         assert (slurm / "text").read_text() == (local / "text").read_text()
@@ -230,6 +266,7 @@ def epoch_losses(exp: Path) -> dict:
 def test_two_training_processes_match_one(recipe):
     """asr.sh --train_procs 2: ESPnet's trainer under torch.distributed (torchrun, gloo),
     each process taking half of every batch; the per-epoch losses match one process's."""
+    through_stage(recipe, 8)
     tuning = recipe / "conf/tuning"
     shutil.copy(tuning / "train_ar_whisper_tiny.yaml", tuning / "train_ar_whisper_tiny_2procs.yaml")
     run_recipe(recipe, "--stage", "5", "--stop-stage", "5", "--train_procs", "2",
@@ -247,6 +284,7 @@ def test_two_training_processes_match_one(recipe):
 
 def test_conformer_systems_train_on_audio_and_decode(recipe):
     """The from-scratch conformer systems (SentencePiece tokens, ECAPA FiLM, raw audio)."""
+    through_stage(recipe, 4)
     run_recipe(recipe, "--stage", "5", "--stop-stage", "7", *CONFORMER, "--calibrate", "false",
                "--inference_configs", "conf/decode/decode_ar_beam10.yaml conf/decode/decode_diffusion_8step.yaml "
                                       "conf/decode/decode_diffusion_delib_ar_guided.yaml")
@@ -259,6 +297,7 @@ def test_conformer_systems_train_on_audio_and_decode(recipe):
 
 
 def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
+    through_stage(recipe, 8)
     out = subprocess.run(
         [sys.executable, str(RECIPE.parents[2] / "bench/decode_benchmark.py"),
          "--diffusion_exp", "exp/asr_diffusion_whisper_tiny", "--ar_exp", "exp/asr_ar_whisper_tiny",
@@ -273,9 +312,30 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
                  "delib_ar_beam10_random_same_share", "whisper_tiny_en"):
         assert name in systems
     assert (bench / "wer_rtfx.png").stat().st_size > 0 and (bench / "time_vs_length.png").stat().st_size > 0
+    # The training-step profile of a tiny system, from the recipe's own cache.
+    out = subprocess.run(
+        [sys.executable, str(RECIPE.parents[2] / "bench/train_step_profile.py"), "--threads", "1",
+         "--system", "ar tiny=conf/tuning/train_ar_whisper_tiny.yaml", "--batch_size", "4", "--steps", "2",
+         "--warmup", "1", "--output", "exp/train_step_profile"], cwd=recipe, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = json.loads((recipe / "exp/train_step_profile/train_step_profile.json").read_text())
+    assert set(row["phase_ms"]) == {"forward", "backward", "optimizer"}
+    # the phases are the step: their sum is within the step's wall time (profiler overhead aside)
+    assert 0.5 * row["step_seconds"] < sum(row["phase_ms"].values()) / 1e3 < 1.5 * row["step_seconds"]
+    assert any(o["op"] in ("aten::mm", "aten::addmm", "aten::bmm") for o in row["top_operators"])
+    assert "decoder" in row["module_forward_ms"] and "encoder" in row["module_forward_ms"]
+    # WER and selection of chosen epochs' checkpoints (AR decode options included).
+    out = subprocess.run(
+        [sys.executable, str(RECIPE.parents[2] / "bench/wer_per_epoch.py"), "--exp", "exp/asr_ar_whisper_tiny",
+         "--decode_config", "conf/decode/decode_ar_beam1.yaml", "--sets", "data/test", "--epochs", "2",
+         "--output_dir", "exp/wer_per_epoch"], cwd=recipe, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((recipe / "exp/wer_per_epoch/wer_per_epoch.json").read_text())
+    assert [r["epoch"] for r in rows] == [2] and rows[0]["test WER"] is not None and rows[0]["test follows"] is not None
 
 
 def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
+    through_stage(recipe, 8)
     (recipe / "conf/decode/decode_diffusion_delib_missing.yaml").write_text(
         "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
@@ -286,6 +346,7 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
 
 
 def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
+    through_stage(recipe, 8)
     # Stage 6 is killed while its 2 jobs decode; the rerun, with one job, must neither keep
     # a half-written output nor merge the old second job's.
     args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml",
@@ -303,6 +364,7 @@ def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
 
 
 def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
+    through_stage(recipe, 8)
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
                              "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
                              "--asr_configs", "conf/tuning/train_diffusion_whisper_tiny.yaml")
@@ -313,6 +375,7 @@ def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
 
 def test_stage_6_long_form_option(recipe):
     """--long_form true: the same utterances through silero-vad segments, with words.ctm."""
+    through_stage(recipe, 8)
     for config, decode in (("train_diffusion_whisper_tiny.yaml", "decode_diffusion_8step"),
                            ("train_ar_whisper_tiny.yaml", "decode_ar_beam1")):
         run_recipe(recipe, "--stage", "6", "--stop-stage", "6", "--long_form", "true",
@@ -353,6 +416,11 @@ def test_librispeech_recipe_on_the_librispeech_layout_fixture(tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     assert "Stage 3" not in log and "Stage 4" not in log and not list((work / "exp").glob("spk_*"))
+    # run.sh ends with where the time went: one row per stage run, the total their sum.
+    rows = [line.split("|")[1:3] for line in (work / "exp/stage_times.md").read_text().splitlines()[2:]]
+    seconds = {stage.strip(): int(t) for stage, t in rows}
+    assert list(seconds) == ["1", "2", "5", "6", "7", "all"]
+    assert seconds.pop("all") == sum(seconds.values()) and seconds["5"] > 0
     # Stage 1 read the real-corpus path: the data dirs point at the corpus's flac files.
     for subset in ALL_SUBSETS:
         wavs = read_kv(work / "data" / subset.replace("-", "_") / "wav.scp")

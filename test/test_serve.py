@@ -171,6 +171,8 @@ BAD_INPUTS = [
     ("audio over the duration limit", lambda a: wav_bytes(np.zeros(25 * RATE, np.float32)), {}, 413,
      "over the server's limit of 20 s"),
     ("no enrollment at all", lambda a: a["mixture"], {"enrollment": None}, 400, "exactly one of speaker_id"),
+    ("unknown form field", lambda a: a["mixture"], {"beam_size": "100000"}, 422,
+     "unknown form field 'beam_size'; this endpoint accepts audio, speaker_id, enrollment, mode, steps"),
 ]
 
 
@@ -198,6 +200,9 @@ def test_short_enrollment_and_path_like_filename(server, audio, tmp_path):
     short = wav_bytes(audio["enrollment"][: RATE // 2])
     answer = enroll(server, short)
     assert answer.status_code == 400 and "at least 1 s" in answer.json()["detail"]
+    answer = httpx.post(f"{server.url}/v1/speakers", files={"audio": ("e.wav", audio["enroll"], "audio/wav")},
+                        data={"name": "bob", "nmae": "bob"}, timeout=120)
+    assert answer.status_code == 422 and "unknown form field 'nmae'; this endpoint accepts audio, name" in answer.text
     assert transcribe(server, audio["mixture"], enrollment=short).status_code == 400
     # A file name is never a path: nothing is written where it points.
     target = tmp_path / "planted.wav"
@@ -208,6 +213,7 @@ def test_short_enrollment_and_path_like_filename(server, audio, tmp_path):
     assert not target.exists() and not Path("/tmp/evil.wav").exists()
 
 
+@pytest.mark.integration
 def test_api_key_concurrency_limit_and_shutdown(packed, audio, tmp_path):
     server = Server(packed[0], tmp_path / "speakers.db", tmp_path / "server.log",
                     env={"DIFFASR_API_KEY": "s3cret"}, max_concurrent=1)
@@ -253,6 +259,7 @@ def test_api_key_concurrency_limit_and_shutdown(packed, audio, tmp_path):
             server.process.kill()
 
 
+@pytest.mark.integration
 def test_load_script_runs_briefly(packed, tmp_path):
     """bench/serve_load.py against a tiny data dir: every request answered, figures written."""
     _, mixture, enroll, _ = packed

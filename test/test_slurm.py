@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 LAUNCH = Path(__file__).resolve().parents[1] / "utils" / "launch.py"
+
+pytestmark = pytest.mark.integration  # make test-full (pytest.ini)
 
 
 def launch(cwd, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.espnet2.length import LengthPredictor
 from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_decoder import WhisperDiffusionDecoder
+from diffasr.inference.options import DecodeOptions
 from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
 
 TUNING = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf/tuning"
@@ -93,12 +95,14 @@ def test_training_canvases_by_mode():
     speech_lengths = torch.tensor([3 * 16000, 2 * 16000])
 
     exact = _model()  # canvas: length, canvas_margin 1
-    canvas, canvas_lengths = exact._training_canvas(text, lengths, None, speech, speech_lengths)
+    canvas, canvas_lengths = exact.canvas_policy.training_canvas(text, lengths, exact.end_id)
     assert canvas_lengths.tolist() == (lengths + 1).tolist()
     assert canvas[0, len(ids[0])] == exact.end_id
 
     by_duration = _model(canvas="duration", canvas_rate=4.0, canvas_margin=3, length_weight=0.0)
-    canvas, canvas_lengths = by_duration._training_canvas(text, lengths, None, speech, speech_lengths)
+    seconds = by_duration._input_seconds(speech, speech_lengths)  # Whisper's encoder knows its input
+    canvas, canvas_lengths = by_duration.canvas_policy.training_canvas(text, lengths, by_duration.end_id, seconds,
+                                                                       by_duration.max_hypothesis_length)
     # ceil(4 * 3 s) + 3 = 15 for the first; the second's transcript (9 tokens) fits 4 * 2 + 3 = 11
     assert canvas_lengths.tolist() == [15, 11]
     assert (canvas[0, len(ids[0]): 15] == by_duration.end_id).all()
@@ -117,3 +121,38 @@ def test_character_ctc_trains_and_decodes_to_tokens():
     chars, lengths = model.ctc_units.targets(torch.tensor([ids]), torch.tensor([len(ids)]))
     assert model.ctc_units.text(chars[0].tolist()) == "IT'S ME" and int(lengths[0]) == 7
     assert model.ctc_units.tokens(chars[0].tolist()) == ids
+
+
+def test_ar_model_trains_a_character_ctc_on_the_conditioned_output_and_searches_without_it():
+    """The AR baseline's CTC over characters (its token list is Whisper's): the loss is ESPnet's
+    CTC/attention mix, the CTC gradient reaches the encoder's output, and the beam search,
+    which extends tokens, leaves the character CTC out."""
+    from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel
+    from diffasr.inference.speech2text import Speech2Text
+
+    args = DiffASRTask.get_parser().parse_args(
+        ["--config", str(TUNING / "train_ar_whisper_tiny.yaml"), "--token_list", "x"])
+    args.token_list = whisper_token_list()
+    args.model_conf["activity_weight"] = 0.0  # these batches carry no activity labels
+    args.model_conf.update(ctc_weight=0.3, ctc_units="chars")
+    torch.manual_seed(0)
+    model = DiffASRTask.build_model(args)
+    assert isinstance(model, TargetSpeakerESPnetModel) and model.ctc.ctc_lo.out_features == 30
+    ids = WhisperTextTokenizer().text2ids("IT'S ME")
+    batch = dict(speech=torch.randn(1, 16000), speech_lengths=torch.tensor([16000]),
+                 text=torch.tensor([ids]), text_lengths=torch.tensor([len(ids)]),
+                 enroll_speech=torch.randn(1, 16000), enroll_speech_lengths=torch.tensor([16000]), utt_id=["a"])
+    loss, stats, _ = model(**batch)
+    assert torch.isclose(loss, 0.3 * stats["loss_ctc"] + 0.7 * stats["loss_att"], rtol=1e-4)
+    chars, lengths = model.ctc_units.targets(batch["text"], batch["text_lengths"])
+    frames, frame_lengths = model.encode(batch["speech"], batch["speech_lengths"],
+                                         Enrollment.from_batch(batch, batch["utt_id"]))
+    model.ctc(frames, frame_lengths, chars, lengths).backward()
+    assert model.ctc.ctc_lo.weight.grad.abs().sum() > 0
+    # the trainable encoder part below the CTC head gets the CTC's gradient too
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.encoder.named_parameters()
+               if p.requires_grad)
+    search = Speech2Text.__new__(Speech2Text)
+    search.model, search.device = model.eval(), "cpu"
+    search.options = DecodeOptions.from_flat(dict(beam_size=1, ctc_weight=0.3))
+    assert "ctc" not in search._build_beam_search().full_scorers

@@ -2,7 +2,8 @@
 """Stage 1: build the target-speaker data dirs (train dev test test_clean sources_*).
 
 Without --librispeech_root, the embedded corpus is synthesized offline from Debian
-packages (espeak-ng, flite, fortunes, wordnet-base). With it, the same mixing is
+packages (espeak-ng, flite, fortunes, wordnet-base), with test_heldout: clean speech of
+voices that no scale trains or tests on. With it, the same mixing is
 applied to LibriSpeech (optionally following LibriMix metadata and WHAM!-style noise).
 
   python -m diffasr.bin.prepare_data --output_dir data --corpus_dir downloads/embedded \\
@@ -22,8 +23,9 @@ from typing import List, Optional
 import numpy as np
 
 from diffasr.data import DataPrepError
-from diffasr.data.corpus import SPLITS, build_data_dirs, format_stats, is_done, plan_mixtures, write_done
-from diffasr.data.embedded import add_corpus_arguments, build_pool, get_scale, marker_options
+from diffasr.data.corpus import (HELDOUT_SET, SPLITS, build_data_dirs, format_stats, is_done, plan_heldout,
+                                 plan_mixtures, write_done)
+from diffasr.data.embedded import add_corpus_arguments, build_heldout_pool, build_pool, get_scale, marker_options
 from diffasr.data.librispeech import list_noise_files, prepare_librispeech
 from diffasr.data.mixing import MIX_SETTINGS
 from diffasr.datadir import DataDirError
@@ -58,11 +60,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         options = marker_options(args, ("output_dir", "corpus_dir", "text_file", "librispeech_root",
                                         "librimix_metadata", "noise_root"), ("corpus_dir", "scale", "text_file"))
         output_dir = Path(args.output_dir)
-        if is_done(output_dir, options):
+        # (an embedded corpus built before test_heldout existed is built again: its other
+        # sets come out the same)
+        wants_heldout = not args.librispeech_root and scale.heldout[0] > 0
+        if is_done(output_dir, options) and (output_dir / HELDOUT_SET).is_dir() == wants_heldout:
             log.info(f"{output_dir}: complete for these options, nothing to do")
             stats = json.loads((output_dir / "corpus_stats.json").read_text())
         else:
             output_dir.mkdir(parents=True, exist_ok=True)
+            heldout = None
             if args.librispeech_root:
                 log.info(f"LibriSpeech corpus from {args.librispeech_root}")
                 sources, plans = prepare_librispeech(args.librispeech_root, setting, args.seed,
@@ -74,7 +80,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 plans = {split: plan_mixtures(sources[split], n, setting, np.random.default_rng([args.seed, i]),
                                               noise_files, split)
                          for i, (split, n) in enumerate(zip(SPLITS, scale.mixtures))}
-            stats = build_data_dirs(output_dir, sources, plans, args.nj)
+                if wants_heldout:  # drawn after everything else, from its own stream
+                    heldout_sources = build_heldout_pool(args.corpus_dir, scale, args.seed, args.nj, args.text_file)
+                    heldout = (heldout_sources, plan_heldout(heldout_sources,
+                                                             np.random.default_rng([args.seed, len(SPLITS)])))
+            stats = build_data_dirs(output_dir, sources, plans, args.nj, heldout)
             write_done(output_dir, options, stats)
     except (DataPrepError, DataDirError, OSError) as e:
         print(f"prepare_data.py: error: {e}", file=sys.stderr)

@@ -24,8 +24,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from diffasr.api import TargetSpeakerASR, load_decode_config
-from diffasr.longform import check_recording
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -49,8 +47,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)  # before the heavy imports: --help answers at once
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    from diffasr.api import TargetSpeakerASR, load_decode_config
+    from diffasr.longform import check_recording
+
     try:
         asr = TargetSpeakerASR(
             args.model, spk_model_dir=args.spk_model_dir, inference_model=args.inference_model,

@@ -353,6 +353,31 @@ def target_activity(audio: np.ndarray, offset: int, gain: float, length: int) ->
     return (energy > peak * 10 ** (ACTIVE_DB / 10)).astype(np.float32) if peak > 0 else np.zeros(frames, np.float32)
 
 
+def plan_heldout(sources: Dict[str, SourceUtt], rng: np.random.Generator) -> List[TargetRole]:
+    """``test_heldout``: each clean utterance an example of its own, enrolled with another
+    utterance of its voice (drawn from ``rng``)."""
+    by_spk = group_by_speaker(sources)
+    return [TargetRole(utt, other_utterance(by_spk, sources[utt].spk, [utt], rng, HELDOUT_SET), utt)
+            for utt in sorted(sources)]
+
+
+def render_heldout(role: TargetRole) -> Tuple[dict, float]:
+    """The mixture.jsonl record of one ``test_heldout`` example (the clean utterance as
+    synthesized, nothing mixed in: test_clean's layout) and its seconds."""
+    audio = read_audio(_SOURCES[role.target].path)
+    enroll = _SOURCES[role.enroll]
+    record = {
+        "utt": role.utt,
+        "path": _SOURCES[role.target].path,
+        "target": dict(_source_record(role.target, 1.0), offset_samples=0),
+        "interferers": [],
+        "noise": {"kind": "none", "path": None, "gain": 0.0, "snr_db": None},
+        "enroll": {"utt": enroll.utt, "spk": enroll.spk, "path": enroll.path},
+        ACTIVITY: target_activity(audio, 0, 1.0, len(audio)),
+    }
+    return record, len(audio) / SAMPLE_RATE
+
+
 def _placed(audio: np.ndarray, offset: int, gain: float, length: int) -> np.ndarray:
     """``gain * audio`` at ``offset`` in ``length`` samples of silence."""
     out = np.zeros(length, dtype=np.float32)
@@ -416,20 +441,26 @@ def _clean_record(record: dict) -> dict:
 
 
 ABSENT_SET = "test_absent"
+HELDOUT_SET = "test_heldout"
 
 
-def set_names(with_absent: bool = False) -> List[str]:
-    """The sets stage 1 writes; ``test_absent`` only for a mix setting with target-absent examples."""
-    return list(SPLITS) + ["test_clean"] + ([ABSENT_SET] if with_absent else []) + [f"sources_{s}" for s in SPLITS]
+def set_names(with_absent: bool = False, with_heldout: bool = False) -> List[str]:
+    """The sets stage 1 writes; ``test_absent`` only for a mix setting with target-absent
+    examples, ``test_heldout`` only for the embedded corpus."""
+    return (list(SPLITS) + ["test_clean"] + ([ABSENT_SET] if with_absent else [])
+            + ([HELDOUT_SET] if with_heldout else []) + [f"sources_{s}" for s in SPLITS])
 
 
 def written_set_names(output_dir: os.PathLike) -> List[str]:
-    return set_names((Path(output_dir) / ABSENT_SET).is_dir())
+    return set_names((Path(output_dir) / ABSENT_SET).is_dir(), (Path(output_dir) / HELDOUT_SET).is_dir())
 
 
 def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, SourceUtt]],
-                    plans: Dict[str, List[MixturePlan]], nj: int) -> Dict[str, dict]:
-    """Render every split and write all sets atomically; returns corpus statistics."""
+                    plans: Dict[str, List[MixturePlan]], nj: int,
+                    heldout: Optional[Tuple[Dict[str, SourceUtt], List[TargetRole]]] = None) -> Dict[str, dict]:
+    """Render every split and write all sets atomically; returns corpus statistics.
+
+    heldout: the sources and examples of ``test_heldout`` (``plan_heldout``), if any."""
     output_dir = Path(output_dir).resolve()
     tmp_root = output_dir / TMP_NAME
     shutil.rmtree(tmp_root, ignore_errors=True)
@@ -461,14 +492,20 @@ def build_data_dirs(output_dir: os.PathLike, sources: Dict[str, Dict[str, Source
             else:
                 _write_mixture_set(tmp_root / split, records, durations, output_dir / split)
             write_source_set(tmp_root / f"sources_{split}", sources[split])
+        if heldout:
+            heldout_sources, roles = heldout
+            results = parallel_map(render_heldout, roles, heldout_sources, nj, f"writing {HELDOUT_SET}")
+            _write_mixture_set(tmp_root / HELDOUT_SET, [r for r, _ in results], {r["utt"]: d for r, d in results},
+                               output_dir / HELDOUT_SET)
         names = written_set_names(tmp_root)
         for name in names:
             validate_data_dir(tmp_root / name, check_paths=False)
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
         raise
-    if (output_dir / ABSENT_SET).is_dir():  # from an earlier run with another mix setting
-        shutil.rmtree(output_dir / ABSENT_SET)
+    for name in (ABSENT_SET, HELDOUT_SET):  # from an earlier run with another mix setting or corpus
+        if (output_dir / name).is_dir():
+            shutil.rmtree(output_dir / name)
     swap_into_place(output_dir, tmp_root, names)
     return corpus_stats(output_dir)
 

@@ -3,12 +3,13 @@
 Deliberately free of ESPnet imports so it can be tested and reused on its own.
 """
 
-from diffasr.diffusion.canvas import build_canvas, canvas_lengths_from_predicted
+from diffasr.diffusion.canvas import CanvasPolicy, build_canvas, canvas_lengths_from_predicted, check_schedule
 from diffasr.diffusion.forward import forward_mask
 from diffasr.diffusion.options import DeliberationOptions, DiffusionOptions
 from diffasr.diffusion.loss import scaled_loss, scaled_masked_cross_entropy
 from diffasr.diffusion.sampler import (
     SamplerOutput,
+    best_candidates,
     deliberate,
     generate,
     hypothesis_confidence,
@@ -16,11 +17,14 @@ from diffasr.diffusion.sampler import (
 )
 
 __all__ = [
+    "CanvasPolicy",
     "DeliberationOptions",
     "DiffusionOptions",
     "SamplerOutput",
+    "best_candidates",
     "build_canvas",
     "canvas_lengths_from_predicted",
+    "check_schedule",
     "deliberate",
     "forward_mask",
     "generate",

@@ -5,7 +5,8 @@ then ``end_id`` fill up to the canvas length.  Positions beyond hold ``pad_id``;
 they are never masked, never predicted and ignored by the loss.
 """
 
-from typing import Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple, Union
 
 import torch
 
@@ -95,3 +96,169 @@ def canvas_lengths_from_predicted(
     if not 1 <= min_length <= max_length:
         raise ValueError(f"need 1 <= min_length <= max_length, got {min_length}, {max_length}")
     return (pred_lengths.long() + margin).clamp(min=min_length, max=max_length)
+
+
+def check_schedule(length: int, steps: int, block_length: int) -> int:
+    """The number of blocks of a semi-AR schedule, or a ValueError naming values that work.
+
+    >>> check_schedule(8, 4, 4)
+    2
+    """
+    if block_length < 1 or length % block_length != 0:
+        divisors = [d for d in range(1, length + 1) if length % d == 0]
+        raise ValueError(f"block_length={block_length} does not divide the canvas length {length}; "
+                         f"use one of {divisors}")
+    num_blocks = length // block_length
+    if steps < num_blocks or steps % num_blocks != 0:
+        raise ValueError(f"steps={steps} is not a multiple of the {num_blocks} blocks (canvas {length} / "
+                         f"block_length {block_length}); use steps = {num_blocks}, {2 * num_blocks}, "
+                         f"{3 * num_blocks}, ...")
+    return num_blocks
+
+
+CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
+# What sizes a canvas at inference, per mode (None: nothing, it has a fixed length).
+LENGTH_SOURCES = dict(fixed=None, dynamic="ctc", duration="duration", length="length_head")
+
+
+@dataclass(frozen=True)
+class CanvasPolicy:
+    """How long each canvas is, what fills it and how the steps divide over it.
+
+    The one place that training (``training_canvas``), decoding (``decoding_lengths``,
+    ``schedule``) and the API (``check_request``) read; a model holds the policy it was
+    trained with, a decode applies its overrides with ``overridden``.
+
+    - ``fixed``: ``length`` positions for every utterance;
+    - ``dynamic``: transcript + ``margin`` in training, CTC greedy length + ``margin``
+      at inference (at most ``length``);
+    - ``length``: the same, sized at inference by a length head;
+    - ``duration``: ``ceil(rate * seconds) + margin`` in training (never shorter than
+      the transcript) and at inference alike.
+
+    Every position after the transcript holds the end token (``end_id``).
+
+    >>> policy = CanvasPolicy("dynamic", length=10, margin=2)
+    >>> policy.decoding_lengths(predicted=torch.tensor([0, 3, 50])).tolist()
+    [2, 5, 10]
+    >>> CanvasPolicy("length", length=40, margin=1).schedule(width=5, steps=4, block_length=4)
+    (8, 4)
+    """
+
+    mode: str = "dynamic"
+    length: int = 64  # fixed: every canvas; otherwise the longest
+    margin: int = 4
+    rate: float = 5.0  # duration: positions per second of audio
+
+    def __post_init__(self):
+        if self.mode not in CANVAS_MODES:
+            raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {self.mode!r}")
+        if self.length < 1:
+            raise ValueError(f"canvas_length must be >= 1, got {self.length}")
+        if self.margin < 0:
+            raise ValueError(f"canvas_margin must be >= 0, got {self.margin}")
+        if self.rate <= 0:
+            raise ValueError(f"canvas_rate must be > 0, got {self.rate}")
+
+    @property
+    def length_source(self) -> Optional[str]:
+        """What sizes a canvas at inference: ``ctc``, ``length_head``, ``duration`` or None."""
+        return LENGTH_SOURCES[self.mode]
+
+    def overridden(self, mode: Optional[str] = None, length: Optional[int] = None,
+                   margin: Optional[int] = None) -> "CanvasPolicy":
+        """This policy with a decode's options; None keeps the trained value."""
+        given = dict(mode=mode, length=length, margin=margin)
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    def duration_lengths(self, seconds: torch.Tensor, max_length: int) -> torch.Tensor:
+        """``ceil(rate * seconds) + margin`` positions, at most ``max_length``."""
+        return canvas_lengths_from_predicted(torch.ceil(self.rate * seconds), self.margin, max_length)
+
+    def training_canvas(self, text: torch.Tensor, text_lengths: torch.Tensor, end_id: int,
+                        seconds: Optional[torch.Tensor] = None, max_length: Optional[int] = None,
+                        names: Optional[List[str]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The training canvases [B, L] and lengths [B] of transcripts ``text`` [B, U].
+
+        Padding beyond a canvas is ``end_id`` too, so that an embedding lookup stays in
+        range; the decoder's key mask and the loss never look at it.  ``names`` (the
+        utterance keys) name a transcript too long for a fixed canvas.
+        """
+        if self.mode == "duration":
+            if seconds is None:
+                raise ValueError("canvas: duration needs the audio durations")
+            lengths = self.duration_lengths(seconds, max_length or self.length)
+            return build_canvas(text, text_lengths, end_id, end_id, margin=(lengths - text_lengths).clamp(min=0))
+        if self.mode == "fixed":
+            too_long = (text_lengths > self.length).nonzero()
+            if too_long.numel() > 0:
+                index = int(too_long[0])
+                name = f"utterance '{names[index]}'" if names else f"utterance #{index} of the batch"
+                raise ValueError(f"{name} has {int(text_lengths[index])} tokens, more than "
+                                 f"canvas_length={self.length}; raise model_conf canvas_length "
+                                 "or use canvas: dynamic")
+            return build_canvas(text, text_lengths, end_id, end_id, canvas_length=self.length)
+        return build_canvas(text, text_lengths, end_id, end_id, margin=self.margin)
+
+    def decoding_lengths(self, batch: Optional[int] = None, predicted: Optional[torch.Tensor] = None,
+                         seconds: Optional[torch.Tensor] = None, max_length: Optional[int] = None) -> torch.Tensor:
+        """Canvas lengths [B] at inference: from ``predicted`` transcript lengths (CTC or
+        the length head), the audio ``seconds`` (duration) or nothing (fixed: ``batch``)."""
+        source = self.length_source
+        if source is None:
+            if batch is None:
+                raise ValueError("a fixed canvas needs the batch size")
+            return torch.full((batch,), self.length, dtype=torch.long)
+        if source == "duration":
+            if seconds is None:
+                raise ValueError("canvas: duration needs the audio durations")
+            return self.duration_lengths(seconds, max_length or self.length)
+        if predicted is None:
+            raise ValueError(f"canvas: {self.mode} needs the predicted lengths ({source})")
+        return canvas_lengths_from_predicted(predicted, self.margin, self.length)
+
+    def check_candidates(self, count: int) -> None:
+        """Refuse a number of candidate lengths that this policy cannot decode."""
+        if count < 1:
+            raise ValueError(f"candidates must be >= 1, got {count}")
+        if count > 1 and self.mode == "fixed":
+            raise ValueError("candidates > 1 need a sized canvas (canvas: length, dynamic or duration); "
+                             "a fixed canvas has one length")
+
+    def candidate_lengths(self, lengths: torch.Tensor, count: int, max_length: int) -> torch.Tensor:
+        """``count`` canvas lengths per utterance [B, count], centred on ``lengths``:
+        L-1, L, L+1 for 3 (L-2 ... L+2 for 5), each within ``[1, max_length]``, so that one
+        batch tries the lengths around an estimate that may be off by a few tokens.
+
+        >>> CanvasPolicy("length", length=6).candidate_lengths(torch.tensor([3, 6]), 3, 6).tolist()
+        [[2, 3, 4], [5, 6, 6]]
+        """
+        self.check_candidates(count)
+        offsets = torch.arange(count, device=lengths.device) - count // 2
+        return (lengths[:, None] + offsets).clamp(min=1, max=max_length)
+
+    def schedule(self, width: int, steps: int, block_length: Optional[int]) -> Tuple[int, int]:
+        """The canvas width and number of steps a batch decodes with.
+
+        One block: as given.  Semi-AR blocks on a sized canvas: the width rounded up to
+        whole blocks (the extra positions are end fill) and the steps up to a multiple
+        of the blocks, since a sized canvas varies per batch.  A fixed canvas is taken
+        as given; the sampler names values that work when the blocks do not divide it.
+        """
+        if block_length is None or self.mode == "fixed":
+            return width, steps
+        width = -(-width // block_length) * block_length
+        num_blocks = width // block_length
+        return width, -(-steps // num_blocks) * num_blocks
+
+    def check_request(self, steps: int, block_length: Optional[int], max_length: int) -> None:
+        """Refuse, before any audio is read, steps or blocks that no canvas of this policy can take."""
+        if not 1 <= steps <= max_length:
+            raise ValueError(f"steps must be between 1 and the canvas length {max_length}, got {steps}")
+        if block_length is None:
+            return
+        if not 1 <= block_length <= max_length:
+            raise ValueError(f"block_length must be between 1 and the canvas length {max_length}, "
+                             f"got {block_length}")
+        if self.mode == "fixed":
+            check_schedule(self.length, steps, block_length)

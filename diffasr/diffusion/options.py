@@ -10,8 +10,10 @@ the command line's.
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
+from diffasr.diffusion.canvas import CANVAS_MODES
+
 REMASKING = ("low_confidence", "random")
+END_COMMITS = ("any", "last")
 DELIBERATION_MASKING = ("random", "low_confidence", "confidence_guided")
 HYPOTHESIS_TYPES = ("text", "token")
 
@@ -49,10 +51,17 @@ class DiffusionOptions(SamplerOptions):
     temperature: float = option(0.0, "0: greedy, else Gumbel-max sampling")
     canvas: Optional[str] = option(None, "canvas sizing (default: as trained)", CANVAS_MODES)
     canvas_length: Optional[int] = option(None, "fixed canvas length / dynamic maximum (default: as trained)")
+    end_commit: str = option("any", "when predictions of the end token are committed: any (by score, like "
+                             "every token) or last (after every other prediction of the block)", END_COMMITS)
+    candidates: int = option(1, "canvas lengths decoded in one batch around the estimate (L-1..L+1 for 3); "
+                             "the one the model scores highest is kept")
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("remasking", self.remasking, REMASKING)
+        check_choice("end_commit", self.end_commit, END_COMMITS)
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
         if self.canvas is not None:
             check_choice("canvas", self.canvas, CANVAS_MODES)
 

@@ -9,7 +9,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from diffasr.diffusion.options import DELIBERATION_MASKING, REMASKING
+from diffasr.diffusion.canvas import check_schedule
+from diffasr.diffusion.options import DELIBERATION_MASKING, END_COMMITS, REMASKING
 
 Denoiser = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,24 +71,6 @@ def _select_top(score: torch.Tensor, candidates: torch.Tensor, count: torch.Tens
     return (rank < count[:, None]) & candidates
 
 
-def check_schedule(length: int, steps: int, block_length: int) -> int:
-    """The number of blocks of a semi-AR schedule, or a ValueError naming values that work.
-
-    >>> check_schedule(8, 4, 4)
-    2
-    """
-    if block_length < 1 or length % block_length != 0:
-        divisors = [d for d in range(1, length + 1) if length % d == 0]
-        raise ValueError(f"block_length={block_length} does not divide the canvas length {length}; "
-                         f"use one of {divisors}")
-    num_blocks = length // block_length
-    if steps < num_blocks or steps % num_blocks != 0:
-        raise ValueError(f"steps={steps} is not a multiple of the {num_blocks} blocks (canvas {length} / "
-                         f"block_length {block_length}); use steps = {num_blocks}, {2 * num_blocks}, "
-                         f"{3 * num_blocks}, ...")
-    return num_blocks
-
-
 def _untouched(tokens: torch.Tensor, is_remasked: torch.Tensor, canvas_lengths: torch.Tensor) -> SamplerOutput:
     """The output for a canvas of which nothing has been committed yet."""
     return SamplerOutput(
@@ -113,6 +96,8 @@ def generate(
     threshold: Optional[float] = None,
     temperature: float = 0.0,
     generator: Optional[torch.Generator] = None,
+    end_id: Optional[int] = None,
+    end_commit: str = "any",
 ) -> SamplerOutput:
     """Fill the masked positions of ``canvas`` by iterative unmasking.
 
@@ -137,9 +122,19 @@ def generate(
         threshold: confidence threshold for parallel commits, or None.
         temperature: 0 for greedy, else Gumbel-max sampling.
         generator: random generator (random remasking, temperature > 0).
+        end_id, end_commit: with ``end_commit="last"``, a position whose prediction is
+            ``end_id`` is committed only once no other prediction of its block waits
+            (at the block's last step at the latest).  The end token is the most
+            confident guess wherever the model cannot yet read a word, so by score alone
+            an over-allocated canvas commits its ends first and a word that needed its
+            neighbours is lost as a deletion (LLaDA's notes on long canvases).
     """
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
+    if end_commit not in END_COMMITS:
+        raise ValueError(f"end_commit must be one of {END_COMMITS}, got {end_commit!r}")
+    if end_commit == "last" and end_id is None:
+        raise ValueError("end_commit='last' needs the end token's id (end_id)")
     batch, length = canvas.shape
     num_blocks = check_schedule(length, steps, length if block_length is None else block_length)
     steps_per_block, block_size = steps // num_blocks, length // num_blocks
@@ -172,19 +167,21 @@ def generate(
             confidence = probs.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
             out.flips += (masked & (last_argmax >= 0) & (argmax != last_argmax)).long()
             last_argmax = torch.where(masked, argmax, last_argmax)
+            deferred = (predicted == end_id) if end_commit == "last" else torch.zeros_like(todo)
 
             if threshold is None:
                 count = plan[:, i]
             elif i == steps_per_block - 1:
                 count = todo.sum(dim=1)
             else:
-                confident = (todo & (confidence >= threshold)).sum(dim=1)
+                confident = (todo & ~deferred & (confidence >= threshold)).sum(dim=1)
                 count = confident.clamp(min=1).minimum(todo.sum(dim=1))
             if remasking == "low_confidence":
                 score = confidence
             else:
                 score = torch.rand(batch, length, generator=generator, device=canvas.device)
-            commit = _select_top(score, todo, count)
+            # Scores lie in [0, 1]: minus 2 ranks every deferred position after the rest.
+            commit = _select_top(score - 2.0 * deferred.float(), todo, count)
 
             tokens = torch.where(commit, predicted, tokens)
             out.confidence = torch.where(commit, confidence, out.confidence)
@@ -192,6 +189,26 @@ def generate(
             out.commit_step = out.commit_step.masked_fill(commit, block * steps_per_block + i)
     out.tokens = tokens
     return out
+
+
+def best_candidates(out: SamplerOutput, count: int) -> SamplerOutput:
+    """Keep, of every ``count`` consecutive rows (one utterance's candidates), the one with
+    the highest mean log-probability of its committed tokens, end fill included (the
+    model's own score of the whole canvas, so that a length is judged by its fill too)."""
+    if count == 1:
+        return out
+    rows = out.tokens.size(0)
+    if rows % count != 0:
+        raise ValueError(f"{rows} rows are not whole groups of {count} candidates")
+    inside = torch.arange(out.tokens.size(1), device=out.tokens.device) < out.canvas_lengths[:, None]
+    log_confidence = (out.confidence.clamp(min=1e-12).log() * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1)
+    best = log_confidence.view(-1, count).argmax(dim=1)
+    chosen = torch.arange(rows // count, device=best.device) * count + best
+    return SamplerOutput(
+        tokens=out.tokens[chosen], confidence=out.confidence[chosen], entropy=out.entropy[chosen],
+        flips=out.flips[chosen], commit_step=out.commit_step[chosen], is_remasked=out.is_remasked[chosen],
+        num_denoise_calls=out.num_denoise_calls, canvas_lengths=out.canvas_lengths[chosen],
+    )
 
 
 def hypothesis_confidence(denoise: Denoiser, tokens: torch.Tensor, mask_id: int) -> torch.Tensor:

@@ -7,7 +7,6 @@ LLaDA's scaled loss, and decoding through the plain-torch sampler of
 ``diffasr.diffusion``.
 """
 
-import logging
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -30,8 +29,9 @@ from diffasr.diffusion import (
     DeliberationOptions,
     DiffusionOptions,
     SamplerOutput,
+    CanvasPolicy,
+    best_candidates,
     build_canvas,
-    canvas_lengths_from_predicted,
     deliberate,
     forward_mask,
     generate,
@@ -41,10 +41,10 @@ from diffasr.diffusion import (
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.length import LengthPredictor
+from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.target_speaker import TargetSpeakerMixin, special_ids
 
-from diffasr.diffusion.options import CANVAS_MODES
 
 
 def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
@@ -54,26 +54,20 @@ def _utterance_name(utt_ids: Optional[List[str]], index: int) -> str:
     return f"utterance #{index} of the batch"
 
 
-_STEPS_RAISED: set = set()  # (steps, blocks) already reported
-
-
 class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     """Encoder + speaker conditioning + masked-diffusion decoder (+ CTC, + AR auxiliary).
 
     Loss: ``ctc_weight * CTC + (1 - ctc_weight) * diffusion + ar_weight * AR
     + length_weight * length + activity_weight * target activity`` (the encoder's
     per-frame decision that the enrolled voice speaks, ``TargetSpeakerMixin.activity_loss``).
+    ``train_autocast``: the forward pass's precision on CPU (``diffasr.espnet2.precision``).
 
-    Canvas: ``fixed`` puts every transcript on ``canvas_length`` positions filled with
-    ``sym_end``; ``dynamic`` uses ``transcript length + canvas_margin`` in training and
-    ``CTC greedy length + canvas_margin`` at inference (needs the CTC head).
-    ``duration`` sizes the canvas from the audio alone, ``ceil(canvas_rate * seconds) +
-    canvas_margin`` positions, in training (never shorter than the transcript) and at
-    inference alike, so the decoder learns where the transcript ends inside a canvas
-    it will see again; it needs no first pass.  ``length`` trains on exact canvases
-    (transcript + ``canvas_margin``) and sizes them at inference with a length head
-    (``LengthPredictor``, trained with weight ``length_weight``), so that the decoder is
-    trained on words rather than on end fill.
+    Canvas (``canvas``, ``canvas_length``, ``canvas_margin``, ``canvas_rate``): the
+    ``CanvasPolicy`` of ``diffasr.diffusion.canvas`` (its modes are described there),
+    filled with ``sym_end``.  ``dynamic`` sizes it at inference with the CTC head,
+    ``length`` with a length head (``LengthPredictor``, trained with weight
+    ``length_weight``) so that the decoder is trained on words rather than on end fill,
+    ``duration`` from the audio alone (no first pass).
 
     ``ctc_units`` (characters) replaces the token list as CTC's output classes when the
     token list is too large for a CTC head (Whisper's); CTC hypotheses are turned into
@@ -108,6 +102,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas_rate: float = 5.0,
         length_weight: float = 0.0,
         activity_weight: float = 0.0,
+        train_autocast: str = "none",
         mask_eps: float = 1e-3,
         report_cer: bool = True,
         report_wer: bool = True,
@@ -117,8 +112,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         sym_end: str = "<sos/eos>",
         extract_feats_in_collect_stats: bool = True,
     ):
-        if canvas not in CANVAS_MODES:
-            raise ValueError(f"model_conf canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+        try:
+            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate)
+        except ValueError as e:
+            raise ValueError(f"model_conf: {e}") from None
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1) for a diffusion model, got {ctc_weight}")
         if canvas == "dynamic" and ctc_weight == 0.0:
@@ -157,6 +154,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         )
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.train_autocast = check_train_autocast(train_autocast)
         self.ctc_units = ctc_units
         self.ctc_blank_id = ctc_units.blank_id if ctc_units is not None else self.blank_id
         self.mask_id = self.token_list.index(sym_mask)
@@ -164,10 +162,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         # Tokens never written out: the canvas fill, the mask, and CTC's blank if listed.
         self.fill_ids = {self.end_id, self.mask_id} | special_ids(self.token_list, sym_blank)
         self.ar_weight = ar_weight
-        self.canvas = canvas
-        self.canvas_length = canvas_length
-        self.canvas_margin = canvas_margin
-        self.canvas_rate = canvas_rate
+        self.canvas_policy = canvas_policy
         self.length_weight = length_weight
         self.length_predictor = None
         if length_weight > 0.0:
@@ -187,7 +182,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         utt_id: Optional[List[str]] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
-        """Encoder + speaker conditioning + diffusion/CTC/AR losses.
+        """Encoder + speaker conditioning + diffusion/CTC/AR losses (``_losses``), the
+        forward pass in the precision of ``train_autocast``.
 
         Args:
             speech: [B, T(, C)]; speech_lengths: [B].
@@ -195,7 +191,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             kwargs: the enrollment's data (``Enrollment.from_batch``): ``enroll_embed``
                 [B, E] (embedding) and/or ``enroll_speech`` [B, T'] with its lengths (audio).
         """
-        batch_size = speech.size(0)
+        with forward_autocast(self.train_autocast, speech):
+            loss, stats = self._losses(speech, speech_lengths, text, text_lengths, utt_id, kwargs)
+        stats["loss"] = loss.detach()
+        return force_gatherable((loss.float(), stats, speech.size(0)), loss.device)
+
+    def _losses(self, speech, speech_lengths, text, text_lengths, utt_id, kwargs):
+        """The total loss and the statistics to report (``forward``'s arguments)."""
         text = text[:, : int(text_lengths.max())]
         self._check_transcripts(text, text_lengths, utt_id)
         stats = dict()
@@ -218,7 +220,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
 
         # 3. Masked-diffusion branch: canvas, random masking, scaled CE on masked positions
         #    (only masked positions are projected onto the vocabulary: the loss reads no other)
-        canvas, canvas_lengths = self._training_canvas(text, text_lengths, utt_id, speech, speech_lengths)
+        policy = self.canvas_policy
+        seconds = self._input_seconds(speech, speech_lengths) if policy.length_source == "duration" else None
+        canvas, canvas_lengths = policy.training_canvas(text, text_lengths, self.end_id, seconds,
+                                                        self.max_hypothesis_length, utt_id)
         noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps)
         hidden = self.decoder.hidden(encoder_out, encoder_out_lens, noisy, canvas_lengths)
         masked_logits = self.decoder.project(hidden[is_masked]).float()
@@ -262,10 +267,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             )
             loss = loss + self.ar_weight * loss_ar
 
-        # 5. Report and gather
-        stats["loss"] = loss.detach()
-        loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
-        return loss, stats, weight
+        return loss, stats
 
     def _check_transcripts(
         self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
@@ -281,41 +283,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
                 f"position {col}, outside the token list of {self.vocab_size} entries"
             )
 
-    def _duration_lengths(self, speech: torch.Tensor, speech_lengths: torch.Tensor, margin: int,
-                          max_length: int) -> torch.Tensor:
-        """Canvas lengths from the audio duration: ``ceil(canvas_rate * seconds) + margin``."""
+    def _input_seconds(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
+        """Each utterance's duration in seconds, for a canvas sized by the audio."""
         seconds_of = getattr(self.encoder, "input_seconds", None)
         if seconds_of is None:
             raise ValueError("canvas: duration needs an encoder that knows the duration of its input "
                              f"(encoder: whisper); {type(self.encoder).__name__} does not")
-        seconds = seconds_of(speech, speech_lengths)
-        return canvas_lengths_from_predicted(torch.ceil(self.canvas_rate * seconds), margin=margin,
-                                             max_length=max_length)
-
-    def _training_canvas(
-        self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]],
-        speech: torch.Tensor, speech_lengths: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.canvas == "duration":
-            lengths = self._duration_lengths(speech, speech_lengths, self.canvas_margin, self.max_hypothesis_length)
-            return build_canvas(text, text_lengths, self.end_id, self.end_id,
-                                margin=(lengths - text_lengths).clamp(min=0))
-        if self.canvas == "fixed":
-            too_long = (text_lengths > self.canvas_length).nonzero()
-            if too_long.numel() > 0:
-                index = int(too_long[0])
-                raise ValueError(
-                    f"{_utterance_name(utt_ids, index)} has {int(text_lengths[index])} tokens, "
-                    f"more than canvas_length={self.canvas_length}; raise model_conf "
-                    "canvas_length or use canvas: dynamic"
-                )
-            return build_canvas(
-                text, text_lengths, self.end_id, self.end_id, canvas_length=self.canvas_length
-            )
-        # dynamic and length: the transcript + canvas_margin end tokens.  Padding beyond a
-        # canvas is the end token so the embedding lookup stays in range; the decoder's key
-        # mask and the loss never look at it.
-        return build_canvas(text, text_lengths, self.end_id, self.end_id, margin=self.canvas_margin)
+        return seconds_of(speech, speech_lengths)
 
     # ------------------------------------------------------------------ CTC first pass
     def _ctc_greedy_path(
@@ -360,40 +334,27 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         sampler output.
         """
         options = options or DiffusionOptions()
-        steps, block_length = options.steps, options.block_length
-        canvas = options.canvas or self.canvas
-        length = options.canvas_length or self.canvas_length
-        margin = self.canvas_margin if options.canvas_margin is None else options.canvas_margin
+        policy = self.canvas_policy.overridden(options.canvas, options.canvas_length, options.canvas_margin)
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
-        batch = encoder_out.size(0)
-        if canvas == "fixed":
-            lengths = torch.full((batch,), length, dtype=torch.long, device=encoder_out.device)
-        elif canvas == "duration":
-            lengths = self._duration_lengths(speech, speech_lengths, margin, self.max_hypothesis_length)
-        elif canvas == "length":
+        predicted, seconds = None, None
+        if policy.length_source == "length_head":
             if self.length_predictor is None:
                 raise ValueError("canvas: length needs the length head, but this model has none")
             predicted = self.length_predictor.predict(encoder_out, encoder_out_lens)
-            lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
-        else:
+        elif policy.length_source == "ctc":
             if self.ctc is None:
                 raise ValueError("canvas: dynamic needs the CTC head, but this model has none")
             predicted = self.ctc_lengths(encoder_out, encoder_out_lens)
-            lengths = canvas_lengths_from_predicted(predicted, margin=margin, max_length=length)
-        width = int(lengths.max())
-        if block_length is not None and canvas != "fixed":
-            # A dynamic canvas varies per batch: round it up to whole blocks (the extra
-            # positions are padding) and the steps to a multiple of the blocks.  A fixed
-            # canvas is checked as given by the sampler, which names values that work.
-            width = -(-width // block_length) * block_length
-            num_blocks = width // block_length
-            if steps % num_blocks != 0:
-                raised = -(-steps // num_blocks) * num_blocks
-                if (steps, num_blocks) not in _STEPS_RAISED:  # once per case, not per batch
-                    _STEPS_RAISED.add((steps, num_blocks))
-                    logging.warning(f"steps {steps} raised to {raised}: a dynamic canvas of {width} positions "
-                                    f"has {num_blocks} blocks of {block_length}, and each block needs whole steps")
-                steps = raised
+        elif policy.length_source == "duration":
+            seconds = self._input_seconds(speech, speech_lengths)
+        lengths = policy.decoding_lengths(encoder_out.size(0), predicted, seconds,
+                                          self.max_hypothesis_length).to(encoder_out.device)
+        count = options.candidates
+        if count > 1:  # each utterance's candidate lengths, as consecutive rows of one batch
+            lengths = policy.candidate_lengths(lengths, count, self.max_hypothesis_length).reshape(-1)
+            encoder_out = encoder_out.repeat_interleave(count, dim=0)
+            encoder_out_lens = encoder_out_lens.repeat_interleave(count, dim=0)
+        width, steps = policy.schedule(int(lengths.max()), options.steps, options.block_length)
         positions = torch.arange(width, device=encoder_out.device)
         start = torch.where(positions < lengths[:, None], self.mask_id, self.end_id)
 
@@ -402,10 +363,12 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
 
         out = generate(
             denoise, start, lengths, self.mask_id, steps,
-            block_length=block_length, remasking=options.remasking,
+            block_length=options.block_length, remasking=options.remasking,
             threshold=options.threshold, temperature=options.temperature,
+            end_id=self.end_id, end_commit=options.end_commit,
         )
-        return (*self._strip_fill(out, lengths), out)
+        out = best_candidates(out, count)
+        return (*self._strip_fill(out, out.canvas_lengths), out)
 
     def _strip_fill(self, out: SamplerOutput, lengths: torch.Tensor) -> Tuple[List[List[int]], List[List[float]]]:
         """Token ids and confidences of each canvas, the fill tokens (``fill_ids``) removed."""
@@ -492,7 +455,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             hypotheses = self.ctc_greedy(encoder_out, encoder_out_lens)
         if len(hypotheses) != encoder_out.size(0):
             raise ValueError(f"{len(hypotheses)} hypotheses for a batch of {encoder_out.size(0)}")
-        margin = self.canvas_margin if options.canvas_margin is None else options.canvas_margin
+        margin = self.canvas_policy.overridden(margin=options.canvas_margin).margin
         canvas, lengths = self._hypothesis_canvas(hypotheses, margin)
 
         def denoise(tokens: torch.Tensor) -> torch.Tensor:

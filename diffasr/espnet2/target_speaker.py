@@ -28,15 +28,20 @@ from espnet2.asr.maskctc_model import MaskCTCModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
+from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
+from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 
 
 class TargetSpeakerMixin:
     """``encode(speech, speech_lengths, enrollment)`` for a model with an enrollment.
 
     Classes using it set ``self.spk_conditioner`` (a module or None) and ``self.fill_ids``
-    (token ids never written into a transcript) in ``__init__``.
+    (token ids never written into a transcript) in ``__init__``; ``ctc_units`` (characters
+    as CTC's classes) is None unless a model sets it.
     """
+
+    ctc_units: Optional[CharacterUnits] = None
 
     def needs_enrollment_audio(self) -> bool:
         return getattr(self.encoder, "enrollment", "none") != "none"
@@ -125,14 +130,19 @@ def _weighted(ctc_weight: float, loss_ctc: Optional[torch.Tensor], loss_decoder:
 class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     """ESPnet's attention encoder-decoder + CTC model with the enrollment (``model: espnet``).
 
-    ``activity_weight``: weight of the frame-level target-activity loss (``activity_loss``).
+    ``activity_weight``: weight of the frame-level target-activity loss (``activity_loss``);
+    ``train_autocast``: precision of the forward pass on CPU (``diffasr.espnet2.precision``);
+    ``ctc_units`` (characters): CTC's output classes instead of the token list, for a token
+    list too large for a CTC head (Whisper's); the beam search then decodes without CTC.
     """
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
-                 **kwargs):
+                 train_autocast: str = "none", ctc_units: Optional[CharacterUnits] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.ctc_units = ctc_units
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.train_autocast = check_train_autocast(train_autocast)
         self._check_single_output_branch()
         if self.use_transducer_decoder:
             raise ValueError("a transducer decoder is not supported with an enrollment")
@@ -155,10 +165,11 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
     """ESPnet's Mask-CTC model with the enrollment (``model: maskctc``)."""
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
-                 **kwargs):
+                 train_autocast: str = "none", **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.train_autocast = check_train_autocast(train_autocast)
         self._check_single_output_branch()
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"))
@@ -178,16 +189,21 @@ def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
     on the output encoded with the batch's enrollment."""
     enrollment = Enrollment.from_batch(batch, batch.get("utt_id"))
     text = text[:, : int(text_lengths.max())]
-    encoder_out, encoder_out_lens, activity = model.encode_with_activity(speech, speech_lengths, enrollment)
     stats, loss_ctc, loss_decoder = {}, None, None
-    loss_activity = model.activity_loss(activity, batch, stats)
-    if model.ctc_weight != 0.0:
-        loss_ctc, stats["cer_ctc"] = model._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
-        stats["loss_ctc"] = loss_ctc.detach()
-    if model.ctc_weight != 1.0:
-        loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats)
-    loss = _weighted(model.ctc_weight, loss_ctc, loss_decoder)
+    with forward_autocast(model.train_autocast, speech):
+        encoder_out, encoder_out_lens, activity = model.encode_with_activity(speech, speech_lengths, enrollment)
+        loss_activity = model.activity_loss(activity, batch, stats)
+        if model.ctc_weight != 0.0:
+            if model.ctc_units is None:
+                loss_ctc, stats["cer_ctc"] = model._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            else:
+                chars, char_lengths = model.ctc_units.targets(text, text_lengths)
+                loss_ctc = model.ctc(encoder_out, encoder_out_lens, chars, char_lengths)
+            stats["loss_ctc"] = loss_ctc.detach()
+        if model.ctc_weight != 1.0:
+            loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats)
+    loss = _weighted(model.ctc_weight, loss_ctc, loss_decoder).float()
     if loss_activity is not None:
-        loss = loss + loss_activity
+        loss = loss + loss_activity.float()
     stats["loss"] = loss.detach()
     return force_gatherable((loss, stats, speech.size(0)), loss.device)

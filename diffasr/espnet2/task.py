@@ -15,6 +15,9 @@ Optional data names: ``enroll_embed`` (one float vector per utterance,
 audio, ``<dir>/enroll.scp,enroll_speech,sound``, or its cached frozen-encoder frames as
 ``kaldi_ark``).  ``token_type: whisper_en`` is Whisper's tokenizer
 (``diffasr.whisper.tokenizer``).
+
+The model itself is built by ``diffasr.espnet2.builder``, which decoding uses without
+this module (importing ESPnet's ASR task loads every class it registers).
 """
 
 import argparse
@@ -28,98 +31,62 @@ import numpy as np
 import torch
 from typeguard import typechecked
 
-from espnet2.asr.ctc import CTC
 from espnet2.tasks import asr as espnet_asr
 from espnet2.tasks.asr import ASRTask
 from espnet2.text.cleaner import TextCleaner
-from espnet2.text.token_id_converter import TokenIDConverter
-from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.trainer import Trainer
 
-from diffasr.espnet2.conditioning import (
-    AbsSpeakerConditioner,
-    FiLMConditioner,
-    PrependConditioner,
-)
 from diffasr.datadir import TARGET_ACTIVITY, read_kv
-from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2 import builder
+from diffasr.espnet2.builder import DIFFASR_CLASSES, build_token_id_converter, choice, class_of
+from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
 from diffasr.espnet2.streaming import build_streaming_iterator
-from diffasr.espnet2.decoder import DiffusionTransformerDecoder
-from diffasr.espnet2.model import DiffusionASRModel
-from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel, TargetSpeakerMaskCTCModel
-from diffasr.espnet2.whisper_decoder import WhisperARDecoder, WhisperDiffusionDecoder
-from diffasr.espnet2.whisper_encoder import WhisperEncoder
-from diffasr.whisper.tokenizer import END as WHISPER_END
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
-DEFAULT_MAX_AUDIO_SECONDS = 40.0
 # The parameters that bring the enrollment in (--enrollment_lr_scale).
 ENROLLMENT_PARAMETERS = ("encoder.conditioning.", "encoder.segment", "spk_conditioner.")
-CTC_UNITS = ("tokens", "chars")
+
+
+def _own(kind: str) -> dict:
+    """diffasr's classes of one kind (builder.DIFFASR_CLASSES), imported."""
+    return {name: class_of(kind, name) for name in DIFFASR_CLASSES[kind]}
+
 
 model_choices = ClassChoices(
     "model",
-    classes=dict(espnet_asr.model_choices.classes, espnet=TargetSpeakerESPnetModel,
-                 maskctc=TargetSpeakerMaskCTCModel, diffusion=DiffusionASRModel),
+    classes=dict(espnet_asr.model_choices.classes, **_own("model")),
     type_check=AbsESPnetModel,
     default="diffusion",
 )
 encoder_choices = ClassChoices(
     "encoder",
-    classes=dict(espnet_asr.encoder_choices.classes, whisper=WhisperEncoder),
+    classes=dict(espnet_asr.encoder_choices.classes, **_own("encoder")),
     type_check=espnet_asr.AbsEncoder,
     default="conformer",
 )
 decoder_choices = ClassChoices(
     "decoder",
-    classes=dict(espnet_asr.decoder_choices.classes, diffusion=DiffusionTransformerDecoder,
-                 whisper_diffusion=WhisperDiffusionDecoder, whisper_ar=WhisperARDecoder),
+    classes=dict(espnet_asr.decoder_choices.classes, **_own("decoder")),
     type_check=espnet_asr.AbsDecoder,
     default=None,
     optional=True,
 )
 spk_conditioner_choices = ClassChoices(
     "spk_conditioner",
-    classes=dict(film=FiLMConditioner, prepend=PrependConditioner),
+    classes=_own("spk_conditioner"),
     type_check=AbsSpeakerConditioner,
     default=None,
     optional=True,
 )
-DIFFUSION_DECODERS = ("diffusion", "whisper_diffusion")
-
-
-def _choice(args: argparse.Namespace, name: str):
-    """The chosen class name, with YAML's ``none``/``null`` spelled out as None."""
-    value = getattr(args, name, None)
-    if isinstance(value, str) and value.lower() in ("none", "null", "nil"):
-        return None
-    return value
 
 
 def _replace(choices_list, replacement: ClassChoices):
     return [replacement if c.name == replacement.name else c for c in choices_list]
-
-
-def build_token_id_converter(token_list) -> TokenIDConverter:
-    """ESPnet's token/id converter; Whisper's byte-level BPE has no ``<unk>`` (every byte
-    sequence has pieces), so its end token stands in as the never-used unknown symbol."""
-    token_list = list(token_list)
-    unk = "<unk>" if "<unk>" in token_list else WHISPER_END
-    return TokenIDConverter(token_list=token_list, unk_symbol=unk)
-
-
-def build_text_tokenizer(token_type: str, bpemodel=None):
-    """ESPnet's tokenizer for a token type, or Whisper's for ``whisper_en``."""
-    if token_type == WHISPER_TOKEN_TYPE:
-        return WhisperTextTokenizer()
-    from espnet2.text.build_tokenizer import build_tokenizer
-
-    return build_tokenizer(token_type=token_type, bpemodel=bpemodel)
 
 
 class ResumableTrainer(Trainer):
@@ -165,7 +132,7 @@ class DiffASRTask(ASRTask):
         group = parser.add_argument_group(description="diffasr")
         # Saved in config.yaml, so decoding and the API know the limit of a trained model.
         group.add_argument(
-            "--max_audio_seconds", type=float, default=DEFAULT_MAX_AUDIO_SECONDS,
+            "--max_audio_seconds", type=float, default=builder.DEFAULT_MAX_AUDIO_SECONDS,
             help="longest audio the model is meant to decode; longer input is refused "
             "(one canvas holds at most canvas_length tokens, and segmentation is not built yet)",
         )
@@ -222,9 +189,9 @@ class DiffASRTask(ASRTask):
             texts = [path for path, name, _ in entries if name == "text"]
             for path, name, kind in entries:
                 if name in ("speech", ENROLL_SPEECH) and kind == "kaldi_ark":
-                    if _choice(args, "encoder") != "whisper":
+                    if choice(args, "encoder") != "whisper":
                         raise ValueError(f"{path}: cached encoder frames need encoder: whisper, "
-                                         f"the config has encoder: {_choice(args, 'encoder')}")
+                                         f"the config has encoder: {choice(args, 'encoder')}")
                     keys = read_kv(texts[0], allow_empty_value=True).keys() if texts else None
                     check_cache(path, args.encoder_conf, keys, texts[0] if texts else "")
 
@@ -247,117 +214,10 @@ class DiffASRTask(ASRTask):
             return None
         preprocessor.text_cleaner = TextCleaner(None)
         preprocessor.tokenizer = WhisperTextTokenizer()
-        preprocessor.token_id_converter = build_token_id_converter(cls._read_token_list(args))
+        preprocessor.token_id_converter = build_token_id_converter(builder.read_token_list(args))
         return preprocessor
 
     @classmethod
     @typechecked
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
-        token_list = cls._read_token_list(args)
-        vocab_size = len(token_list)
-        logging.info(f"Vocabulary size: {vocab_size}")
-        model_name = _choice(args, "model") or "espnet"
-        decoder_name = _choice(args, "decoder")
-        if (model_name == "diffusion") != (decoder_name in DIFFUSION_DECODERS):
-            raise ValueError(f"model: diffusion goes with decoder: {' or '.join(DIFFUSION_DECODERS)} "
-                             f"and only with it; got model: {model_name}, decoder: {decoder_name}")
-        if model_name == "maskctc":
-            # ESPnet's Mask-CTC appends its own <mask>; hide ours so the symbol is not
-            # duplicated.  <mask> follows every piece, so text ids do not move.
-            sym_mask = args.model_conf.get("sym_mask", "<mask>")
-            token_list = [t for t in token_list if t != sym_mask]
-            vocab_size = len(token_list)
-
-        # 1. Frontend, SpecAugment, normalisation, pre-encoder, encoder, post-encoder
-        stack = cls._build_encoder_stack(args)
-        size = stack["encoder"].output_size()
-        if stack["postencoder"] is not None:
-            size = stack["postencoder"].output_size()
-
-        # 2. Speaker conditioner of an enrollment embedding
-        conditioner = None
-        conditioner_name = _choice(args, "spk_conditioner")
-        if conditioner_name is not None:
-            conditioner = spk_conditioner_choices.get_class(conditioner_name)(
-                encoder_output_size=size, **getattr(args, "spk_conditioner_conf", {})
-            )
-
-        # 3. Decoder and CTC head (over tokens, or over characters for a large token list)
-        decoder = None
-        if decoder_name is not None:
-            decoder = decoder_choices.get_class(decoder_name)(
-                vocab_size=vocab_size, encoder_output_size=size, **args.decoder_conf
-            )
-        model_conf = dict(args.model_conf)
-        model_conf.pop("spk_conditioner", None)
-        extra = dict(spk_conditioner=conditioner, joint_network=None)
-        ctc_units = model_conf.pop("ctc_units", "tokens")
-        if ctc_units not in CTC_UNITS:
-            raise ValueError(f"model_conf ctc_units must be one of {CTC_UNITS}, got {ctc_units!r}")
-        ctc_size = vocab_size
-        if ctc_units == "chars":
-            if model_name != "diffusion" or args.token_type != WHISPER_TOKEN_TYPE:
-                raise ValueError("model_conf ctc_units: chars is for model: diffusion with "
-                                 f"token_type: {WHISPER_TOKEN_TYPE}")
-            extra["ctc_units"] = CharacterUnits(token_list, build_text_tokenizer(args.token_type))
-            ctc_size = len(extra["ctc_units"])
-        ctc = CTC(odim=ctc_size, encoder_output_size=size, **args.ctc_conf)
-
-        # 4. The model (modules built above win over same-named model_conf entries)
-        model = model_choices.get_class(model_name)(
-            vocab_size=vocab_size, token_list=token_list, decoder=decoder, ctc=ctc,
-            **stack, **extra, **model_conf,
-        )
-        if args.init is not None:
-            initialize(model, args.init)
-        return model
-
-    @classmethod
-    def _read_token_list(cls, args: argparse.Namespace) -> list:
-        if isinstance(args.token_list, str):
-            with open(args.token_list, encoding="utf-8") as f:
-                token_list = [line.rstrip("\n") for line in f]
-            args.token_list = list(token_list)  # stored in config.yaml: portable model
-        elif isinstance(args.token_list, (tuple, list)):
-            token_list = list(args.token_list)
-        else:
-            raise RuntimeError("token_list must be a file path or a list")
-        return token_list
-
-    @classmethod
-    def _build_encoder_stack(cls, args: argparse.Namespace) -> dict:
-        """The input side, from ESPnet's registries plus diffasr's encoders."""
-        if args.input_size is None:
-            frontend = espnet_asr.frontend_choices.get_class(args.frontend)(**args.frontend_conf)
-            input_size = frontend.output_size()
-        else:
-            args.frontend, args.frontend_conf = None, {}
-            frontend, input_size = None, args.input_size
-        specaug = None
-        if _choice(args, "specaug") is not None:
-            specaug = espnet_asr.specaug_choices.get_class(args.specaug)(**args.specaug_conf)
-        normalize = None
-        if _choice(args, "normalize") is not None:
-            normalize = espnet_asr.normalize_choices.get_class(args.normalize)(
-                **args.normalize_conf
-            )
-        preencoder = None
-        if _choice(args, "preencoder") is not None:
-            preencoder = espnet_asr.preencoder_choices.get_class(args.preencoder)(
-                **args.preencoder_conf
-            )
-            input_size = preencoder.output_size()
-        encoder = encoder_choices.get_class(args.encoder)(input_size=input_size, **args.encoder_conf)
-        postencoder = None
-        if _choice(args, "postencoder") is not None:
-            postencoder = espnet_asr.postencoder_choices.get_class(args.postencoder)(
-                input_size=encoder.output_size(), **args.postencoder_conf
-            )
-        return dict(
-            frontend=frontend,
-            specaug=specaug,
-            normalize=normalize,
-            preencoder=preencoder,
-            encoder=encoder,
-            postencoder=postencoder,
-        )
+        return builder.build_model(args)

@@ -27,7 +27,6 @@ from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
 from diffasr.espnet2.enrollment import ENROLL_EMBED, ENROLL_SPEECH, Enrollment, prepare
-from diffasr.espnet2.task import DiffASRTask
 from diffasr.scoring.uncertainty import words_with_confidence
 
 
@@ -164,6 +163,8 @@ def inference(
         override = RotatedEnrollment(data_path_and_name_and_type, utt2spk)
     elif enrollment_override is not None:
         raise ValueError(f"--enrollment_override must be 'rotate' or none, got {enrollment_override!r}")
+
+    from diffasr.espnet2.task import DiffASRTask  # ESPnet's data pipeline (a heavy import: sets only)
 
     train_args = speech2text.train_args
     loader = DiffASRTask.build_streaming_iterator(

@@ -32,9 +32,9 @@ from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
 
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.model import DiffusionASRModel
-from diffasr.espnet2.task import (
+from diffasr.espnet2.builder import (
     DEFAULT_MAX_AUDIO_SECONDS,
-    DiffASRTask,
+    build_model_from_file,
     build_text_tokenizer,
     build_token_id_converter,
 )
@@ -55,18 +55,6 @@ class Recognition:
     canvas_length: Optional[int] = None  # deliberation: canvas positions
 
 
-def check_checkpoint_matches(model: torch.nn.Module, model_file: str) -> None:
-    """ESPnet loads checkpoints non-strictly; refuse one that leaves parameters untrained."""
-    # ESPnet has just read the file; memory-map it so that only the keys are read again.
-    saved = set(torch.load(model_file, map_location="cpu", weights_only=True, mmap=True))
-    missing = sorted(set(model.state_dict()) - saved)
-    if missing:
-        raise ValueError(
-            f"{model_file} lacks {len(missing)} parameters of the model its config builds "
-            f"(e.g. {missing[:3]}); it was trained with another version of the model code"
-        )
-
-
 class Speech2Text:
     """Batch speech (+ enrollment) to text, tokens and token confidences::
 
@@ -75,8 +63,8 @@ class Speech2Text:
         results[0].text, results[0].confidences
 
     Decode options come as a ``DecodeOptions`` or as its flat keywords (the names of
-    ``conf/decode/*.yaml``).  ``config.yaml`` is read once, by ESPnet's
-    ``build_model_from_file``; the training options it holds are ``train_args``, and the
+    ``conf/decode/*.yaml``).  ``config.yaml`` is read once, by ``build_model_from_file``
+    (``diffasr.espnet2.builder``: only the classes it names are imported); the training options it holds are ``train_args``, and the
     sample rate, token list and tokenizer come from them.
     """
 
@@ -87,15 +75,13 @@ class Speech2Text:
         self.options = options or DecodeOptions.from_flat(flat_options)
         recognizer = self.options.recognizer
         try:
-            model, self.train_args = DiffASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+            model, self.train_args = build_model_from_file(asr_train_config, asr_model_file, device)
         except RuntimeError as e:
             if "size mismatch" not in str(e):
                 raise
             first = next(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
             raise ValueError(f"{asr_model_file} does not fit the model that {asr_train_config} builds ({first}); "
                              "were its token list or sizes changed after training?") from None
-        if asr_model_file is not None:
-            check_checkpoint_matches(model, asr_model_file)
         if recognizer.decode_mode != "diffusion" and not isinstance(model, DiffusionASRModel):
             raise ValueError(f"decode_mode {recognizer.decode_mode} needs a diffusion model; "
                              f"{asr_train_config} has model: {getattr(self.train_args, 'model', '?')}")
@@ -126,6 +112,13 @@ class Speech2Text:
             self.maskctc = MaskCTCInference(model, maskctc.maskctc_n_iterations, maskctc.maskctc_threshold_probability)
         elif not isinstance(model, DiffusionASRModel):
             self.beam_search = self._build_beam_search()
+        else:
+            diffusion = self.options.diffusion
+            policy = model.canvas_policy.overridden(diffusion.canvas, diffusion.canvas_length)
+            policy.check_candidates(diffusion.candidates)
+            if recognizer.decode_mode == "diffusion" and diffusion.block_length and policy.mode != "fixed":
+                logging.info(f"canvas: {policy.mode} varies per batch: each is rounded up to whole blocks of "
+                             f"{diffusion.block_length}, and steps {diffusion.steps} up to a multiple of its blocks")
 
     def _build_beam_search(self) -> BeamSearch:
         """ESPnet's joint CTC/attention search, set up as ``espnet2.bin.asr_inference`` does."""
@@ -133,6 +126,10 @@ class Speech2Text:
         ctc_weight = options.ctc_weight
         if model.ctc is None and ctc_weight > 0.0:
             logging.info(f"ctc_weight {ctc_weight} ignored: this model has no CTC head")
+            ctc_weight = 0.0
+        elif model.ctc_units is not None and ctc_weight > 0.0:
+            # Its CTC writes characters, the search extends tokens: no prefix score to share.
+            logging.info(f"ctc_weight {ctc_weight} ignored: this model's CTC head is over characters")
             ctc_weight = 0.0
         scorers = dict(decoder=model.decoder, length_bonus=LengthBonus(len(model.token_list)))
         weights = dict(decoder=1.0 - ctc_weight, length_bonus=options.penalty)

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit, logit
-from scipy.stats import mannwhitneyu
 
 from diffasr.scoring.sclite import ScoringError
 
@@ -173,6 +170,8 @@ def auroc_error_detection(confidence: np.ndarray, correct: np.ndarray) -> float:
     if len(errors) == 0 or len(rights) == 0:
         return float("nan")
     # U of the "error score" (1 - confidence) of errors against that of correct words.
+    from scipy.stats import mannwhitneyu  # scipy is imported where used: decoding needs only words_with_confidence
+
     u_stat = mannwhitneyu(1 - errors, 1 - rights, alternative="two-sided").statistic
     return float(u_stat / (len(errors) * len(rights)))
 
@@ -202,11 +201,16 @@ def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
 
 
 def apply_temperature(confidence: np.ndarray, temperature: float) -> np.ndarray:
+    from scipy.special import expit, logit
+
     return expit(logit(np.clip(confidence, EPS, 1 - EPS)) / temperature)
 
 
 def fit_temperature(confidence: np.ndarray, correct: np.ndarray) -> float:
     """Temperature T > 0 minimising the NLL of `correct` under sigmoid(logit(conf) / T)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logit
+
     if len(correct) == 0 or correct.all() or not correct.any():
         raise ValueError("temperature fitting needs both correct and incorrect words")
     z = logit(np.clip(confidence, EPS, 1 - EPS))

@@ -61,6 +61,22 @@ class ServeOptions:
     api_key: Optional[str] = None  # when set, /v1 needs the X-API-Key header
 
 
+
+# The form fields each endpoint reads: any other is refused rather than silently ignored.
+TRANSCRIBE_FIELDS = ("audio", "speaker_id", "enrollment", "mode", "steps", "block_length")
+SPEAKER_FIELDS = ("audio", "name")
+
+
+async def refuse_unknown_fields(request: Request, accepted) -> None:
+    """422 naming a form field the endpoint does not read (a typo such as ``beam_size``
+    would otherwise be dropped without a word), and the fields it accepts."""
+    unknown = sorted(set((await request.form()).keys()) - set(accepted))
+    if unknown:
+        raise HTTPException(422, f"unknown form field{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(repr(u) for u in unknown)}; this endpoint accepts "
+                                 f"{', '.join(accepted)}")
+
+
 def rss_mb() -> float:
     """Resident set size of this process (Linux /proc)."""
     with open("/proc/self/status", encoding="ascii") as f:
@@ -188,7 +204,8 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         )])
 
     @app.post("/v1/speakers")
-    async def add_speaker(audio: UploadFile = File(...), name: str = Form("")):
+    async def add_speaker(request: Request, audio: UploadFile = File(...), name: str = Form("")):
+        await refuse_unknown_fields(request, SPEAKER_FIELDS)
         if not asr.takes_enrollment:
             raise HTTPException(400, "this model takes no speaker input; there is nothing to enroll")
         samples, notes = await read_upload(audio, "the enrollment")
@@ -209,6 +226,7 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
 
     @app.post("/v1/transcribe")
     async def transcribe(
+        request: Request,
         audio: UploadFile = File(...),
         speaker_id: Optional[str] = Form(None),
         enrollment: Optional[UploadFile] = File(None),
@@ -217,6 +235,7 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         block_length: Optional[int] = Form(None),
     ):
         started = time.perf_counter()
+        await refuse_unknown_fields(request, TRANSCRIBE_FIELDS)
         try:
             decode_options = asr.check_decode_options(mode, steps, block_length)
         except ValueError as e:

@@ -1,11 +1,20 @@
 """Speaker encoder (recipe stages 3-4): SpeechBrain ECAPA-TDNN training with an
-AAM-softmax or triplet objective, enrollment embeddings, and EER/minDCF scoring."""
+AAM-softmax or triplet objective, enrollment embeddings, and EER/minDCF scoring.
 
-from diffasr.speaker.audio import SpeakerDataError, read_audio
-from diffasr.speaker.metrics import compute_eer, compute_min_dcf, make_trials
-from diffasr.speaker.model import SpeakerEncoder, build_encoder, load_config, load_trained_encoder
+The submodules are imported on first use of a name (PEP 562), so that reading audio
+(``diffasr.speaker.audio``) does not load SpeechBrain."""
 
-__all__ = [
-    "SpeakerDataError", "read_audio", "compute_eer", "compute_min_dcf", "make_trials",
-    "SpeakerEncoder", "build_encoder", "load_config", "load_trained_encoder",
-]
+import importlib
+
+_HOME = {
+    "SpeakerDataError": "audio", "read_audio": "audio",
+    "compute_eer": "metrics", "compute_min_dcf": "metrics", "make_trials": "metrics",
+    "SpeakerEncoder": "model", "build_encoder": "model", "load_config": "model", "load_trained_encoder": "model",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -45,9 +45,11 @@ spk_exp=                # speaker experiment dir (default: exp/spk_<config name>
 
 # ASR
 asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
+asr_variants=           # variants trained, decoded and scored after --asr_configs: tags of --asr_variants_file
+asr_variants_file=conf/variants.txt  # lines '<tag> <config> <overrides>': a variant is a config + overrides, in exp/<prefix>_<tag>
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_tag=                # with one --asr_configs entry: its experiment is exp/<prefix>_<tag> (ESPnet's --asr_tag)
-asr_args=               # extra arguments for every training run; a variant is a config + these under its own --asr_tag
+asr_args=               # extra arguments for every training run (after a variant's own overrides)
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
 train_procs=1           # data-parallel training processes on CPU (torchrun, gloo); with --ngpu N>1, ESPnet starts one per GPU
 feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
@@ -57,6 +59,8 @@ text_fold_length=150    # the same for transcripts (tokens)
 inference_configs=      # decode configs, each used for the models of its type (decode_<type>_*.yaml); empty: all in conf/decode
 inference_args=         # extra arguments for decoding (e.g. "--enrollment_override rotate")
 inference_suffix=       # appended to decode dir names (decode_<config><suffix>), e.g. _rotate
+rotate_configs=         # decode configs whose decodes of --rotate_sets are repeated with another test speaker's
+rotate_sets=test        #   enrollment (--enrollment_override rotate) into decode_<config>_rotate: does the enrollment decide?
 long_form=false         # stage 6: split each recording at its pauses (silero-vad), decode the segments
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
@@ -73,17 +77,38 @@ if [ $# -ne 0 ]; then
   log "Unexpected arguments: $*  (run $0 --help)"; exit 2
 fi
 
+# The experiments of stages 5-8, in this order: each --asr_configs entry, then each
+# --asr_variants entry. Each is a dir, the config it trains and the overrides it trains with.
+missing=()
+exp_dirs=() exp_configs=() exp_args=()
+for config in ${asr_configs}; do
+  name=$(basename "${config}" .yaml)
+  exp_dirs+=("${expdir}/${asr_tag_prefix}_${asr_tag:-${name#train_}}") exp_configs+=("${config}") exp_args+=("${asr_args}")
+done
+for variant in ${asr_variants}; do
+  declared=false
+  if [ -f "${asr_variants_file}" ]; then
+    while read -r tag config overrides || [ -n "${tag}" ]; do
+      [ "${tag}" = "${variant}" ] || continue
+      exp_dirs+=("${expdir}/${asr_tag_prefix}_${variant}") exp_configs+=("${config}")
+      exp_args+=("${overrides}${asr_args:+ ${asr_args}}")
+      declared=true
+      break
+    done <"${asr_variants_file}"
+  fi
+  ${declared} || missing+=("a line '${variant} <config> <overrides>' in ${asr_variants_file} (a variant named by --asr_variants)")
+done
+
 # What a recipe must add to the template (egs/TEMPLATE/asr1/setup.sh): run.sh, local/data.sh
 # and conf/. Checked before any work for the stages asked for, so a new recipe hears
 # everything it lacks at once.
-missing=()
 want_any() { local s; for s in "$@"; do want "$s" && return 0; done; return 1; }
 if want 1 && [ ! -x local/data.sh ]; then
   missing+=("local/data.sh (executable; stage 1: writes data/<set>/{wav.scp,text,utt2spk,spk2utt} for ${train_set} ${valid_set} ${test_sets})")
 fi
 if want_any 5 6 7 8; then
-  for config in ${asr_configs}; do
-    [ -f "${config}" ] || missing+=("${config} (a training config named by --asr_configs, e.g. conf/tuning/train_diffusion_whisper.yaml)")
+  for config in "${exp_configs[@]}"; do
+    [ -f "${config}" ] || missing+=("${config} (a training config named by --asr_configs or a variant, e.g. conf/tuning/train_diffusion_whisper.yaml)")
   done
 fi
 if want_any 6 7; then
@@ -114,25 +139,21 @@ bpemodel=${bpe_listdir}/bpe.model
 [ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
 [ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper
 
-asr_exp_of() {
-  if [ -n "${asr_tag}" ]; then echo "${expdir}/${asr_tag_prefix}_${asr_tag}"; return; fi
-  echo "${expdir}/${asr_tag_prefix}_$(basename "$1" .yaml | sed 's/^train_//')"
-}
-training_config_of() {  # the config stage 5 trains: the file, or with --asr_args ESPnet's merge of both
-  local config=$1 resolved
-  if [ -z "${asr_args}" ]; then echo "${config}"; return; fi
-  resolved=${dumpdir}/configs/$(basename "$(asr_exp_of "${config}")").yaml
+training_config_of() {  # training_config_of <config> <exp> <overrides>: the config stage 5 trains:
+  # the file, or with overrides ESPnet's merge of both
+  local config=$1 exp=$2 overrides=$3 resolved
+  if [ -z "${overrides}" ]; then echo "${config}"; return; fi
+  resolved=${dumpdir}/configs/$(basename "${exp}").yaml
   mkdir -p "$(dirname "${resolved}")"
   # shellcheck disable=SC2086
-  ${python} -m diffasr.bin.asr_train --print_config --config "${config}" ${asr_args} >"${resolved}.tmp" 2>/dev/null \
-    || { log "--asr_args '${asr_args}' do not apply to ${config}" >&2; return 1; }
+  ${python} -m diffasr.bin.asr_train --print_config --config "${config}" ${overrides} >"${resolved}.tmp" 2>"${resolved}.log" \
+    || { log "'${overrides}' do not apply to ${config} (${resolved}.log)" >&2; return 1; }
   mv "${resolved}.tmp" "${resolved}"
   echo "${resolved}"
 }
-trained_config_of() {  # what stages 6-8 read: the config ESPnet saved when it trained the experiment
-  local saved
-  saved=$(asr_exp_of "$1")/config.yaml
-  if [ -f "${saved}" ]; then echo "${saved}"; else echo "$1"; fi
+trained_config_of() {  # trained_config_of <exp> <config>: what stages 6-8 read: the config ESPnet
+  # saved when it trained the experiment
+  if [ -f "$1/config.yaml" ]; then echo "$1/config.yaml"; else echo "$2"; fi
 }
 model_type_of() { ${python} utils/yaml_get.py "$1" model espnet; }
 config_get() { ${python} utils/yaml_get.py "$@"; }  # config_get <config> <dotted key> <default>
@@ -170,7 +191,23 @@ retire_if_stale() {  # retire_if_stale <exp> <file>...: an experiment trained on
     mkdir -p "${expdir}/stale" && mv "${exp}" "${stale_dir}"
   fi
 }
-stage_end() { log "Stage $1 done in $((SECONDS - stage_t0)) s"; }
+declare -A stage_seconds=()  # stage -> seconds, summed over its configs and sets
+stage_end() {
+  local took=$((SECONDS - stage_t0))
+  stage_seconds[$1]=$(( ${stage_seconds[$1]:-0} + took ))
+  log "Stage $1 done in ${took} s"
+}
+stage_times() {  # the table run.sh ends with: where the run's time went
+  local stage total=0
+  for stage in "${!stage_seconds[@]}"; do total=$((total + stage_seconds[${stage}])); done
+  echo "| stage | seconds | minutes | share |"
+  echo "|---|---:|---:|---:|"
+  for stage in $(printf '%s\n' "${!stage_seconds[@]}" | sort -n); do
+    awk -v s="${stage}" -v t="${stage_seconds[${stage}]}" -v all="${total}" \
+      'BEGIN { printf "| %s | %d | %.1f | %.0f %% |\n", s, t, t / 60, all ? 100 * t / all : 0 }'
+  done
+  echo "| all | ${total} | $(awk -v t="${total}" 'BEGIN { printf "%.1f", t / 60 }') | |"
+}
 
 # ---------------------------------------------------------------------------
 if want 1; then
@@ -268,11 +305,11 @@ cache_root_of() {  # cache_root_of <config>
 }
 
 if want 5 && ! ${skip_train}; then
-  for asr_config in ${asr_configs}; do
-    asr_exp=$(asr_exp_of "${asr_config}")
+  for i in "${!exp_dirs[@]}"; do
+    asr_exp=${exp_dirs[i]} asr_config=${exp_configs[i]} train_args=${exp_args[i]}
     stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
-    stage_begin 5 "ASR training: ${asr_config} ${asr_args} -> ${asr_exp}"
-    train_config=$(training_config_of "${asr_config}") || exit 1
+    stage_begin 5 "ASR training: ${asr_config} ${train_args} -> ${asr_exp}"
+    train_config=$(training_config_of "${asr_config}" "${asr_exp}" "${train_args}") || exit 1
     token_args=$(token_args_of "${train_config}") || exit 1
     # What training reads; a rerun whose inputs changed since the experiment was trained
     # says so and trains again (the old experiment is moved to ${expdir}/stale/, not deleted).
@@ -316,7 +353,7 @@ if want 5 && ! ${skip_train}; then
           $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}") \
           $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}") \
           --train_shape_file "data/${train_set}/wav.scp" --valid_shape_file "data/${valid_set}/wav.scp" \
-          --output_dir "${stats_dir}" ${asr_args}
+          --output_dir "${stats_dir}" ${train_args}
       # shellcheck disable=SC2086
       ${python} utils/stage_inputs.py record "${stats_dir}/inputs.json" ${inputs}
     fi
@@ -343,7 +380,7 @@ if want 5 && ! ${skip_train}; then
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
-        --resume true --output_dir "${asr_exp}" ${asr_args}
+        --resume true --output_dir "${asr_exp}" ${train_args}
     stage_end 5
   done
 fi
@@ -380,12 +417,48 @@ render_inference_config() {  # render_inference_config <config> <set> <output>
 }
 
 decode_sets() { echo "${test_sets}"; ${calibrate} && echo "${valid_set}"; true; }
+# Is a decode config one of --rotate_configs (compared by file name)?
+rotated() {
+  local config
+  for config in ${rotate_configs}; do [ "$(basename "${config}")" = "$(basename "$1")" ] && return 0; done
+  return 1
+}
+
+# decode_set <exp> <its trained config> <decode config> <decode tag> <set> [asr_inference options]:
+# one set decoded with nj jobs into <exp>/<decode tag>/<set>.
+decode_set() {
+  local asr_exp=$1 trained_config=$2 inference_config=$3 inference_tag=$4 dset=$5
+  shift 5
+  stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}${*:+ ($*)}"
+  local decode_dir=${asr_exp}/${inference_tag}/${dset}
+  local logdir=${decode_dir}/logdir n
+  # A rerun (maybe with another --nj) must not merge the outputs of an earlier one.
+  rm -rf "${logdir}"/output.* "${logdir}"/keys.*.scp
+  mkdir -p "${logdir}"
+  render_inference_config "${inference_config}" "${dset}" "${logdir}/decode.yaml"
+  n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
+  ${python} utils/split_scp.py "data/${dset}/wav.scp" "${logdir}" "${n}"
+  # shellcheck disable=SC2046,SC2086
+  ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
+    ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
+      --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${trained_config}" false) \
+      --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
+      --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
+      --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" "$@"
+  ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
+  # shellcheck disable=SC2046
+  ${python} utils/stage_inputs.py record "${decode_dir}/inputs.json" "${asr_exp}/config.yaml" \
+    "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" \
+    $(ls "data/${dset}"/{wav,enroll,enroll_embed}.scp 2>/dev/null)
+  stage_end 6
+}
 
 if want 6; then
-  for asr_config in ${asr_configs}; do
-    asr_exp=$(asr_exp_of "${asr_config}")
+  for i in "${!exp_dirs[@]}"; do
+    asr_exp=${exp_dirs[i]} asr_config=${exp_configs[i]}
+    trained_config=$(trained_config_of "${asr_exp}" "${asr_config}")
     # (a failure inside $(...) would not stop the script; checked here)
-    configs_of_model=$(inference_configs_for "$(trained_config_of "${asr_config}")") || exit 1
+    configs_of_model=$(inference_configs_for "${trained_config}") || exit 1
     if [ ! -f "${asr_exp}/${inference_model}" ]; then
       log "${asr_exp}/${inference_model} does not exist: train it (stage 5), or choose another with" \
           "--inference_model (the averages are named by keep_nbest_models in ${asr_config})"
@@ -394,29 +467,14 @@ if want 6; then
     for inference_config in ${configs_of_model}; do
       inference_tag=$(basename "${inference_config}" .yaml)${inference_suffix}
       for dset in $(decode_sets); do
-        stage_begin 6 "Decoding data/${dset} with ${asr_exp} and ${inference_config}"
-        decode_dir=${asr_exp}/${inference_tag}/${dset}
-        logdir=${decode_dir}/logdir
-        # A rerun (maybe with another --nj) must not merge the outputs of an earlier one.
-        rm -rf "${logdir}"/output.* "${logdir}"/keys.*.scp
-        mkdir -p "${logdir}"
-        render_inference_config "${inference_config}" "${dset}" "${logdir}/decode.yaml"
-        n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
-        ${python} utils/split_scp.py "data/${dset}/wav.scp" "${logdir}" "${n}"
-        # shellcheck disable=SC2046,SC2086
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${n}" "${logdir}/asr_inference.JOB.log" \
-          ${python} -m diffasr.bin.asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
-            --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "$(trained_config_of "${asr_config}")" false) \
-            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
-            --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
-            --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" ${inference_args}
-        ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
-        # shellcheck disable=SC2046
-        ${python} utils/stage_inputs.py record "${decode_dir}/inputs.json" "${asr_exp}/config.yaml" \
-          "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" \
-          $(ls "data/${dset}"/{wav,enroll,enroll_embed}.scp 2>/dev/null)
-        stage_end 6
+        decode_set "${asr_exp}" "${trained_config}" "${inference_config}" "${inference_tag}" "${dset}" ${inference_args}
       done
+      if rotated "${inference_config}"; then
+        for dset in ${rotate_sets}; do
+          decode_set "${asr_exp}" "${trained_config}" "${inference_config}" "${inference_tag}_rotate" "${dset}" \
+            ${inference_args} --enrollment_override rotate
+        done
+      fi
     done
   done
 fi
@@ -424,10 +482,10 @@ fi
 # ---------------------------------------------------------------------------
 if want 7; then
   stage_begin 7 "Scoring with sclite and writing ${expdir}/RESULTS.md"
-  for asr_config in ${asr_configs}; do
-    asr_exp=$(asr_exp_of "${asr_config}")
+  for i in "${!exp_dirs[@]}"; do
+    asr_exp=${exp_dirs[i]}
     # (a failure inside $(...) would not stop the script; checked here)
-    configs_of_model=$(inference_configs_for "$(trained_config_of "${asr_config}")") || exit 1
+    configs_of_model=$(inference_configs_for "$(trained_config_of "${asr_exp}" "${exp_configs[i]}")") || exit 1
     for inference_config in ${configs_of_model}; do
       inference_tag=$(basename "${inference_config}" .yaml)${inference_suffix}
       calib_args=
@@ -439,6 +497,11 @@ if want 7; then
         ${python} -m diffasr.bin.score --data_dir "data/${dset}" \
           --decode_dir "${asr_exp}/${inference_tag}/${dset}" ${calib_args}
       done
+      if rotated "${inference_config}"; then
+        for dset in ${rotate_sets}; do
+          ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${asr_exp}/${inference_tag}_rotate/${dset}"
+        done
+      fi
     done
   done
   ${python} -m diffasr.bin.make_results --exp_dir "${expdir}" --output "${expdir}/RESULTS.md"
@@ -448,8 +511,7 @@ fi
 
 # ---------------------------------------------------------------------------
 if want 8; then
-  for asr_config in ${asr_configs}; do
-    asr_exp=$(asr_exp_of "${asr_config}")
+  for asr_exp in "${exp_dirs[@]}"; do
     stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
     packed=${asr_exp}/packed/$(basename "${asr_exp}").zip
     stage_begin 8 "Packing ${asr_exp} with its tokens, statistics and speaker encoder -> ${packed}"
@@ -469,4 +531,9 @@ if want 8; then
   done
 fi
 
+if [ ${#stage_seconds[@]} -gt 0 ]; then
+  log "Time per stage:"
+  mkdir -p "${expdir}"  # stages 1-2 alone write nothing under exp/ before this
+  stage_times | tee "${expdir}/stage_times.md"
+fi
 log "Successfully finished. [elapsed=${SECONDS}s]"

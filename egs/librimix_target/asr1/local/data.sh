@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage 1: target-speaker data dirs (train dev test test_clean test_absent sources_{train,dev,test}).
-# With db.sh's LIBRISPEECH empty, builds the embedded synthetic corpus offline;
+# With db.sh's LIBRISPEECH empty, builds the embedded synthetic corpus offline (and
+# test_heldout: clean speech of voices no scale trains or tests on);
 # otherwise mixes LibriSpeech (+ LIBRIMIX metadata, NOISE_ROOT noise when set).
 #   local/data.sh --scale tiny --mix_setting hard
 set -euo pipefail
@@ -12,7 +13,7 @@ log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (local/data.sh) $*"; }
 
 output_dir=data                          # where the data dirs are written
 corpus_dir=downloads/embedded            # cache of synthesized clean utterances (embedded corpus)
-scale=default                            # embedded corpus size: tiny or default
+scale=default                            # embedded corpus size: tiny, default or large (default + 10x training data)
 mix_setting=each_target                  # each_target (two talkers, each the target in turn, SIR -10..10 dB, 10 % target-absent), default (the louder talker is the target, SIR 0..10 dB) or hard (SIR -20..5 dB)
 seed=1                                   # seed of every random draw
 nj=2                                     # parallel processes
@@ -34,6 +35,7 @@ python -m diffasr.bin.prepare_data --output_dir "${output_dir}" --corpus_dir "${
 
 mixture_sets=("${output_dir}"/{train,dev,test,test_clean})
 [ -d "${output_dir}/test_absent" ] && mixture_sets+=("${output_dir}/test_absent")  # mix settings with target-absent examples
+[ -d "${output_dir}/test_heldout" ] && mixture_sets+=("${output_dir}/test_heldout")  # the embedded corpus
 python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur enroll.scp mixture.jsonl -- \
   "${mixture_sets[@]}"
 python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur -- \
