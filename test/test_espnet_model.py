@@ -356,10 +356,17 @@ def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
     stats = {}
     loss = model.activity_loss(model.encoder(b["speech"], b["speech_lengths"])[2],
                                {"target_activity": labels, "target_activity_lengths": torch.tensor([12, 9])}, stats)
-    expected = torch.nn.functional.binary_cross_entropy(
-        model.encoder(b["speech"], b["speech_lengths"])[2][torch.arange(12)[None] < torch.tensor([[12], [9]])],
-        labels[torch.arange(12)[None] < torch.tensor([[12], [9]])])
+    activity = model.encoder(b["speech"], b["speech_lengths"])[2]
+    # each utterance's mean over its own frames, then the mean over the utterances
+    expected = (torch.nn.functional.binary_cross_entropy(activity[0], labels[0])
+                + torch.nn.functional.binary_cross_entropy(activity[1, :9], labels[1, :9])) / 2
     assert torch.allclose(loss, expected) and "loss_activity" in stats
+    # so two processes' halves of the batch, weighted by utterances as ESPnet's trainer
+    # weights them under DDP, give the one-process loss (utterances of unequal length)
+    halves = [model.activity_loss(activity[i:i + 1], {"target_activity": labels[i:i + 1],
+                                                      "target_activity_lengths": torch.tensor([n])}, {})
+              for i, n in enumerate((12, 9))]
+    assert torch.allclose(sum(halves) / 2, loss)
     model.activity_weight = 0.0
     assert model.activity_loss(None, {"target_activity": labels}, {}) is None
 

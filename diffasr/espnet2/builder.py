@@ -214,6 +214,7 @@ def build_model_from_file(config_file: Union[str, Path, None], model_file: Union
         if model_file is None:
             raise ValueError("give a config file, a model file or both")
         config_file = Path(model_file).parent / "config.yaml"
+    logging.info(f"config file: {config_file}, model file: {model_file}")
     with open(config_file, encoding="utf-8") as f:
         args = argparse.Namespace(**yaml.safe_load(f))
     if model_file is not None:

@@ -103,9 +103,13 @@ class TargetSpeakerMixin:
             raise ValueError(f"model_conf activity_weight > 0 needs the data '<dir>/{ACTIVITY}.scp,"
                              f"{ACTIVITY},kaldi_ark' (stage 1 writes it)")
         frames = min(activity.size(1), labels.size(1))
-        inside = torch.arange(frames, device=labels.device)[None, :] < label_lengths[:, None]
-        loss = torch.nn.functional.binary_cross_entropy(
-            activity[:, :frames][inside].float().clamp(1e-6, 1 - 1e-6), labels[:, :frames][inside].float())
+        inside = (torch.arange(frames, device=labels.device)[None, :] < label_lengths[:, None]).float()
+        per_frame = torch.nn.functional.binary_cross_entropy(
+            activity[:, :frames].float().clamp(1e-6, 1 - 1e-6), labels[:, :frames].float(), reduction="none")
+        # Each utterance's mean over its frames, then the mean over utterances: ESPnet's
+        # trainer weights every process's loss by its utterances, so under DDP the halves of a
+        # batch then add up to exactly the one-process loss (a mean over all frames would not).
+        loss = ((per_frame * inside).sum(1) / inside.sum(1).clamp(min=1)).mean()
         stats["loss_activity"] = loss.detach()
         return self.activity_weight * loss
 

@@ -417,9 +417,11 @@ render_inference_config() {  # render_inference_config <config> <set> <output>
 }
 
 decode_sets() { echo "${test_sets}"; ${calibrate} && echo "${valid_set}"; true; }
-# Is a decode config one of --rotate_configs (compared by file name)?
+# Is a decode config one of --rotate_configs (compared by file name)?  Not in long form:
+# it reads each recording's own enrollment audio, which has no rotated counterpart.
 rotated() {
   local config
+  ${long_form} && return 1
   for config in ${rotate_configs}; do [ "$(basename "${config}")" = "$(basename "$1")" ] && return 0; done
   return 1
 }
@@ -454,6 +456,9 @@ decode_set() {
 }
 
 if want 6; then
+  if ${long_form} && [ -n "${rotate_configs}" ]; then
+    log "--long_form true: no rotated-enrollment decodes (--rotate_configs ${rotate_configs} skipped)"
+  fi
   for i in "${!exp_dirs[@]}"; do
     asr_exp=${exp_dirs[i]} asr_config=${exp_configs[i]}
     trained_config=$(trained_config_of "${asr_exp}" "${asr_config}")
