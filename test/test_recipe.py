@@ -248,7 +248,7 @@ def test_slurm_backend_decodes_as_the_local_one(recipe, slurm_cluster):
     finished = len(finished_tasks.findall(slurmctld_log.read_text()))
     decodes = ("decode_ar_beam1", "decode_diffusion_8step")
     run_recipe(recipe, "--stage", "6", "--stop-stage", "7", "--test_sets", "test", "--calibrate", "false",
-               "--inference_suffix", "_slurm", "--inference_configs", " ".join(f"conf/decode/{d}.yaml" for d in decodes),
+               "--rotate_configs", "", "--inference_suffix", "_slurm", "--inference_configs", " ".join(f"conf/decode/{d}.yaml" for d in decodes),
                "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
                DIFFASR_CMD_BACKEND="slurm")
     assert len(finished_tasks.findall(slurmctld_log.read_text())) >= finished + 2 * 2  # 2 steps x 2 tasks
@@ -289,7 +289,7 @@ def test_two_training_processes_match_one(recipe):
 def test_conformer_systems_train_on_audio_and_decode(recipe):
     """The from-scratch conformer systems (SentencePiece tokens, ECAPA FiLM, raw audio)."""
     through_stage(recipe, 4)
-    run_recipe(recipe, "--stage", "5", "--stop-stage", "7", *CONFORMER, "--calibrate", "false",
+    run_recipe(recipe, "--stage", "5", "--stop-stage", "7", *CONFORMER, "--calibrate", "false", "--rotate_configs", "",
                "--inference_configs", "conf/decode/decode_ar_beam10.yaml conf/decode/decode_diffusion_8step.yaml "
                                       "conf/decode/decode_diffusion_delib_ar_guided.yaml")
     results = (recipe / "exp" / "RESULTS.md").read_text()
@@ -353,7 +353,7 @@ def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
     through_stage(recipe, 8)
     # Stage 6 is killed while its 2 jobs decode; the rerun, with one job, must neither keep
     # a half-written output nor merge the old second job's.
-    args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml",
+    args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml", "--rotate_configs", "",
             "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml", "--calibrate", "false"]
     decode_dir = recipe / "exp/asr_ar_whisper_tiny/decode_ar_beam1/test"
     (decode_dir / "text").unlink()
