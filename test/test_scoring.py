@@ -170,10 +170,12 @@ def test_target_absent_examples_are_scored_apart_from_the_words(tmp_path):
                "spk1-u2": {"utt": "spk1-u2", "target": {"utt": "t2"}, "interferers": [{"text": "P Q"}]},
                "spk2-u3": {"utt": "spk2-u3", "target": {"utt": None}, "interferers": [{"text": "A B"}]}}
     data = make_data_dir(tmp_path, refs=refs, mixture=mixture)
-    decode = make_decode_dir(tmp_path, hyps={"spk1-u1": "A B C D", "spk1-u2": "P Q", "spk2-u3": ""})
+    decode = make_decode_dir(tmp_path, hyps={"spk1-u1": "A B C D", "spk1-u2": "P Q", "spk2-u3": ""},
+                             timing={"spk1-u1": (1, 4), "spk1-u2": (1, 3), "spk2-u3": (2, 5)})
     score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode)])
     metrics = json.loads((decode / "metrics.json").read_text())
     assert metrics["n_utt"] == 2 and metrics["wer_detail"]["n_wrd"] == 7
+    assert metrics["rtfx"] == pytest.approx(12 / 4)  # the absent example was decoded too: its time counts
     assert metrics["wer"] == pytest.approx(100 * 3 / 7, abs=1e-3)
     assert (metrics["follows"], metrics["speaker_confusion"], metrics["emptied"]) == (50.0, 50.0, 0.0)
     assert metrics["absent_empty"] == 100.0 and metrics["target_absent"]["n_absent"] == 1

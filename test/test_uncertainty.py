@@ -129,6 +129,27 @@ def test_score_reports_uncertainty_from_sclite_labels(tmp_path):
     assert not list(dev_decode.glob("score_*"))  # calibration leaves the dev decode dir alone
 
 
+def test_a_set_with_target_absent_examples_calibrates_and_scores_without_them(tmp_path):
+    # dev and test as stage 1 writes dev: s2-c is target-absent (empty transcript, marked in
+    # mixture.jsonl) and the model wrote words for it anyway; they have no reference to rate.
+    refs = {"s1-a": "A B C D", "s1-b": "E F G H", "s2-c": ""}
+    hyps = {"s1-a": "A X C D", "s1-b": "E F Y H Z", "s2-c": "P Q"}
+    confs = {"s1-a": [0.9, 0.4, 0.8, 0.7], "s1-b": [0.95, 0.6, 0.3, 0.85, 0.2], "s2-c": [0.5, 0.5]}
+    sets = {}
+    for name in ("dev", "test"):
+        data, decode = sets[name] = write_set(tmp_path, name, refs, hyps, confs)
+        (data / "mixture.jsonl").write_text("".join(json.dumps(
+            {"utt": u, "target": {"utt": None if u == "s2-c" else u}, "interferers": [{"text": "P Q"}]}) + "\n"
+            for u in refs))
+    (data, decode), (dev_data, dev_decode) = sets["test"], sets["dev"]
+    score_bin.main(["--data_dir", str(data), "--decode_dir", str(decode),
+                    "--calib_data_dir", str(dev_data), "--calib_decode_dir", str(dev_decode)])
+    u = json.loads((decode / "metrics.json").read_text())["uncertainty"]
+    assert u["n_words"] == 9 and "calibration_error" not in u and u["temperature"] > 0
+    with pytest.raises(ScoringError, match="has no hypothesis"):  # only the named ones are skipped
+        read_word_confidences(decode / "word_confidence.ctm", {u: hyps[u] for u in ("s1-a", "s1-b")})
+
+
 def test_token_signals_group_pieces_into_words_with_the_worst_piece(tmp_path):
     path = tmp_path / "token_uncertainty"
     rows = [("u1", 0, "\u2581HE", 0.9, 0.1, 0), ("u1", 1, "LLO", 0.5, 1.5, 2), ("u1", 2, "\u2581WORLD", 0.8, 0.4, 1),

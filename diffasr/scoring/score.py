@@ -66,8 +66,9 @@ def fit_calibration(calib_data_dir: Path, calib_decode_dir: Path) -> float:
     ctm = calib_decode_dir / CONFIDENCE_FILE
     if not ctm.is_file():
         raise FileNotFoundError(f"{ctm}: calibration needs the dev set's word confidences")
-    conf, correct = uncertainty.gather(uncertainty.read_word_confidences(ctm, hyps),
-                                       word_labels(result.alignments, hyps))
+    conf, correct = uncertainty.gather(
+        uncertainty.read_word_confidences(ctm, hyps, left_out=target_absent_utts(calib_data_dir)),
+        word_labels(result.alignments, hyps))
     try:
         return uncertainty.fit_temperature(conf, correct)
     except ValueError as e:
@@ -104,7 +105,8 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
     })
 
     if (decode_dir / "timing").is_file():
-        metrics.update(read_rtfx(decode_dir / "timing", list(refs)))
+        # every utterance decoded counts for the speed, the target-absent ones too
+        metrics.update(read_rtfx(decode_dir / "timing", list(refs) + list(absent)))
     else:
         logging.warning("%s: missing; RTFx not reported", decode_dir / "timing")
 
@@ -120,7 +122,7 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
     png = decode_dir / RELIABILITY_PNG
     ctm = decode_dir / CONFIDENCE_FILE
     if ctm.is_file():
-        conf, correct = uncertainty.gather(uncertainty.read_word_confidences(ctm, hyps),
+        conf, correct = uncertainty.gather(uncertainty.read_word_confidences(ctm, hyps, left_out=absent),
                                            word_labels(wer.alignments, hyps))
         report = uncertainty.confidence_metrics(conf, correct, n_bins)
         curves = {"raw": (conf, correct)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -100,12 +100,16 @@ def read_token_signals(path: os.PathLike, hyps: Mapping[str, str]) -> Dict[str, 
     return signals
 
 
-def read_word_confidences(ctm_path: os.PathLike, hyps: Mapping[str, str]) -> Dict[str, List[float]]:
+def read_word_confidences(ctm_path: os.PathLike, hyps: Mapping[str, str],
+                          left_out: Collection[str] = ()) -> Dict[str, List[float]]:
     """Per-utterance word confidences from `<utt> 1 <word_index> 1 <WORD> <confidence>` lines.
 
     Words are ordered by index and must spell the utterance's hypothesis in `hyps`
     (case-insensitively); any mismatch is an error naming the file and line or utterance.
+    Lines of the ``left_out`` utterances (the target-absent examples, which scoring leaves
+    out of `hyps`) are skipped.
     """
+    left_out = set(left_out)
     by_utt: Dict[str, List[Tuple[int, str, float, int]]] = {}
     with open(ctm_path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -117,6 +121,8 @@ def read_word_confidences(ctm_path: os.PathLike, hyps: Mapping[str, str]) -> Dic
                 raise ScoringError(f"{where}: expected '<utt> 1 <word_index> 1 <WORD> "
                                    f"<confidence>', got {len(fields)} fields")
             utt, _, index, _, word, conf = fields
+            if utt in left_out:
+                continue
             if utt not in hyps:
                 raise ScoringError(f"{where}: utterance '{utt}' has no hypothesis")
             try:
