@@ -216,7 +216,9 @@ def build_model_from_file(config_file: Union[str, Path, None], model_file: Union
         config_file = Path(model_file).parent / "config.yaml"
     logging.info(f"config file: {config_file}, model file: {model_file}")
     with open(config_file, encoding="utf-8") as f:
-        args = argparse.Namespace(**yaml.safe_load(f))
+        # libyaml's parser where PyYAML has it: a Whisper system's config.yaml holds its
+        # 51,865-token list, which the pure-Python parser takes seconds to read.
+        args = argparse.Namespace(**yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     if model_file is not None:
         args.init = None  # the checkpoint overwrites whatever an initialisation would set
     model = build_model(args).to(device)
