@@ -41,14 +41,13 @@ import kaldiio
 import numpy as np
 import soundfile as sf
 import torch
-import yaml
 from tqdm import tqdm
 
 from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import Speech2Text, write_outputs
 from diffasr.scoring.score import fit_calibration, score
 from diffasr.datadir import UTT_FILES, fix_data_dir, read_kv, write_kv
-from diffasr.espnet2.builder import build_text_tokenizer
+from diffasr.espnet2.builder import build_text_tokenizer, read_config
 from diffasr.scoring.sclite import ScoringError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -153,7 +152,7 @@ class Benchmark:
         self.rows: List[dict] = []
         self.curves: Dict[str, tuple] = {}
         # Reference lengths are counted in the diffusion model's pieces, for every system.
-        config = yaml.safe_load((args.diffusion_exp / "config.yaml").read_text())
+        config = read_config(args.diffusion_exp / "config.yaml")
         self.tokenizer = build_text_tokenizer(config["token_type"], config.get("bpemodel"))
 
     def dev(self):

@@ -30,11 +30,11 @@ from typing import List, Optional
 
 import soundfile as sf
 import torch
-import yaml
 from tqdm import tqdm
 
 from diffasr.api import load_decode_config
 from diffasr.datadir import read_kv, write_kv
+from diffasr.espnet2.builder import read_config
 from diffasr.inference import inference
 from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
@@ -67,7 +67,7 @@ def decode_experiment(data_dir: Path, decode_dir: Path, exp: Path, decode_config
                          "those: decode it with ./run.sh --stage 6 --test_sets <set> instead")
     if not (exp / model).is_file():
         raise SystemExit(f"{exp / model} does not exist (choose another with --inference_model)")
-    config = yaml.safe_load((exp / "config.yaml").read_text())
+    config = read_config(exp / "config.yaml")
     options = DecodeOptions.from_flat(load_decode_config(decode_config), str(decode_config))
     inference(str(decode_dir), data_options(data_dir, config), str(exp / "config.yaml"), str(exp / model),
               options=options, batch_size=batch_size)

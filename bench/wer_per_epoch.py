@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from diffasr.api import load_decode_config
+from diffasr.espnet2.builder import read_config
 from diffasr.inference import inference
 from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
@@ -64,10 +65,8 @@ def main():
                         help="decode only these epochs' checkpoints (default: every one on disk)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    import yaml
-
     out = args.output_dir or args.exp / "wer_per_epoch"
-    config = yaml.safe_load((args.exp / "config.yaml").read_text())
+    config = read_config(args.exp / "config.yaml")
     minutes = epoch_minutes(args.exp / "train.log")
     checkpoints = sorted(args.exp.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
     if args.epochs:

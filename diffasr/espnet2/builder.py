@@ -205,6 +205,14 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
     return model
 
 
+def read_config(config_file: Union[str, Path]) -> dict:
+    """An experiment's ``config.yaml`` as a dict, read with libyaml's parser where PyYAML
+    has it: a Whisper system's config holds its 51,865-token list, which the pure-Python
+    parser takes over a second to read."""
+    with open(config_file, encoding="utf-8") as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def build_model_from_file(config_file: Union[str, Path, None], model_file: Union[str, Path, None] = None,
                           device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
     """The trained model of an experiment: its ``config.yaml`` (default: beside
@@ -215,10 +223,7 @@ def build_model_from_file(config_file: Union[str, Path, None], model_file: Union
             raise ValueError("give a config file, a model file or both")
         config_file = Path(model_file).parent / "config.yaml"
     logging.info(f"config file: {config_file}, model file: {model_file}")
-    with open(config_file, encoding="utf-8") as f:
-        # libyaml's parser where PyYAML has it: a Whisper system's config.yaml holds its
-        # 51,865-token list, which the pure-Python parser takes seconds to read.
-        args = argparse.Namespace(**yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    args = argparse.Namespace(**read_config(config_file))
     if model_file is not None:
         args.init = None  # the checkpoint overwrites whatever an initialisation would set
     model = build_model(args).to(device)
