@@ -10,6 +10,10 @@ The model is either a stage-8 zip (``espnet2.bin.pack``: the ASR model, its
 tokenizer and statistics, and the speaker encoder) or an experiment dir of a
 recipe (``exp/asr_*``; the speaker encoder is ``--spk_model_dir`` or the one
 ``exp/spk_*`` beside it).  Decoding options are those of ``conf/decode/*.yaml``.
+
+Where the speaker encoder's dir holds stage 4's ``presence.yaml``, a mixture (or a long
+recording's segment) in which it does not find the enrolled voice is not decoded and gets an
+empty transcript (``diffasr.speaker.presence``); ``presence_gate=False`` turns that off.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from diffasr.espnet2.enrollment import Enrollment, prepare
 from diffasr.audio import check_enrollment, check_finite, check_wav_file
 from diffasr.inference import DecodeOptions, Recognition, Speech2Text
 from diffasr.speaker.audio import read_audio
+from diffasr.speaker.presence import PRESENCE_FILE, PresenceCheck, PresenceGate
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class TargetSpeakerASR:
         spk_model_dir: stage-3 speaker encoder dir; default: packed in the zip, or the
             only ``spk_*`` dir beside an experiment dir.
         inference_model: checkpoint inside an experiment dir.
+        presence_gate: None: gate on the enrolled voice's presence where the speaker encoder's
+            dir has a ``presence.yaml``; True: require it; False: never gate.
         device: "cpu" or "cuda".
         unpack_dir: where a zip is unpacked (default: a directory beside it).
         **decode_options: ``Speech2Text`` options (steps, decode_mode, ...).
@@ -77,6 +84,7 @@ class TargetSpeakerASR:
         model: os.PathLike,
         spk_model_dir: Optional[os.PathLike] = None,
         inference_model: str = "valid.loss.ave.pth",
+        presence_gate: Optional[bool] = None,
         device: str = "cpu",
         unpack_dir: Optional[os.PathLike] = None,
         **decode_options,
@@ -97,11 +105,24 @@ class TargetSpeakerASR:
                                            **decode_options)
         self.fs = self.speech2text.fs
         self._vad = None  # silero-vad, loaded on the first long recording
-        self.speaker_encoder = None
-        if getattr(self.speech2text.model, "spk_conditioner", None) is not None:
-            self.speaker_encoder, spk_conf = self._speaker_encoder(spk_model_dir, search_root, model, device)
-            if spk_conf["sample_rate"] != self.fs:
-                raise ValueError(f"speaker encoder works at {spk_conf['sample_rate']} Hz, the ASR model at {self.fs} Hz")
+        self.speaker_encoder, self.presence = None, None
+        needs_embedding = getattr(self.speech2text.model, "spk_conditioner", None) is not None
+        if needs_embedding or presence_gate is not False:
+            spk_dir = self._speaker_dir(spk_model_dir, search_root, model, required=needs_embedding or bool(presence_gate))
+            gate_file = None if spk_dir is None else spk_dir / PRESENCE_FILE
+            if presence_gate and not gate_file.is_file():
+                raise FileNotFoundError(f"{gate_file}: missing; stage 4 chooses the presence gate on dev "
+                                        "(diffasr.bin.spk_presence choose)")
+            use_gate = presence_gate is not False and gate_file is not None and gate_file.is_file()
+            if needs_embedding or use_gate:
+                from diffasr.speaker.model import load_trained_encoder  # SpeechBrain: only when used
+
+                self.speaker_encoder, spk_conf = load_trained_encoder(spk_dir, device)
+                if spk_conf["sample_rate"] != self.fs:
+                    raise ValueError(f"speaker encoder works at {spk_conf['sample_rate']} Hz, the ASR model at {self.fs} Hz")
+            if use_gate:
+                self.presence = PresenceCheck(PresenceGate.load(gate_file), self.speaker_encoder, self.fs)
+                logger.info("presence gate %s: threshold %.3f", gate_file, self.presence.gate.threshold)
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -125,19 +146,21 @@ class TargetSpeakerASR:
         return config, checkpoint
 
     @staticmethod
-    def _speaker_encoder(spk_model_dir, search_root: Path, model: Path, device: str):
-        if spk_model_dir is None:
-            pattern_dirs = [d for d in _speaker_dirs(search_root)
-                            if model.suffix == ".zip" or d.name.startswith("spk_")]
-            if len(pattern_dirs) != 1:
-                raise ValueError(
-                    f"{model} is speaker-conditioned; pass spk_model_dir (found "
-                    f"{len(pattern_dirs)} speaker encoders under {search_root}: {pattern_dirs[:3]})"
-                )
-            spk_model_dir = pattern_dirs[0]
-        from diffasr.speaker.model import load_trained_encoder  # SpeechBrain: only for embedding models
-
-        return load_trained_encoder(spk_model_dir, device)
+    def _speaker_dir(spk_model_dir, search_root: Path, model: Path, required: bool) -> Optional[Path]:
+        """The speaker encoder's dir: given, packed in the zip, or the only ``spk_*`` beside
+        the experiment; None where it is not required and there is not exactly one."""
+        if spk_model_dir is not None:
+            return Path(spk_model_dir)
+        pattern_dirs = [d for d in _speaker_dirs(search_root)
+                        if model.suffix == ".zip" or d.name.startswith("spk_")]
+        if len(pattern_dirs) == 1:
+            return pattern_dirs[0]
+        if required:
+            raise ValueError(
+                f"{model} needs a speaker encoder (speaker-conditioned, or presence_gate=True); pass "
+                f"spk_model_dir (found {len(pattern_dirs)} speaker encoders under {search_root}: {pattern_dirs[:3]})"
+            )
+        return None
 
     # ------------------------------------------------------------------ use
     def read(self, audio: Audio, what: str) -> np.ndarray:
@@ -183,11 +206,31 @@ class TargetSpeakerASR:
                enrollment: Union[None, Enrollment, List[Enrollment]] = None,
                names: Optional[List[str]] = None) -> List[Recognition]:
         """Decode a batch of sample arrays (each within the model's maximum duration),
-        with one enrollment for all or one per segment."""
+        with one enrollment for all or one per segment. With the presence gate, a segment in
+        which the enrolled voice is not found is not decoded: its Recognition is empty."""
         if self.takes_enrollment and enrollment is None:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-        return longform.decode_segments(self.speech2text, segments, enrollment if self.takes_enrollment else None,
-                                        names)
+        if not self.takes_enrollment:
+            return longform.decode_segments(self.speech2text, segments, None, names)
+        enrollments = enrollment if isinstance(enrollment, list) else [enrollment] * len(segments)
+        found = list(range(len(segments)))
+        if self.presence is not None:
+            found = []
+            for i, (samples, enrolled) in enumerate(zip(segments, enrollments)):
+                score = self.presence.score(samples, enrolled.embed[0].numpy())
+                if self.presence.gate.present(score):
+                    found.append(i)
+                else:
+                    logger.info("%s: the enrolled voice was not found (presence %.3f < %.3f)",
+                                names[i] if names else f"segment {i}", score, self.presence.gate.threshold)
+        out = [Recognition.nothing() for _ in segments]
+        if found:
+            decoded = longform.decode_segments(self.speech2text, [segments[i] for i in found],
+                                               [enrollments[i] for i in found],
+                                               [names[i] for i in found] if names else None)
+            for i, recognition in zip(found, decoded):
+                out[i] = recognition
+        return out
 
     # Options a caller may change per request, and the modes a diffusion model decodes in.
     REQUEST_MODES = ("diffusion", "ctc_greedy")

@@ -123,3 +123,25 @@ def test_cli_startup_bench_times_a_fresh_transcribe_process(packed, tmp_path):
     with pytest.raises(SystemExit, match="failed"):
         bench.main(["--model", str(tmp_path / "nowhere.zip"), "--data_dir", str(data), "--seconds", "1",
                     "--repeats", "1", "--output", str(out)])
+
+
+def test_the_presence_gate_answers_nothing_for_a_voice_it_does_not_find(packed, tmp_path):
+    from diffasr.speaker.presence import PresenceCheck, PresenceGate
+
+    _, mixture, enroll, exp = packed
+    spk = tmp_path / "spk_gate"
+    shutil.copytree(exp.parent / "spk_tiny", spk)
+    load = lambda **kw: TargetSpeakerASR(exp, spk_model_dir=spk, inference_model="4epoch.pth", steps=4, **kw)
+    plain = load()  # no presence.yaml beside the speaker encoder: no gate
+    assert plain.presence is None
+    with pytest.raises(FileNotFoundError, match="presence.yaml"):
+        load(presence_gate=True)
+    samples = soundfile.read(mixture, dtype="float32")[0]
+    score = PresenceCheck(PresenceGate(threshold=0.0), plain.speaker_encoder, plain.fs).score(
+        samples, plain.enroll(enroll).embed[0].numpy())
+    assert score < 0.999
+    PresenceGate(threshold=1.0).save(spk / "presence.yaml")  # no window can reach it
+    assert load().transcribe(mixture, enrollment=enroll).text == ""
+    assert load(presence_gate=False).transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
+    PresenceGate(threshold=score - 0.01).save(spk / "presence.yaml")
+    assert load().transcribe(mixture, enrollment=enroll).text == TARGET_TEXT

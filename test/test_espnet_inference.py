@@ -303,3 +303,63 @@ def test_the_builders_espnet_names_are_espnets_own_classes():
             assert getattr(task, f"{kind}_choices").get_class(name) is builder.class_of(kind, name)
     with pytest.raises(ValueError, match="spk_conditioner must be one of"):
         builder.class_of("spk_conditioner", "xvector")
+
+
+def _presence_inputs(corpus, tmp_path, present):
+    """Window embeddings in which the utterances ``present`` hold their own enrollment's
+    voice (cosine 1) and the others only voices unlike it, and a gate at cosine 0.5."""
+    from diffasr.speaker.presence import PresenceGate, write_window_shape
+
+    enroll = dict(kaldiio.load_scp(str(corpus / "enroll_embed.scp")))
+    rng = np.random.default_rng(1)
+    windows = {}
+    for utt, embed in enroll.items():
+        unit = embed / np.linalg.norm(embed)
+        others = rng.standard_normal((3, EMBED_DIM))
+        others -= np.outer(others @ unit, unit)  # orthogonal to the enrollment: cosine 0
+        others /= np.linalg.norm(others, axis=1, keepdims=True)
+        windows[utt] = np.vstack([others, unit[None]] if utt in present else [others]).astype(np.float32)
+    data = tmp_path / "windows"
+    data.mkdir()
+    kaldiio.save_ark(str(data / "window_embed.ark"), windows, scp=str(data / "window_embed.scp"))
+    write_window_shape(data, 1.5, 0.5)
+    PresenceGate(threshold=0.5).save(tmp_path / "presence.yaml")
+    hyps = {line.split()[0]: " ".join(reversed(line.split()[1:]))
+            for line in (corpus / "text").read_text().splitlines()}
+    (tmp_path / "hyp").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()))
+    return hyps, ["--presence_gate", str(tmp_path / "presence.yaml"), "--window_embed", str(data / "window_embed.scp"),
+                  "--decode_mode", "deliberation", "--deliberation_hyp", str(tmp_path / "hyp"), "--mask_ratio", "0",
+                  "--canvas_margin", "0"]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "3"])
+def test_the_presence_gate_empties_the_utterances_whose_voice_it_does_not_find(corpus, diffusion_exp, tmp_path,
+                                                                              batch_size):
+    utts = sorted(line.split()[0] for line in (corpus / "wav.scp").read_text().splitlines())
+    present = set(utts[::2])
+    hyps, gate = _presence_inputs(corpus, tmp_path, present)
+    # deliberation with nothing masked returns its input: the decoded utterances keep their words
+    out = _decode(corpus, diffusion_exp, tmp_path / "out", *gate, "--batch_size", batch_size)
+    assert out == {u: (hyps[u] if u in present else "") for u in utts}
+    flags = dict(line.split()[::2] for line in (tmp_path / "out/presence").read_text().splitlines())
+    assert flags == {u: str(int(u in present)) for u in utts}
+
+
+def test_the_presence_gate_reads_the_enrollment_the_decode_uses(corpus, diffusion_exp, tmp_path):
+    utts = sorted(line.split()[0] for line in (corpus / "wav.scp").read_text().splitlines())
+    hyps, gate = _presence_inputs(corpus, tmp_path, set(utts))  # every voice is its own enrollment's
+    assert _decode(corpus, diffusion_exp, tmp_path / "own", *gate) == hyps
+    # another speaker's enrollment is in none of the mixtures: nothing is decoded
+    rotated = _decode(corpus, diffusion_exp, tmp_path / "rotated", *gate, "--enrollment_override", "rotate",
+                      "--utt2spk", str(corpus / "utt2spk"))
+    assert rotated == {u: "" for u in utts}
+
+
+def test_the_presence_gate_needs_its_window_embeddings_and_the_enrollment_embedding(corpus, diffusion_exp, tmp_path):
+    _, gate = _presence_inputs(corpus, tmp_path, set())
+    with pytest.raises(ValueError, match="go together"):
+        _decode(corpus, diffusion_exp, tmp_path / "a", *gate[:2])
+    with pytest.raises(ValueError, match="enroll_embed.scp,enroll_embed,kaldi_ark"):
+        asr_inference.main(["--output_dir", str(tmp_path / "b"), "--asr_train_config", str(diffusion_exp / "config.yaml"),
+                            "--asr_model_file", str(diffusion_exp / "1epoch.pth"),
+                            "--data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound", *gate])

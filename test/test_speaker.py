@@ -334,3 +334,104 @@ def test_bench_scores_same_trials_for_both_systems(corpus, trained_model, tmp_pa
     assert all(0 <= float(r["eer_percent"]) <= 100 for r in rows)
     printed = capsys.readouterr().out
     assert "resemblyzer" in printed and "eer_percent" in printed
+
+
+# ---------------------------------------------------------------- stage 4 (presence gate)
+
+def test_presence_threshold_loses_at_most_the_allowed_share_and_catches_what_lies_below():
+    from diffasr.speaker.presence import choose_threshold
+
+    present = np.linspace(0.0, 0.99, 100)  # 0.00, 0.01, ... 0.99
+    absent = np.array([-0.5, 0.005, 0.025, 0.5])
+    figures = choose_threshold(present, absent, max_lost=0.03)
+    assert figures["threshold"] == pytest.approx(0.03)  # 0.00, 0.01, 0.02 fall below it
+    assert figures["present_lost"] == pytest.approx(0.03) and figures["absent_caught"] == pytest.approx(0.75)
+    assert choose_threshold(present, absent, max_lost=0.0)["present_lost"] == 0.0
+    with pytest.raises(ValueError, match="target-absent"):
+        choose_threshold(present, [], 0.03)
+
+
+def test_presence_windows_cover_the_whole_recording():
+    from diffasr.speaker.presence import windows
+
+    samples = np.arange(16000 * 4, dtype=np.float32)
+    cut = windows(samples, SR, 1.5, 0.5)
+    assert cut.shape == (6, 24000)  # starts 0, 0.5, ... 2.0 s and one ending at 4.0 s
+    assert cut[0, 0] == 0 and cut[-1, -1] == samples[-1] and cut[1, 0] == 8000
+    assert windows(samples[:8000], SR, 1.5, 0.5).shape == (1, 8000)  # shorter than a window: itself
+
+
+def test_presence_gate_file_round_trips_and_bad_values_are_refused(tmp_path):
+    from diffasr.speaker.presence import PresenceGate
+
+    PresenceGate(threshold=0.25, window_seconds=2.0).save(tmp_path / "presence.yaml", {"absent_caught": 0.5})
+    assert PresenceGate.load(tmp_path) == PresenceGate(threshold=0.25, window_seconds=2.0)
+    with pytest.raises(ValueError, match="cosine"):
+        PresenceGate(threshold=3.0)
+    with pytest.raises(FileNotFoundError, match="stage 4"):
+        PresenceGate.load(tmp_path / "nothing")
+
+
+def test_presence_stage_embeds_windows_and_chooses_the_threshold_on_absent_examples(corpus, trained_model, tmp_path):
+    from diffasr.bin.spk_presence import main as spk_presence
+    from diffasr.datadir import write_jsonl
+    from diffasr.speaker.presence import PresenceGate, windows
+
+    data = make_mixture_dir(tmp_path / "dev", corpus[0])
+    utts = sorted(read_kv(data / "wav.scp"))
+    # the first utterance's enrollment is declared absent (its record has no target utterance)
+    write_jsonl(data / "mixture.jsonl", [{"utt": u, "target": {"utt": None if u == utts[0] else u}} for u in utts])
+    assert spk_presence(["choose", "--model_dir", str(trained_model), "--data_dir", str(data)]) == 1  # not embedded
+    assert spk_embed_main(trained_model, data, tmp_path / "embed") == 0
+    assert spk_presence(["embed", "--model_dir", str(trained_model), "--data_dir", str(data),
+                         "--output_dir", str(tmp_path / "windows"), "--window_seconds", "0.5",
+                         "--hop_seconds", "0.25"]) == 0
+    stored = dict(kaldiio.load_scp(str(data / "window_embed.scp")))
+    for utt, path in read_kv(data / "wav.scp").items():
+        audio, _ = sf.read(path, dtype="float32")
+        assert stored[utt].shape == (len(windows(audio, SR, 0.5, 0.25)), 192)
+        assert np.allclose(np.linalg.norm(stored[utt], axis=1), 1.0, atol=1e-5)
+    assert spk_presence(["choose", "--model_dir", str(trained_model), "--data_dir", str(data),
+                         "--max_lost", "0.0"]) == 0
+    gate = PresenceGate.load(trained_model)
+    assert (gate.window_seconds, gate.hop_seconds) == (0.5, 0.25)
+    scores = {u: float(s) for u, s in read_kv(trained_model / "presence_scores").items()}
+    assert gate.threshold == pytest.approx(min(s for u, s in scores.items() if u != utts[0]), abs=1e-4)
+
+
+def spk_embed_main(model_dir, data_dir, out):
+    from diffasr.bin.spk_embed import main as spk_embed
+
+    return spk_embed(["--model_dir", str(model_dir), "--data_dir", str(data_dir), "--output_dir", str(out)])
+
+
+def test_overlap_augmentation_adds_another_speaker_at_the_drawn_ratio():
+    from diffasr.speaker.train import overlap
+
+    rng = np.random.default_rng(0)
+    wavs = torch.from_numpy(0.1 * rng.standard_normal((6, 4000)).astype(np.float32))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    mixed = overlap(wavs, labels, 1.0, (6.0, 6.0), np.random.default_rng(1))
+    for i in range(6):
+        added = mixed[i] - wavs[i]
+        # the added signal is a scaled crop of a speaker other than i's
+        sources = [j for j in range(6) if torch.allclose(added, wavs[j] * (added @ wavs[j]) / (wavs[j] @ wavs[j]),
+                                                          atol=1e-5)]
+        assert sources and all(labels[j] != labels[i] for j in sources)
+        assert 10 * torch.log10(wavs[i].pow(2).mean() / added.pow(2).mean()).item() == pytest.approx(6.0, abs=1e-3)
+    assert torch.equal(overlap(wavs, labels, 0.0, (6.0, 6.0), np.random.default_rng(1)), wavs)
+
+
+def test_one_embedding_call_for_several_sets_writes_what_separate_calls_write(corpus, trained_model, tmp_path):
+    from diffasr.bin.spk_embed import main as spk_embed
+
+    a, b = make_mixture_dir(tmp_path / "a", corpus[0]), make_mixture_dir(tmp_path / "b", corpus[0])
+    assert spk_embed(["--model_dir", str(trained_model), "--data_dir", str(a), str(b),
+                      "--output_dir", str(tmp_path / "ea"), str(tmp_path / "eb")]) == 0
+    together = {d: dict(kaldiio.load_scp(str(d / "enroll_embed.scp"))) for d in (a, b)}
+    assert spk_embed_main(trained_model, b, tmp_path / "alone") == 0
+    alone = dict(kaldiio.load_scp(str(b / "enroll_embed.scp")))
+    assert together[b].keys() == alone.keys() == together[a].keys()
+    assert all(np.allclose(together[b][u], alone[u], atol=1e-6) for u in alone)
+    assert spk_embed(["--model_dir", str(trained_model), "--data_dir", str(a), str(b),
+                      "--output_dir", str(tmp_path / "ea")]) == 2  # one output dir per set

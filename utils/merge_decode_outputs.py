@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 # What diffasr.inference.decode_set writes (words.ctm: long-form decoding only).
-KEYED_FILES = ("text", "token", "timing", "word_confidence.ctm", "remasked", "token_uncertainty", "words.ctm")
+KEYED_FILES = ("text", "token", "timing", "word_confidence.ctm", "remasked", "token_uncertainty", "words.ctm",
+              "presence")
 
 
 def main() -> int:

@@ -36,6 +36,12 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--enrollment_override", type=str_or_none, default=None, choices=["rotate", None],
                        help="rotate: decode with another speaker's enrollment (embedding and audio)")
     group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enrollment_override")
+    group.add_argument("--presence_gate", type=str_or_none, default=None,
+                       help="the speaker encoder's presence.yaml (stage 4): utterances whose enrolled voice "
+                       "it does not find get an empty hypothesis, undecoded")
+    group.add_argument("--window_embed", type=str_or_none, default=None,
+                       help="the set's window_embed.scp (stage 4) for --presence_gate; needs enroll_embed "
+                       "among the data options")
     group.add_argument("--long_form", type=str2bool, default=False,
                        help="split each recording at its pauses (silero-vad) and decode the segments; "
                        "also writes words.ctm with times")

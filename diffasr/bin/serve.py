@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from diffasr.serve.app import API_KEY_ENV, ServeOptions
+from diffasr.speaker import GATE_CHOICES, add_presence_argument
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_model", default="valid.loss.ave.pth", help="checkpoint of an experiment dir")
     parser.add_argument("--spk_model_dir", default=None, help="speaker encoder (default: packed / exp/spk_*)")
     parser.add_argument("--decode_config", default=None, help="default decode options (a conf/decode/*.yaml)")
+    add_presence_argument(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     defaults = ServeOptions()
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     try:
         asr = TargetSpeakerASR(
             args.model, spk_model_dir=args.spk_model_dir, inference_model=args.inference_model,
+            presence_gate=GATE_CHOICES[args.presence_gate],
             device="cuda" if args.ngpu > 0 else "cpu", **load_decode_config(args.decode_config),
         )
         app = build_app(asr, options, model_name=Path(args.model).stem)

@@ -24,6 +24,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from diffasr.speaker import GATE_CHOICES, add_presence_argument
+
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode_config", default=None, help="a conf/decode/*.yaml (default: 8-step diffusion)")
     parser.add_argument("--spk_model_dir", default=None, help="speaker encoder (default: packed / exp/spk_*)")
     parser.add_argument("--inference_model", default="valid.loss.ave.pth", help="checkpoint of an experiment dir")
+    add_presence_argument(parser)
     parser.add_argument("--unpack_dir", default=None, help="where a zip is unpacked (default: beside it)")
     parser.add_argument("--ngpu", type=int, default=0, help="0: CPU")
     parser.add_argument("--long_form", action="store_true",
@@ -55,6 +58,7 @@ def main(argv=None) -> int:
     try:
         asr = TargetSpeakerASR(
             args.model, spk_model_dir=args.spk_model_dir, inference_model=args.inference_model,
+            presence_gate=GATE_CHOICES[args.presence_gate],
             device="cuda" if args.ngpu > 0 else "cpu", unpack_dir=args.unpack_dir,
             **load_decode_config(args.decode_config),
         )

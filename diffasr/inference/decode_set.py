@@ -11,6 +11,8 @@ Writes, sorted by utterance, into the output dir:
 - ``token_uncertainty``    ``<utt> <index> <TOKEN> <probability> <entropy> <flips>`` (diffusion
                            sampler: commit probability, predictive entropy in nats, and how
                            often the position's prediction changed before it was committed)
+- ``presence``             ``<utt> <presence score> <1: decoded | 0: target not found>`` (with
+                           ``presence_gate``: ``diffasr.speaker.presence``)
 """
 
 import logging
@@ -28,6 +30,7 @@ from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
 from diffasr.espnet2.enrollment import ENROLL_EMBED, ENROLL_SPEECH, Enrollment, prepare
 from diffasr.scoring.uncertainty import words_with_confidence
+from diffasr.speaker.presence import PresenceGate, check_window_shape, presence_score
 
 
 from diffasr.inference.options import DecodeOptions
@@ -127,6 +130,28 @@ class RotatedEnrollment:
         return Enrollment.stack([one(o) for o in others], keys)
 
 
+class WindowPresence:
+    """The presence gate over a set's window embeddings, computed once by stage 4
+    (the decode reads cached encoder frames, not the audio they were made of)."""
+
+    def __init__(self, gate: str, window_embed: str):
+        self.gate = PresenceGate.load(gate)
+        check_window_shape(self.gate, Path(window_embed).parent)
+        self.path = window_embed
+        self.windows = kaldiio.load_scp(window_embed)
+
+    def scores(self, keys: Sequence[str], enrollment: Enrollment) -> list:
+        if enrollment.embed is None:
+            raise ValueError("--presence_gate compares the mixture with the enrollment's speaker embedding: "
+                             "add <set>/enroll_embed.scp,enroll_embed,kaldi_ark to the data options")
+        out = []
+        for key, embed in zip(keys, enrollment.embed.float().cpu().numpy()):
+            if key not in self.windows:
+                raise ValueError(f"{self.path}: no window embeddings for utterance '{key}' (rerun stage 4)")
+            out.append(presence_score(self.windows[key], embed))
+        return out
+
+
 def inference(
     output_dir: str,
     data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
@@ -140,8 +165,14 @@ def inference(
     enrollment_override: Optional[str] = None,
     utt2spk: Optional[str] = None,
     long_form: bool = False,
+    presence_gate: Optional[str] = None,
+    window_embed: Optional[str] = None,
 ) -> None:
-    """Decode every utterance of the data options and write the output files."""
+    """Decode every utterance of the data options and write the output files.
+
+    With ``presence_gate`` (a ``presence.yaml``) and the set's ``window_embed`` scp, an
+    utterance whose enrolled voice the gate does not find in the mixture is not decoded and
+    gets an empty hypothesis."""
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     options = options or DecodeOptions()
@@ -149,7 +180,12 @@ def inference(
     device = "cuda" if ngpu > 0 else "cpu"
     speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, options=options)
     check_inputs(data_path_and_name_and_type, key_file, speech2text.fs)
+    if (presence_gate is None) != (window_embed is None):
+        raise ValueError("--presence_gate and --window_embed go together")
     if long_form:
+        if presence_gate is not None:
+            raise ValueError("--long_form does not take --presence_gate: its recordings have no window "
+                             "embeddings of their segments (the API, diffasr.bin.transcribe, gates each)")
         if enrollment_override is not None:
             raise ValueError("--long_form does not take --enrollment_override")
         results = long_form_inference(speech2text, data_path_and_name_and_type, key_file, batch_size,
@@ -179,19 +215,35 @@ def inference(
         inference=True,
     )
 
+    gate = None if presence_gate is None else WindowPresence(presence_gate, window_embed)
     results: Dict[str, Tuple[Recognition, float, float]] = {}
+    presence: Dict[str, Tuple[float, bool]] = {}
     started = time.perf_counter()
     for keys, batch in loader:
         batch = to_device(batch, device)
         enrollment = Enrollment.from_batch(batch, keys) if override is None else override(keys)
+        found = [True] * len(keys)
+        if gate is not None:
+            scores = gate.scores(keys, enrollment)
+            found = [gate.gate.present(score) for score in scores]
+            presence.update(zip(keys, zip(scores, found)))
         tic = time.perf_counter()
-        recognitions = speech2text(batch["speech"], batch["speech_lengths"], enrollment, keys)
+        # A batch with a found target is decoded whole; the others' hypotheses are dropped.
+        recognitions = (speech2text(batch["speech"], batch["speech_lengths"], enrollment, keys)
+                        if any(found) else [Recognition.nothing()] * len(keys))
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
-        for key, recognition, samples in zip(keys, recognitions, batch["speech_lengths"].tolist()):
+        for key, recognition, samples, here in zip(keys, recognitions, batch["speech_lengths"].tolist(), found):
+            if not here:
+                recognition = Recognition.nothing()
+                logging.info(f"{key}: the enrolled voice was not found (presence {presence[key][0]:.3f} < "
+                             f"{gate.gate.threshold:.3f}): empty hypothesis")
             results[key] = (recognition, share, samples / speech2text.fs)
         logging.info(f"decoded {len(results)} utterances ({time.perf_counter() - started:.1f} s); "
-                     f"{keys[0]}: {recognitions[0].text}")
+                     f"{keys[0]}: {results[keys[0]][0].text}")
     write_outputs(Path(output_dir), results)
+    if presence:
+        with (Path(output_dir) / "presence").open("w", encoding="utf-8") as f:
+            f.writelines(f"{k} {score:.4f} {int(here)}\n" for k, (score, here) in sorted(presence.items()))
     logging.info(f"wrote {len(results)} utterances to {output_dir}")
 
 

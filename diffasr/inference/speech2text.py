@@ -54,6 +54,11 @@ class Recognition:
     num_remasked: Optional[int] = None  # deliberation: tokens re-denoised
     canvas_length: Optional[int] = None  # deliberation: canvas positions
 
+    @classmethod
+    def nothing(cls) -> "Recognition":
+        """The answer for a target the presence gate did not find."""
+        return cls(text="", tokens=[], token_ids=[], confidences=[])
+
 
 class Speech2Text:
     """Batch speech (+ enrollment) to text, tokens and token confidences::

@@ -18,3 +18,16 @@ def __getattr__(name: str):
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+# The presence gate's command-line option (diffasr.speaker.presence), declared here, where a
+# parser can read it without numpy or torch (the tools answer --help at once).
+GATE_CHOICES = {"auto": None, "true": True, "false": False}
+
+
+def add_presence_argument(parser) -> None:
+    """``--presence_gate`` of the command-line tools that load a model (transcribe, serve)."""
+    parser.add_argument("--presence_gate", choices=sorted(GATE_CHOICES), default="auto",
+                        help="auto: leave undecoded (empty) a mixture or segment in which the speaker "
+                             "encoder does not find the enrolled voice, where stage 4 chose a threshold "
+                             "(presence.yaml beside the speaker encoder); true: require it; false: never")

@@ -41,6 +41,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "batches_per_epoch": None,  # None: enough batches to draw each utterance about once
     "crop_seconds": 2.0,
     "augment_snr_db": None,  # [low, high]: add white noise at a random SNR to training crops
+    # {share, sir_db: [low, high]}: that share of the crops gets another speaker of the batch
+    # talking over it at a drawn ratio (the label unchanged; train.overlap)
+    "overlap_augment": None,
     "optim": {"lr": 0.002, "weight_decay": 2.0e-5},
     "scheduler": {"pct_start": 0.15},  # OneCycleLR over all training steps
     "grad_clip": 5.0,

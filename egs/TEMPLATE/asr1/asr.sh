@@ -42,6 +42,10 @@ bpemode=unigram         # unigram | bpe | char
 use_speaker=true        # false: plain single-speaker ASR, no speaker encoder or enrollment (stages 3-4 skipped)
 spk_config=conf/spk/ecapa_aam.yaml  # stage 3 config (AAM-softmax or triplet)
 spk_exp=                # speaker experiment dir (default: exp/spk_<config name>)
+presence_gate=true      # stage 4 chooses on ${valid_set} (if it has target-absent examples) a threshold on the
+                        #   speaker encoder's similarity of the mixture's windows to the enrollment; stage 6
+                        #   then leaves undecoded, with an empty hypothesis, an utterance whose voice it does not find
+presence_max_lost=0.03  #   the largest share of ${valid_set}'s present targets the gate may empty
 
 # ASR
 asr_configs="conf/tuning/train_diffusion_conformer.yaml"  # one experiment per config
@@ -259,13 +263,28 @@ fi
 # ---------------------------------------------------------------------------
 if want 4 && ${use_speaker}; then
   stage_begin 4 "Enrollment speaker embeddings with ${spk_exp}"
-  for dset in ${train_set} ${valid_set} ${test_sets}; do
-    ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/embed/${dset}/embed.log" \
-      ${python} -m diffasr.bin.spk_embed --model_dir "${spk_exp}" --data_dir "data/${dset}" \
-        --output_dir "${spk_exp}/embed/${dset}" --ngpu "${ngpu}"
+  # One process for all sets (the model is loaded once).
+  sets=(${train_set} ${valid_set} ${test_sets})
+  mkdir -p "${spk_exp}/embed"
+  ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/embed/embed.log" \
+    ${python} -m diffasr.bin.spk_embed --model_dir "${spk_exp}" --data_dir "${sets[@]/#/data/}" \
+      --output_dir "${sets[@]/#/${spk_exp}/embed/}" --ngpu "${ngpu}"
+  for dset in "${sets[@]}"; do
     ${python} utils/stage_inputs.py record "${spk_exp}/embed/${dset}/inputs.json" \
       "${spk_exp}/model.pt" "${spk_exp}/config.yaml" "data/${dset}/enroll.scp"
   done
+  rm -f "${spk_exp}/presence.yaml"  # a gate chosen on other embeddings must not outlive them
+  if ${presence_gate} && [ -n "$(${python} -m diffasr.bin.spk_presence absent --data_dir "data/${valid_set}")" ]; then
+    sets=(${valid_set} ${test_sets})  # the sets stage 6 decodes
+    mkdir -p "${spk_exp}/presence"
+    ${cuda_cmd} --gpu "${ngpu}" "${spk_exp}/presence/embed.log" \
+      ${python} -m diffasr.bin.spk_presence embed --model_dir "${spk_exp}" --data_dir "${sets[@]/#/data/}" \
+        --output_dir "${sets[@]/#/${spk_exp}/presence/}" --ngpu "${ngpu}"
+    ${python} -m diffasr.bin.spk_presence choose --model_dir "${spk_exp}" --data_dir "data/${valid_set}" \
+      --max_lost "${presence_max_lost}"
+  elif ${presence_gate}; then
+    log "data/${valid_set} has no target-absent examples: no presence gate (stage 6 decodes every utterance)"
+  fi
   stage_end 4
 fi
 
@@ -426,6 +445,13 @@ rotated() {
   return 1
 }
 
+# Is a set decoded through the presence gate (stage 4 chose one and embedded the set's windows)?
+# Not in long form: the recipe has no window embeddings of a recording's segments.
+gated() {
+  ${presence_gate} && ${use_speaker} && ! ${long_form} && [ -f "${spk_exp}/presence.yaml" ] \
+    && [ -f "data/$1/window_embed.scp" ]
+}
+
 # decode_set <exp> <its trained config> <decode config> <decode tag> <set> [asr_inference options]:
 # one set decoded with nj jobs into <exp>/<decode tag>/<set>.
 decode_set() {
@@ -438,6 +464,10 @@ decode_set() {
   rm -rf "${logdir}"/output.* "${logdir}"/keys.*.scp
   mkdir -p "${logdir}"
   render_inference_config "${inference_config}" "${dset}" "${logdir}/decode.yaml"
+  local gate_args=()
+  if gated "${dset}"; then
+    gate_args=(--presence_gate "${spk_exp}/presence.yaml" --window_embed "data/${dset}/window_embed.scp")
+  fi
   n=$(min "${nj}" "$(wc -l <"data/${dset}/wav.scp")")
   ${python} utils/split_scp.py "data/${dset}/wav.scp" "${logdir}" "${n}"
   # shellcheck disable=SC2046,SC2086
@@ -446,12 +476,13 @@ decode_set() {
       --key_file "${logdir}/keys.JOB.scp" $(data_args --data_path_and_name_and_type "${dset}" "${trained_config}" false) \
       --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
       --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
-      --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" "$@"
+      --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" "${gate_args[@]}" "$@"
   ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
   # shellcheck disable=SC2046
   ${python} utils/stage_inputs.py record "${decode_dir}/inputs.json" "${asr_exp}/config.yaml" \
     "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" \
-    $(ls "data/${dset}"/{wav,enroll,enroll_embed}.scp 2>/dev/null)
+    $(ls "data/${dset}"/{wav,enroll,enroll_embed,window_embed}.scp 2>/dev/null) \
+    $(gated "${dset}" && echo "${spk_exp}/presence.yaml")
   stage_end 6
 }
 
@@ -526,7 +557,8 @@ if want 8; then
     provenance=${asr_exp}/provenance.json
     ${python} utils/stage_inputs.py provenance "${provenance}" "${asr_exp}/config.yaml" "${asr_exp}/${inference_model}"
     options=
-    for file in "${provenance}" "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml"; do
+    for file in "${provenance}" "${bpemodel}" "${stats_dir}/train/feats_stats.npz" "${spk_exp}/model.pt" "${spk_exp}/config.yaml" \
+        "${spk_exp}/presence.yaml"; do
       [ -f "${file}" ] && options+=" --option ${file}"
     done
     # shellcheck disable=SC2086
