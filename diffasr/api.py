@@ -107,7 +107,10 @@ class TargetSpeakerASR:
         self._vad = None  # silero-vad, loaded on the first long recording
         self.speaker_encoder, self.presence = None, None
         needs_embedding = getattr(self.speech2text.model, "spk_conditioner", None) is not None
-        if needs_embedding or presence_gate is not False:
+        self._takes_enrollment = needs_embedding or self.speech2text.model.needs_enrollment_audio()
+        if presence_gate and not self._takes_enrollment:
+            raise ValueError(f"{model} takes no speaker input: there is no enrolled voice to gate on")
+        if needs_embedding or (presence_gate is not False and self._takes_enrollment):
             spk_dir = self._speaker_dir(spk_model_dir, search_root, model, required=needs_embedding or bool(presence_gate))
             gate_file = None if spk_dir is None else spk_dir / PRESENCE_FILE
             if presence_gate and not gate_file.is_file():
@@ -187,7 +190,7 @@ class TargetSpeakerASR:
     @property
     def takes_enrollment(self) -> bool:
         """Whether the model is told whose speech to transcribe."""
-        return self.speaker_encoder is not None or self.speech2text.model.needs_enrollment_audio()
+        return self._takes_enrollment
 
     def enroll(self, enrollment: Audio) -> Enrollment:
         """What the model needs of an enrollment, computed once: the speaker embedding
@@ -217,6 +220,10 @@ class TargetSpeakerASR:
         if self.presence is not None:
             found = []
             for i, (samples, enrolled) in enumerate(zip(segments, enrollments)):
+                if enrolled.embed is None:
+                    raise ValueError("the presence gate compares the mixture with the enrollment's speaker "
+                                     "embedding, and this enrollment has none (enrolled without the speaker "
+                                     "encoder?): enroll the speaker again")
                 score = self.presence.score(samples, enrolled.embed[0].numpy())
                 if self.presence.gate.present(score):
                     found.append(i)

@@ -74,6 +74,10 @@ def load_config(path: os.PathLike) -> Dict[str, Any]:
     conf = _merge(DEFAULT_CONFIG, user, str(path))
     if conf["loss"] not in ("aam", "triplet"):
         raise ValueError(f"{path}: loss must be 'aam' or 'triplet', got '{conf['loss']}'")
+    overlap = conf["overlap_augment"]
+    if overlap is not None and not (isinstance(overlap, dict) and set(overlap) == {"share", "sir_db"}
+                                    and 0.0 <= float(overlap["share"]) <= 1.0 and len(overlap["sir_db"]) == 2):
+        raise ValueError(f"{path}: overlap_augment is {{share: 0..1, sir_db: [low, high]}}, got {overlap!r}")
     return conf
 
 
