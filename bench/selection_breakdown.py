@@ -21,7 +21,7 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
+import soundfile
 
 from diffasr.datadir import read_jsonl, read_kv, target_absent_utts
 from diffasr.scoring.confusion import follows
@@ -44,8 +44,6 @@ def conditions(data_dir: Path):
 
 
 def _duration(source: dict) -> float:
-    import soundfile
-
     return soundfile.info(source["path"]).duration
 
 

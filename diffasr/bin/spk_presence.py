@@ -16,6 +16,7 @@ from pathlib import Path
 
 import kaldiio
 
+from diffasr.espnet2.enrollment import ENROLL_EMBED
 from diffasr.datadir import DataDirError, read_kv, target_absent_utts, write_kv
 from diffasr.speaker.audio import SpeakerDataError, read_audio
 from diffasr.speaker.embed import write_embeddings
@@ -46,17 +47,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 def scores(data_dir: Path):
     """utt -> presence score, from the set's window and enrollment embeddings."""
-    for name in (WINDOW_EMBED, "enroll_embed"):
-        if not (data_dir / f"{name}.scp").is_file():
-            raise FileNotFoundError(f"{data_dir / (name + '.scp')}: missing (stage 4 writes it)")
-    windows = kaldiio.load_scp(str(data_dir / f"{WINDOW_EMBED}.scp"))
-    enroll = kaldiio.load_scp(str(data_dir / "enroll_embed.scp"))
+    window_scp, enroll_scp = data_dir / f"{WINDOW_EMBED}.scp", data_dir / f"{ENROLL_EMBED}.scp"
+    for scp in (window_scp, enroll_scp):
+        if not scp.is_file():
+            raise FileNotFoundError(f"{scp}: missing (stage 4 writes it)")
+    enroll = kaldiio.load_scp(str(enroll_scp))
     out = {}
-    for lineno, utt in enumerate(read_kv(data_dir / f"{WINDOW_EMBED}.scp"), 1):
+    for lineno, (utt, location) in enumerate(read_kv(window_scp).items(), 1):
         if utt not in enroll:
-            raise DataDirError(f"{data_dir / (WINDOW_EMBED + '.scp')}:{lineno}: utterance '{utt}' has no "
-                               f"enrollment embedding in {data_dir / 'enroll_embed.scp'}")
-        out[utt] = presence_score(windows[utt], enroll[utt])
+            raise DataDirError(f"{window_scp}:{lineno}: utterance '{utt}' has no enrollment embedding in {enroll_scp}")
+        out[utt] = presence_score(kaldiio.load_mat(location), enroll[utt])
     return out
 
 
