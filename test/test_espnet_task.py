@@ -292,3 +292,25 @@ def test_resume_writes_again_the_epoch_model_a_kill_cut_short(tmp_path, caplog):
     rewritten = torch.load(tmp_path / "1epoch.pth", weights_only=True)
     assert torch.equal(rewritten["weight"], trained.weight) and torch.equal(rewritten["bias"], trained.bias)
     assert "1epoch.pth was cut short" in caplog.text
+
+
+def test_the_activity_detector_learns_at_its_own_rate():
+    # frame_transform's TS-VAD is a transformer from scratch: its learning rate is
+    # --detector_lr_scale times the base, apart from the transforms' --enrollment_lr_scale.
+    args = parse(SYSTEMS["ar_whisper_tiny"] + ["--encoder_conf", "conditioning_conf={detector_layers: 1, detector_dim: 16}",
+                                               "--enrollment_lr_scale", "50", "--detector_lr_scale", "5"])
+    args.token_list = token_list_of(args.token_type)
+    model = DiffASRTask.build_model(args)
+    [optimizer] = DiffASRTask.build_optimizers(args, model)
+    base = args.optim_conf["lr"]
+    detector = {id(p) for p in model.encoder.conditioning.detector.parameters()}
+    transforms = {id(model.encoder.conditioning.scale), id(model.encoder.conditioning.bias)}
+    rates = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            kind = "detector" if id(p) in detector else "transforms" if id(p) in transforms else None
+            if kind:
+                rates.setdefault(kind, set()).add(group["lr"] / base)
+    assert rates == {"detector": {5.0}, "transforms": {50.0}}
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad)

@@ -145,13 +145,18 @@ def test_over_long_audio_is_refused_with_the_limit():
         encoder.frozen(torch.zeros(1, 31 * 16000), torch.tensor([31 * 16000]))
 
 
-@pytest.mark.parametrize("kind", ["cross_attention", "frame_transform"])
+@pytest.mark.parametrize("kind,conditioning_conf", [
+    ("cross_attention", {}), ("frame_transform", {}),
+    ("frame_transform", {"detector_layers": 1, "detector_dim": 16}),  # the TS-VAD decides p_t
+])
 @pytest.mark.parametrize("frozen_layers", [2, 4])
-def test_each_conditioning_kind_starts_as_the_unconditioned_encoder_and_then_listens(speech, kind, frozen_layers):
+def test_each_conditioning_kind_starts_as_the_unconditioned_encoder_and_then_listens(
+        speech, kind, conditioning_conf, frozen_layers):
     # At initialisation the output equals the unconditioned encoder's (with the same
     # weights); one optimiser step on a loss that needs the enrollment makes it matter.
     conf = dict(frozen_layers=frozen_layers, adapter_blocks=1, adapter_size=32, enrollment_pool=2)
-    plain, conditioned = _encoder(**conf), _encoder(enrollment=kind, **conf)
+    plain = _encoder(**conf)
+    conditioned = _encoder(enrollment=kind, conditioning_conf=conditioning_conf, **conf)
     conditioned.load_state_dict(plain.state_dict(), strict=False)
     audio = torch.from_numpy(speech[0])[None]
     lengths = torch.tensor([audio.size(1)])
@@ -192,6 +197,23 @@ def test_the_enrollment_is_an_argument_not_state(speech):
         encoder(audio, lengths)
     assert not any(isinstance(v, (torch.Tensor, Enrollment)) and k.startswith("_")
                    for k, v in vars(encoder).items())
+
+
+def test_the_activity_detector_reads_the_enrollment(speech):
+    # The TS-VAD's per-frame probability depends on whose enrollment it is given, and its
+    # options are checked and confined to the kind that has them.
+    encoder = _encoder(enrollment="frame_transform", frozen_layers=2, adapter_blocks=0,
+                       conditioning_conf={"detector_layers": 1, "detector_dim": 16})
+    audio, lengths = torch.from_numpy(speech[0])[None], torch.tensor([len(speech[0])])
+    probabilities = [encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(s)[None]))[2]
+                     for s in speech[:2]]
+    assert probabilities[0].shape == (1, int(encoder.frozen(audio, lengths)[1][0]))
+    assert not torch.allclose(probabilities[0], probabilities[1])
+    with pytest.raises(ValueError, match="detector_layers must be >= 0"):
+        _encoder(enrollment="frame_transform", frozen_layers=2, adapter_blocks=0,
+                 conditioning_conf={"detector_layers": -1})
+    with pytest.raises(ValueError, match="conditioning_conf is for enrollment"):
+        _encoder(enrollment="prefix", frozen_layers=2, adapter_blocks=0, conditioning_conf={"detector_layers": 1})
 
 
 def test_conditioning_kinds_need_a_trainable_point():

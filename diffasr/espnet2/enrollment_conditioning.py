@@ -11,9 +11,10 @@ so that the layers above can pick out the enrolled voice.
 - ``frame_transform`` (DiCoW's frame-level transforms, with the class of each frame
   read from its similarity to the enrollment instead of a diarization): a target
   probability ``p_t`` per frame from the cosine similarity of learned projections of
-  the frame and of the enrollment's mean frame; each point scales and shifts a frame by
-  ``p_t`` of the target transform and ``1 - p_t`` of the non-target one, both starting
-  as the identity (scale 1, bias 0).
+  the frame and of the enrollment's mean frame, or (``detector_layers`` > 0) from a small
+  target-speaker voice-activity detector (``ActivityDetector``, TS-VAD); each point scales
+  and shifts a frame by ``p_t`` of the target transform and ``1 - p_t`` of the non-target
+  one, both starting as the identity (scale 1, bias 0).
 
 (The third kind, ``prefix``, puts the enrollment frames before the mixture's in the
 sequence itself; ``WhisperEncoder`` does that, as it changes the sequence.)
@@ -50,6 +51,44 @@ class GatedCrossAttention(torch.nn.Module):
         return None
 
 
+class ActivityDetector(torch.nn.Module):
+    """Target-speaker voice activity (TS-VAD): the probability [B, T, 1] that the enrolled
+    voice speaks in each mixture frame.
+
+    The enrollment's frames are pooled into their mean and standard deviation (who speaks,
+    not what), which scale and shift the projected mixture frames (FiLM); a few
+    transformer layers then compare each frame with its context, the way a voice is told
+    apart in an overlap: by what it sounds like where it is alone.  A linear cosine of
+    frame and enrollment (``FrameTransform``'s default) sees one frame at a time.
+
+    >>> d = ActivityDetector(width=8, dim=8, layers=1, heads=2)
+    >>> x, e = torch.randn(2, 5, 8), torch.randn(2, 3, 8)
+    >>> pad, epad = torch.zeros(2, 5, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.bool)
+    >>> tuple(d(x, pad, e, epad).shape)
+    (2, 5, 1)
+    """
+
+    def __init__(self, width: int, dim: int = 192, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.frames = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, dim))
+        self.voice = torch.nn.Sequential(torch.nn.LayerNorm(2 * width), torch.nn.Linear(2 * width, 2 * dim))
+        layer = torch.nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=dropout, batch_first=True,
+                                                 norm_first=True)
+        self.context = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = torch.nn.Sequential(torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 1))
+
+    def forward(self, x: torch.Tensor, x_pad: torch.Tensor, enroll: torch.Tensor,
+                enroll_pad: torch.Tensor) -> torch.Tensor:
+        keep = (~enroll_pad).unsqueeze(-1).to(enroll.dtype)
+        count = keep.sum(dim=1).clamp(min=1.0)
+        mean = (enroll * keep).sum(dim=1) / count
+        std = ((((enroll - mean.unsqueeze(1)) ** 2) * keep).sum(dim=1) / count).clamp(min=1e-6).sqrt()
+        scale, shift = self.voice(torch.cat([mean, std], dim=-1)).unsqueeze(1).chunk(2, dim=-1)
+        h = self.frames(x) * (1.0 + scale) + shift
+        h = self.context(h, src_key_padding_mask=x_pad)
+        return torch.sigmoid(self.out(h))
+
+
 class FrameTransform(torch.nn.Module):
     """Per-frame target/non-target scale and bias, mixed by the frame's similarity to the enrollment.
 
@@ -61,12 +100,17 @@ class FrameTransform(torch.nn.Module):
     ((1, 5, 1), True)
     """
 
-    def __init__(self, width: int, num_points: int, speaker_dim: int = 128):
+    def __init__(self, width: int, num_points: int, speaker_dim: int = 128, detector_layers: int = 0,
+                 detector_dim: int = 192):
         super().__init__()
-        self.project = torch.nn.Linear(width, speaker_dim)
-        # cosine similarity -> logit of "this frame is the target's"
-        self.similarity_scale = torch.nn.Parameter(torch.tensor(5.0))
-        self.similarity_bias = torch.nn.Parameter(torch.tensor(0.0))
+        if detector_layers < 0:
+            raise ValueError(f"conditioning_conf detector_layers must be >= 0, got {detector_layers}")
+        self.detector = ActivityDetector(width, detector_dim, detector_layers) if detector_layers > 0 else None
+        if self.detector is None:
+            self.project = torch.nn.Linear(width, speaker_dim)
+            # cosine similarity -> logit of "this frame is the target's"
+            self.similarity_scale = torch.nn.Parameter(torch.tensor(5.0))
+            self.similarity_bias = torch.nn.Parameter(torch.tensor(0.0))
         # [point, class (target, other), width]: scale - 1 and bias, both 0 (the identity)
         self.scale = torch.nn.Parameter(torch.zeros(num_points, 2, width))
         self.bias = torch.nn.Parameter(torch.zeros(num_points, 2, width))
@@ -74,6 +118,8 @@ class FrameTransform(torch.nn.Module):
     def frame_target(self, x: torch.Tensor, x_pad: torch.Tensor, enroll: torch.Tensor,
                      enroll_pad: torch.Tensor) -> torch.Tensor:
         """Probability [B, T, 1] that each mixture frame is the enrolled speaker's."""
+        if self.detector is not None:
+            return self.detector(x, x_pad, enroll, enroll_pad)
         keep = (~enroll_pad).unsqueeze(-1).to(enroll.dtype)
         voice = (enroll * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
         similarity = torch.nn.functional.cosine_similarity(

@@ -50,6 +50,9 @@ from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
 # The parameters that bring the enrollment in (--enrollment_lr_scale).
 ENROLLMENT_PARAMETERS = ("encoder.conditioning.", "encoder.segment", "spk_conditioner.")
+# The target-speaker activity detector among them (--detector_lr_scale): a transformer from
+# scratch, which the transforms' 50x would throw off.
+DETECTOR_PARAMETERS = ("encoder.conditioning.detector.",)
 
 
 def _own(kind: str) -> dict:
@@ -142,6 +145,11 @@ class DiffASRTask(ASRTask):
             "conditioning and segment embeddings, spk_conditioner) over that of the rest: they start "
             "at the identity and have far to go (DiCoW trains its transforms at 100x)",
         )
+        group.add_argument(
+            "--detector_lr_scale", type=float, default=None,
+            help="learning rate of frame_transform's activity detector (conditioning_conf "
+            "detector_layers > 0) over that of the rest (default: --enrollment_lr_scale)",
+        )
 
     @classmethod
     def build_streaming_iterator(cls, data_path_and_name_and_type, preprocess_fn, collate_fn,
@@ -158,23 +166,34 @@ class DiffASRTask(ASRTask):
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module):
         """ESPnet's optimizer, with ``--enrollment_lr_scale`` times the learning rate for the
-        enrollment's modules (``ENROLLMENT_PARAMETERS``)."""
+        enrollment's modules (``ENROLLMENT_PARAMETERS``) and ``--detector_lr_scale`` times it
+        for the activity detector (``DETECTOR_PARAMETERS``)."""
         scale = getattr(args, "enrollment_lr_scale", 1.0)
-        if scale == 1.0:
+        detector_scale = getattr(args, "detector_lr_scale", None)
+        detector_scale = scale if detector_scale is None else detector_scale
+        if scale == 1.0 and detector_scale == 1.0:
             return super().build_optimizers(args, model)
-        if scale <= 0.0:
-            raise ValueError(f"--enrollment_lr_scale must be > 0, got {scale}")
+        for option, value in (("--enrollment_lr_scale", scale), ("--detector_lr_scale", detector_scale)):
+            if value <= 0.0:
+                raise ValueError(f"{option} must be > 0, got {value}")
         from espnet2.tasks.abs_task import optim_classes
 
-        enrollment, rest = [], []
+        detector, enrollment, rest = [], [], []
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                (enrollment if name.startswith(ENROLLMENT_PARAMETERS) else rest).append(parameter)
-        if not enrollment:
+                if name.startswith(DETECTOR_PARAMETERS):
+                    detector.append(parameter)
+                elif name.startswith(ENROLLMENT_PARAMETERS):
+                    enrollment.append(parameter)
+                else:
+                    rest.append(parameter)
+        if not enrollment and not detector:
             raise ValueError("--enrollment_lr_scale is set but the model has no enrollment modules")
         conf = dict(args.optim_conf)
         lr = conf.pop("lr", 1e-3)
-        return [optim_classes[args.optim]([dict(params=rest), dict(params=enrollment, lr=lr * scale)], lr=lr, **conf)]
+        groups = [dict(params=rest)] + [dict(params=p, lr=lr * s) for p, s in
+                                         ((enrollment, scale), (detector, detector_scale)) if p]
+        return [optim_classes[args.optim](groups, lr=lr, **conf)]
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):

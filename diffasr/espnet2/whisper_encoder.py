@@ -74,6 +74,8 @@ class WhisperEncoder(AbsEncoder):
             the identity.
         enrollment_in_output: keep the enrollment frames in the output (the decoder's
             cross-attention memory); else only the mixture frames are returned.
+        conditioning_conf: options of the ``enrollment`` kind's module (e.g.
+            ``frame_transform``'s ``detector_layers``, its TS-VAD).
         enrollment_pool: average the enrollment's frames in groups of this many (it is there
             for who speaks, not what is said, so fewer frames serve and cost less).
         adapter_blocks: ESPnet conformer blocks on top (0: none).
@@ -93,6 +95,7 @@ class WhisperEncoder(AbsEncoder):
         enrollment: str = "none",
         enrollment_in_output: bool = False,
         enrollment_pool: int = 1,
+        conditioning_conf: Optional[dict] = None,
         adapter_blocks: int = 2,
         adapter_size: int = 256,
         adapter_conf: Optional[dict] = None,
@@ -158,7 +161,10 @@ class WhisperEncoder(AbsEncoder):
             if points == 0:
                 raise ValueError(f"encoder_conf enrollment: {enrollment} acts before trainable layers, and "
                                  "this encoder has none (frozen_layers = all, adapter_blocks = 0)")
-            self.conditioning = CONDITIONING[enrollment](width, points)
+            self.conditioning = CONDITIONING[enrollment](width, points, **(conditioning_conf or {}))
+        elif conditioning_conf:
+            raise ValueError(f"encoder_conf conditioning_conf is for enrollment: {' or '.join(CONDITIONING)}, "
+                             f"not {enrollment!r}")
 
     # diffasr.espnet2.target_speaker passes the enrollment to forward
     takes_enrollment = True
