@@ -51,6 +51,15 @@ class GatedCrossAttention(torch.nn.Module):
         return None
 
 
+def pooled_voice(enroll: torch.Tensor, enroll_pad: torch.Tensor):
+    """Mean and standard deviation [B, D] of each enrollment's unpadded frames."""
+    keep = (~enroll_pad).unsqueeze(-1).to(enroll.dtype)
+    count = keep.sum(dim=1).clamp(min=1.0)
+    mean = (enroll * keep).sum(dim=1) / count
+    std = ((((enroll - mean.unsqueeze(1)) ** 2) * keep).sum(dim=1) / count).clamp(min=1e-6).sqrt()
+    return mean, std
+
+
 class ActivityDetector(torch.nn.Module):
     """Target-speaker voice activity (TS-VAD): the probability [B, T, 1] that the enrolled
     voice speaks in each mixture frame.
@@ -79,10 +88,7 @@ class ActivityDetector(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, x_pad: torch.Tensor, enroll: torch.Tensor,
                 enroll_pad: torch.Tensor) -> torch.Tensor:
-        keep = (~enroll_pad).unsqueeze(-1).to(enroll.dtype)
-        count = keep.sum(dim=1).clamp(min=1.0)
-        mean = (enroll * keep).sum(dim=1) / count
-        std = ((((enroll - mean.unsqueeze(1)) ** 2) * keep).sum(dim=1) / count).clamp(min=1e-6).sqrt()
+        mean, std = pooled_voice(enroll, enroll_pad)
         scale, shift = self.voice(torch.cat([mean, std], dim=-1)).unsqueeze(1).chunk(2, dim=-1)
         h = self.frames(x) * (1.0 + scale) + shift
         h = self.context(h, src_key_padding_mask=x_pad)
@@ -120,8 +126,7 @@ class FrameTransform(torch.nn.Module):
         """Probability [B, T, 1] that each mixture frame is the enrolled speaker's."""
         if self.detector is not None:
             return self.detector(x, x_pad, enroll, enroll_pad)
-        keep = (~enroll_pad).unsqueeze(-1).to(enroll.dtype)
-        voice = (enroll * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        voice, _ = pooled_voice(enroll, enroll_pad)
         similarity = torch.nn.functional.cosine_similarity(
             self.project(x), self.project(voice).unsqueeze(1), dim=-1)
         return torch.sigmoid(self.similarity_scale * similarity + self.similarity_bias).unsqueeze(-1)

@@ -178,21 +178,20 @@ class DiffASRTask(ASRTask):
                 raise ValueError(f"{option} must be > 0, got {value}")
         from espnet2.tasks.abs_task import optim_classes
 
-        detector, enrollment, rest = [], [], []
-        for name, parameter in model.named_parameters():
-            if parameter.requires_grad:
-                if name.startswith(DETECTOR_PARAMETERS):
-                    detector.append(parameter)
-                elif name.startswith(ENROLLMENT_PARAMETERS):
-                    enrollment.append(parameter)
-                else:
-                    rest.append(parameter)
-        if not enrollment and not detector:
+        def scale_of(name: str) -> float:
+            if name.startswith(DETECTOR_PARAMETERS):
+                return detector_scale
+            return scale if name.startswith(ENROLLMENT_PARAMETERS) else 1.0
+
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not any(name.startswith(ENROLLMENT_PARAMETERS) for name, _ in trainable):
             raise ValueError("--enrollment_lr_scale is set but the model has no enrollment modules")
+        by_scale = {}
+        for name, parameter in trainable:
+            by_scale.setdefault(scale_of(name), []).append(parameter)
         conf = dict(args.optim_conf)
         lr = conf.pop("lr", 1e-3)
-        groups = [dict(params=rest)] + [dict(params=p, lr=lr * s) for p, s in
-                                         ((enrollment, scale), (detector, detector_scale)) if p]
+        groups = [dict(params=params, lr=lr * s) for s, params in by_scale.items()]
         return [optim_classes[args.optim](groups, lr=lr, **conf)]
 
     @classmethod
