@@ -175,3 +175,30 @@ def test_score_rates_entropy_and_flips_as_error_detectors(tmp_path):
     u = json.loads((decode / "metrics.json").read_text())["uncertainty"]
     assert u["auroc_entropy"] == pytest.approx(1.0)
     assert u["auroc_flips"] == pytest.approx(5 / 6)
+
+
+def test_a_hypothesis_with_control_tokens_writes_a_ctm_that_scores(tmp_path):
+    """A decoder that writes Whisper's <|startoftranscript|> (or a timestamp) into a
+    hypothesis: text and word_confidence.ctm leave it out alike, so scoring reads them."""
+    from diffasr.inference.decode_set import write_outputs
+    from diffasr.inference.speech2text import Recognition
+    from diffasr.whisper.tokenizer import WhisperTextTokenizer
+
+    tokens = ["<|startoftranscript|>", "\u0120hello", "<|0.00|>", "\u0120wor", "ld", "<|endoftext|>"]
+    text = WhisperTextTokenizer().tokens2text(tokens)
+    recognition = Recognition(text=text, tokens=tokens, token_ids=list(range(len(tokens))),
+                              confidences=[0.1, 0.9, 0.2, 0.8, 0.6, 0.3])
+    write_outputs(tmp_path, {"u1": (recognition, 0.1, 1.0)})
+    hyps = {"u1": (tmp_path / "text").read_text().split(maxsplit=1)[1].strip()}
+    assert hyps["u1"] == "HELLO WORLD"
+    assert read_word_confidences(tmp_path / "word_confidence.ctm", hyps) == {"u1": [0.9, 0.6]}
+
+
+def test_control_tokens_are_never_hypothesis_tokens():
+    from diffasr.espnet2.target_speaker import special_ids
+    from diffasr.whisper.tokenizer import END, START, whisper_token_list
+
+    token_list = whisper_token_list()
+    ids = special_ids(token_list, "<blank>")
+    assert {token_list.index(START), token_list.index(END), token_list.index("<|0.00|>")} <= ids
+    assert token_list.index("\u0120hello") not in ids

@@ -31,6 +31,7 @@ from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
 from diffasr.espnet2.ctc_units import CharacterUnits
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
+from diffasr.whisper.tokenizer import is_control_token
 
 
 class TargetSpeakerMixin:
@@ -119,8 +120,11 @@ class TargetSpeakerMixin:
 
 
 def special_ids(token_list: List[str], *symbols: str) -> Set[int]:
-    """The ids of those ``symbols`` that the token list has."""
-    return {token_list.index(s) for s in symbols if s in token_list}
+    """The ids of those ``symbols`` that the token list has, and of every control token
+    (Whisper's ``<|...|>``: start, task, timestamps), which carry no text and are never
+    written into a hypothesis."""
+    ids = {token_list.index(s) for s in symbols if s in token_list}
+    return ids | {i for i, token in enumerate(token_list) if is_control_token(token)}
 
 
 def _weighted(ctc_weight: float, loss_ctc: Optional[torch.Tensor], loss_decoder: Optional[torch.Tensor]):

@@ -20,6 +20,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from diffasr.scoring.sclite import ScoringError
+from diffasr.whisper.tokenizer import is_control_token
 
 # Confidences are clipped away from 0 and 1 so that logs and logits stay finite.
 EPS = 1e-6
@@ -41,10 +42,17 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
 
     >>> words_with_confidence(["\u2581NO", "<unk>"], [0.9, 0.3])
     [('NO', 0.9), ('\u2047', 0.3)]
+
+    Control tokens (Whisper's ``<|...|>``) carry no text, as in the tokenizer's ``tokens2text``:
+
+    >>> words_with_confidence(["<|startoftranscript|>", "\u0120yes"], [0.2, 0.9])
+    [('YES', 0.9)]
     """
     words: List[Tuple[str, float]] = []
     current, lowest = "", 1.0
     for token, confidence in zip(tokens, confidences):
+        if is_control_token(token):
+            continue
         if token == "<unk>":
             if current:
                 words.append((current, lowest))

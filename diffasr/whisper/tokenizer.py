@@ -34,6 +34,12 @@ NO_TIMESTAMPS = "<|notimestamps|>"
 MASK = "<mask>"  # appended after Whisper's vocabulary for the diffusion decoder
 
 
+def is_control_token(token: str) -> bool:
+    """True for Whisper's control tokens (``<|endoftext|>``, ``<|startoftranscript|>``,
+    timestamps, ...) and the mask: tokens that carry no text."""
+    return token.startswith("<|") or token == MASK
+
+
 @lru_cache(maxsize=1)
 def _bytes_to_unicode() -> Dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters (space -> 'Ġ')."""
@@ -95,14 +101,14 @@ class WhisperTextTokenizer(AbsTokenizer):
 
     def surface(self, token: str) -> str:
         """The text of one token as Whisper writes it (lower case, leading space kept)."""
-        if token.startswith("<|") or token == MASK:
+        if is_control_token(token):
             return ""
         return bytes(self.byte_of[c] for c in token).decode("utf-8", errors="replace")
 
     def tokens2text(self, tokens: Iterable[str]) -> str:
         pieces = bytearray()
         for token in tokens:
-            if token.startswith("<|") or token == MASK:
-                continue  # special tokens carry no text
+            if is_control_token(token):
+                continue
             pieces.extend(self.byte_of[c] for c in token)
         return " ".join(pieces.decode("utf-8", errors="replace").split()).upper()
