@@ -104,6 +104,24 @@ def test_canvas_policy_sizes_training_and_decoding_canvases_alike_per_mode():
         CanvasPolicy("elastic")
 
 
+def test_a_uniform_training_margin_varies_the_surplus_and_keeps_the_transcript():
+    # margin_draw uniform: each utterance gets 0..margin end tokens after its words, so the
+    # canvas length no longer tells the decoder where the transcript ends
+    torch.manual_seed(0)
+    text = torch.tensor([[5, 6, 7]] * 64)
+    text_lengths = torch.tensor([3] * 64)
+    policy = CanvasPolicy("length", margin=4, margin_draw="uniform")
+    canvas, lengths = policy.training_canvas(text, text_lengths, END)
+    assert set((lengths - 3).tolist()) == {0, 1, 2, 3, 4}
+    assert (canvas[:, :3] == text).all()
+    for row, length in zip(canvas.tolist(), lengths.tolist()):
+        assert row[3:] == [END] * (canvas.size(1) - 3)  # end fill, then end as padding
+    fixed = CanvasPolicy("length", margin=4).training_canvas(text, text_lengths, END)[1]
+    assert set(fixed.tolist()) == {7}
+    with pytest.raises(ValueError, match="canvas_margin_draw must be one of"):
+        CanvasPolicy("length", margin_draw="poisson")
+
+
 def test_canvas_policy_schedule_and_request_checks():
     # a sized canvas: whole blocks, steps a multiple of them; fixed and one block: as given
     assert CanvasPolicy("length").schedule(width=7, steps=3, block_length=2) == (8, 4)

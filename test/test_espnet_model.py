@@ -398,3 +398,29 @@ def test_train_autocast_bf16_multiplies_in_bf16_and_keeps_the_loss_and_gradients
 def test_train_autocast_is_checked():
     with pytest.raises(ValueError, match="train_autocast must be one of"):
         check_train_autocast("fp16")
+
+
+def test_the_ctc_prior_canvas_is_the_ctc_greedy_hypothesis_before_the_first_step(monkeypatch):
+    """Mask-CTC's start (issue #20's CTC prior): with no first pass given, the canvas the
+    sampler starts from is this model's CTC greedy tokens, then canvas_margin end tokens."""
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    greedy = [[2, 3, 4], [5]]
+    model.ctc_greedy = lambda encoder_out, encoder_out_lens: [list(h) for h in greedy]
+    started_from = {}
+    real_deliberate = model_module.deliberate
+
+    def deliberate(denoise, hyp, canvas_lengths, *args, **kwargs):
+        started_from.update(tokens=hyp.clone(), lengths=canvas_lengths.clone())
+        return real_deliberate(denoise, hyp, canvas_lengths, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "deliberate", deliberate)
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    from diffasr.diffusion import DeliberationOptions
+    ids, _, _ = model.deliberation_decode(speech, speech_lengths, enroll, options=DeliberationOptions(
+        steps=1, mask_ratio=0.0))
+    end = model.end_id
+    assert started_from["lengths"].tolist() == [5, 3]
+    assert started_from["tokens"].tolist() == [[2, 3, 4, end, end], [5, end, end, end, end]]
+    assert ids == greedy  # nothing masked: the CTC hypothesis comes back as it was

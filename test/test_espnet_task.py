@@ -314,3 +314,26 @@ def test_the_activity_detector_learns_at_its_own_rate():
     assert rates == {"detector": {5.0}, "transforms": {50.0}}
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
         p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_the_heads_on_the_encoder_learn_at_their_own_rate():
+    # The CTC and length heads start from scratch on a pretrained encoder: --head_lr_scale
+    # gives them their own rate; Whisper's pretrained decoder keeps the base one.
+    args = parse(SYSTEMS["diffusion_whisper_tiny"] + ["--head_lr_scale", "20"])
+    args.token_list = token_list_of(args.token_type)
+    model = DiffASRTask.build_model(args)
+    [optimizer] = DiffASRTask.build_optimizers(args, model)
+    base = args.optim_conf["lr"]
+    rate_of = {id(p): group["lr"] / base for group in optimizer.param_groups for p in group["params"]}
+    assert {rate_of[id(p)] for p in model.ctc.parameters()} == {20.0}
+    assert {rate_of[id(p)] for p in model.length_predictor.parameters()} == {20.0}
+    assert {rate_of[id(p)] for p in model.decoder.parameters() if p.requires_grad} == {1.0}
+    assert len(rate_of) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_a_head_rate_for_a_model_without_heads_is_refused():
+    args = parse(SYSTEMS["ar_whisper_tiny"] + ["--head_lr_scale", "20"])
+    args.token_list = token_list_of(args.token_type)
+    model = DiffASRTask.build_model(args)
+    with pytest.raises(ValueError, match="--head_lr_scale is set but the model has no trainable ctc"):
+        DiffASRTask.build_optimizers(args, model)

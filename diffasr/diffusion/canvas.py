@@ -117,6 +117,7 @@ def check_schedule(length: int, steps: int, block_length: int) -> int:
 
 
 CANVAS_MODES = ("fixed", "dynamic", "duration", "length")
+MARGIN_DRAWS = ("fixed", "uniform")
 # What sizes a canvas at inference, per mode (None: nothing, it has a fixed length).
 LENGTH_SOURCES = dict(fixed=None, dynamic="ctc", duration="duration", length="length_head")
 
@@ -136,7 +137,12 @@ class CanvasPolicy:
     - ``duration``: ``ceil(rate * seconds) + margin`` in training (never shorter than
       the transcript) and at inference alike.
 
-    Every position after the transcript holds the end token (``end_id``).
+    Every position after the transcript holds the end token (``end_id``).  A sized
+    canvas's training margin is ``margin`` end tokens (``margin_draw: fixed``) or a number
+    drawn per utterance from ``0 .. margin`` (``uniform``): then the canvas length no
+    longer says where the transcript ends, and the decoder learns to write end tokens into
+    whatever surplus an over-allocated canvas has at inference (Whisfusion's and Drax's
+    end-filled canvases).
 
     >>> policy = CanvasPolicy("dynamic", length=10, margin=2)
     >>> policy.decoding_lengths(predicted=torch.tensor([0, 3, 50])).tolist()
@@ -149,6 +155,7 @@ class CanvasPolicy:
     length: int = 64  # fixed: every canvas; otherwise the longest
     margin: int = 4
     rate: float = 5.0  # duration: positions per second of audio
+    margin_draw: str = "fixed"  # training margin of a sized canvas: fixed or uniform in 0..margin
 
     def __post_init__(self):
         if self.mode not in CANVAS_MODES:
@@ -159,6 +166,8 @@ class CanvasPolicy:
             raise ValueError(f"canvas_margin must be >= 0, got {self.margin}")
         if self.rate <= 0:
             raise ValueError(f"canvas_rate must be > 0, got {self.rate}")
+        if self.margin_draw not in MARGIN_DRAWS:
+            raise ValueError(f"canvas_margin_draw must be one of {MARGIN_DRAWS}, got {self.margin_draw!r}")
 
     @property
     def length_source(self) -> Optional[str]:
@@ -198,7 +207,13 @@ class CanvasPolicy:
                                  f"canvas_length={self.length}; raise model_conf canvas_length "
                                  "or use canvas: dynamic")
             return build_canvas(text, text_lengths, end_id, end_id, canvas_length=self.length)
-        return build_canvas(text, text_lengths, end_id, end_id, margin=self.margin)
+        return build_canvas(text, text_lengths, end_id, end_id, margin=self.training_margins(text.size(0)))
+
+    def training_margins(self, batch: int) -> torch.Tensor:
+        """End-filled positions after each of ``batch`` transcripts of a sized training canvas."""
+        if self.margin_draw == "uniform":
+            return torch.randint(0, self.margin + 1, (batch,))
+        return torch.full((batch,), self.margin, dtype=torch.long)
 
     def decoding_lengths(self, batch: Optional[int] = None, predicted: Optional[torch.Tensor] = None,
                          seconds: Optional[torch.Tensor] = None, max_length: Optional[int] = None) -> torch.Tensor:

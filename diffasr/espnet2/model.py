@@ -62,7 +62,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     per-frame decision that the enrolled voice speaks, ``TargetSpeakerMixin.activity_loss``).
     ``train_autocast``: the forward pass's precision on CPU (``diffasr.espnet2.precision``).
 
-    Canvas (``canvas``, ``canvas_length``, ``canvas_margin``, ``canvas_rate``): the
+    Canvas (``canvas``, ``canvas_length``, ``canvas_margin``, ``canvas_rate``,
+    ``canvas_margin_draw``): the
     ``CanvasPolicy`` of ``diffasr.diffusion.canvas`` (its modes are described there),
     filled with ``sym_end``.  ``dynamic`` sizes it at inference with the CTC head,
     ``length`` with a length head (``LengthPredictor``, trained with weight
@@ -100,6 +101,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas_length: int = 64,
         canvas_margin: int = 4,
         canvas_rate: float = 5.0,
+        canvas_margin_draw: str = "fixed",
         length_weight: float = 0.0,
         activity_weight: float = 0.0,
         train_autocast: str = "none",
@@ -113,7 +115,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         extract_feats_in_collect_stats: bool = True,
     ):
         try:
-            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate)
+            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate, canvas_margin_draw)
         except ValueError as e:
             raise ValueError(f"model_conf: {e}") from None
         if not 0.0 <= ctc_weight < 1.0:

@@ -53,6 +53,9 @@ ENROLLMENT_PARAMETERS = ("encoder.conditioning.", "encoder.segment", "spk_condit
 # The target-speaker activity detector among them (--detector_lr_scale): a transformer from
 # scratch, which the transforms' 50x would throw off.
 DETECTOR_PARAMETERS = ("encoder.conditioning.detector.",)
+# The heads trained from scratch on the encoder output (--head_lr_scale): CTC's projection
+# and the length head, which at the pretrained weights' rate stay on CTC's blank plateau.
+HEAD_PARAMETERS = ("ctc.", "length_predictor.")
 
 
 def _own(kind: str) -> dict:
@@ -150,6 +153,11 @@ class DiffASRTask(ASRTask):
             help="learning rate of frame_transform's activity detector (conditioning_conf "
             "detector_layers > 0) over that of the rest (default: --enrollment_lr_scale)",
         )
+        group.add_argument(
+            "--head_lr_scale", type=float, default=1.0,
+            help="learning rate of the heads trained from scratch on the encoder output (the CTC "
+            "head, the length head) over that of the rest",
+        )
 
     @classmethod
     def build_streaming_iterator(cls, data_path_and_name_and_type, preprocess_fn, collate_fn,
@@ -166,26 +174,33 @@ class DiffASRTask(ASRTask):
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module):
         """ESPnet's optimizer, with ``--enrollment_lr_scale`` times the learning rate for the
-        enrollment's modules (``ENROLLMENT_PARAMETERS``) and ``--detector_lr_scale`` times it
-        for the activity detector (``DETECTOR_PARAMETERS``)."""
-        scale = getattr(args, "enrollment_lr_scale", 1.0)
+        enrollment's modules (``ENROLLMENT_PARAMETERS``), ``--detector_lr_scale`` times it for
+        the activity detector (``DETECTOR_PARAMETERS``) and ``--head_lr_scale`` times it for
+        the heads on the encoder output (``HEAD_PARAMETERS``)."""
+        enrollment_scale = getattr(args, "enrollment_lr_scale", 1.0)
         detector_scale = getattr(args, "detector_lr_scale", None)
-        detector_scale = scale if detector_scale is None else detector_scale
-        if scale == 1.0 and detector_scale == 1.0:
+        # The most specific prefixes first: the detector is part of the enrollment's modules.
+        scales = (
+            ("--detector_lr_scale", DETECTOR_PARAMETERS,
+             enrollment_scale if detector_scale is None else detector_scale),
+            ("--enrollment_lr_scale", ENROLLMENT_PARAMETERS, enrollment_scale),
+            ("--head_lr_scale", HEAD_PARAMETERS, getattr(args, "head_lr_scale", 1.0)),
+        )
+        if all(value == 1.0 for _, _, value in scales):
             return super().build_optimizers(args, model)
-        for option, value in (("--enrollment_lr_scale", scale), ("--detector_lr_scale", detector_scale)):
+        for option, _, value in scales:
             if value <= 0.0:
                 raise ValueError(f"{option} must be > 0, got {value}")
         from espnet2.tasks.abs_task import optim_classes
 
         def scale_of(name: str) -> float:
-            if name.startswith(DETECTOR_PARAMETERS):
-                return detector_scale
-            return scale if name.startswith(ENROLLMENT_PARAMETERS) else 1.0
+            return next((value for _, prefixes, value in scales if name.startswith(prefixes)), 1.0)
 
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        if not any(name.startswith(ENROLLMENT_PARAMETERS) for name, _ in trainable):
-            raise ValueError("--enrollment_lr_scale is set but the model has no enrollment modules")
+        for option, prefixes, value in scales[1:]:
+            if value != 1.0 and not any(name.startswith(prefixes) for name, _ in trainable):
+                raise ValueError(f"{option} is set but the model has no trainable {' or '.join(prefixes)} "
+                                 "parameters")
         by_scale = {}
         for name, parameter in trainable:
             by_scale.setdefault(scale_of(name), []).append(parameter)
