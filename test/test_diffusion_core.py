@@ -164,6 +164,19 @@ def test_forward_mask_draws_a_time_per_utterance_reproducibly():
     assert first[2].unique().numel() == 8 and ((first[2] >= 1e-3) & (first[2] <= 1)).all()
 
 
+def test_a_time_power_draws_more_high_mask_ratios():
+    # t = u ** (1/k): E[t] = k / (k + 1), so 1/2 for LLaDA's uniform and 2/3 for k = 2
+    canvas = torch.zeros(20000, 4, dtype=torch.long)
+    lengths = torch.full((20000,), 4)
+    uniform = forward_mask(canvas, lengths, MASK, generator=torch.Generator().manual_seed(0))[2]
+    high = forward_mask(canvas, lengths, MASK, generator=torch.Generator().manual_seed(0), time_power=2.0)[2]
+    assert float(uniform.mean()) == pytest.approx(0.5, abs=0.01)
+    assert float(high.mean()) == pytest.approx(2 / 3, abs=0.01)
+    assert float((high > 0.875).float().mean()) == pytest.approx(1 - 0.875 ** 2, abs=0.01)
+    with pytest.raises(ValueError, match="time_power must be >= 1"):
+        forward_mask(canvas, lengths, MASK, time_power=0.5)
+
+
 def test_loss_weights_by_inverse_p_and_normalises_by_canvas_length():
     logits = torch.zeros(2, 3, 2)
     logits[0, 2] = torch.tensor([math.log(3.0), 0.0])

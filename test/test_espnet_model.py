@@ -424,3 +424,18 @@ def test_the_ctc_prior_canvas_is_the_ctc_greedy_hypothesis_before_the_first_step
     assert started_from["lengths"].tolist() == [5, 3]
     assert started_from["tokens"].tolist() == [[2, 3, 4, end, end], [5, end, end, end, end]]
     assert ids == greedy  # nothing masked: the CTC hypothesis comes back as it was
+
+
+def test_a_predicted_canvas_beyond_the_maximum_is_decoded_at_the_maximum_with_a_warning(caplog):
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model.ctc_lengths = lambda out, lens: torch.tensor([30, 3])
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    with caplog.at_level("WARNING"):
+        _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=2),
+                                           names=["long-one", "short-one"])
+    assert out.canvas_lengths.tolist() == [12, 5]
+    assert "utterance 'long-one': its predicted canvas of 32 positions is longer than the canvas maximum 12" \
+        in caplog.text
+    assert "short-one" not in caplog.text

@@ -7,7 +7,8 @@ LLaDA's scaled loss, and decoding through the plain-torch sampler of
 ``diffasr.diffusion``.
 """
 
-from typing import Dict, List, Optional, Tuple, Union
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from typeguard import typechecked
@@ -106,6 +107,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         activity_weight: float = 0.0,
         train_autocast: str = "none",
         mask_eps: float = 1e-3,
+        mask_time_power: float = 1.0,
         report_cer: bool = True,
         report_wer: bool = True,
         sym_space: str = "<space>",
@@ -171,6 +173,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             self.length_predictor = LengthPredictor(encoder.output_size() if postencoder is None
                                                     else postencoder.output_size())
         self.mask_eps = mask_eps
+        if mask_time_power < 1.0:
+            raise ValueError(f"model_conf mask_time_power must be >= 1, got {mask_time_power}")
+        self.mask_time_power = mask_time_power
         if ar_weight == 0.0:
             del self.criterion_att  # ESPnet's label-smoothed CE serves only the AR loss
 
@@ -226,7 +231,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         seconds = self._input_seconds(speech, speech_lengths) if policy.length_source == "duration" else None
         canvas, canvas_lengths = policy.training_canvas(text, text_lengths, self.end_id, seconds,
                                                         self.max_hypothesis_length, utt_id)
-        noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps)
+        noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps,
+                                          time_power=self.mask_time_power)
         hidden = self.decoder.hidden(encoder_out, encoder_out_lens, noisy, canvas_lengths)
         masked_logits = self.decoder.project(hidden[is_masked]).float()
         token_ce = torch.zeros(canvas.shape, dtype=masked_logits.dtype, device=canvas.device)
@@ -326,12 +332,15 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         speech_lengths: torch.Tensor,
         enrollment: Enrollment = NO_ENROLLMENT,
         options: Optional[DiffusionOptions] = None,
+        names: Optional[Sequence[str]] = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Decode a batch with the masked-diffusion sampler.
 
         ``enrollment``: whose speech to transcribe (an ``Enrollment`` of the batch).
         ``options`` (default: ``DiffusionOptions()``); its canvas options default to the
-        training values.  Returns per utterance the token ids (``<sos/eos>``, ``<mask>``
+        training values.  An utterance whose predicted canvas is longer than the canvas
+        maximum is decoded at the maximum, with a warning naming it (``names``: the
+        utterance keys).  Returns per utterance the token ids (``<sos/eos>``, ``<mask>``
         and ``<blank>`` fill removed) and the commit probability of each, plus the raw
         sampler output.
         """
@@ -351,6 +360,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             seconds = self._input_seconds(speech, speech_lengths)
         lengths = policy.decoding_lengths(encoder_out.size(0), predicted, seconds,
                                           self.max_hypothesis_length).to(encoder_out.device)
+        if predicted is not None:
+            wanted = predicted.long().to(lengths.device) + policy.margin
+            for b in (wanted > lengths).nonzero().flatten().tolist():
+                name = f"utterance '{names[b]}'" if names else f"utterance #{b} of the batch"
+                logging.warning(f"{name}: its predicted canvas of {int(wanted[b])} positions is longer "
+                                f"than the canvas maximum {int(lengths[b])}; decoded at the maximum "
+                                "(raise the decode's canvas_length, or segment the audio)")
         count = options.candidates
         if count > 1:  # each utterance's candidate lengths, as consecutive rows of one batch
             lengths = policy.candidate_lengths(lengths, count, self.max_hypothesis_length).reshape(-1)

@@ -251,7 +251,7 @@ class Speech2Text:
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if decode_mode == "diffusion":
             ids, confidences, out = self.model.diffusion_decode(
-                speech, speech_lengths, enrollment, self.options.diffusion)
+                speech, speech_lengths, enrollment, self.options.diffusion, names=keys)
             return self._sampler_results(ids, confidences, out)
         ids, confidences, out = self.model.deliberation_decode(
             speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys),
