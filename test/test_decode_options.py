@@ -83,3 +83,15 @@ def test_flat_round_trip_keeps_every_value():
     options = DecodeOptions(diffusion=DiffusionOptions(steps=3, remasking="random", canvas="fixed"),
                             deliberation=DeliberationOptions(steps=3, mask_ratio=0.5))
     assert DecodeOptions.from_flat(options.flat()) == options
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(canvas_margin=-1), "canvas_margin must be >= 0"),
+    (dict(candidates=0), "candidates must be >= 1"),
+    (dict(canvas_length=0), "canvas_length must be >= 1"),
+    (dict(block_length=0), "block_length must be >= 1"),
+    (dict(end_commit="first"), "end_commit must be one of"),
+])
+def test_a_canvas_option_out_of_range_is_refused_by_its_declaration(options, message):
+    with pytest.raises(ValueError, match=message):
+        DiffusionOptions(**options)

@@ -39,6 +39,8 @@ class SamplerOptions:
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.canvas_margin is not None and self.canvas_margin < 0:
+            raise ValueError(f"canvas_margin must be >= 0, got {self.canvas_margin}")
 
 
 @dataclass
@@ -64,6 +66,10 @@ class DiffusionOptions(SamplerOptions):
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
         if self.canvas is not None:
             check_choice("canvas", self.canvas, CANVAS_MODES)
+        if self.canvas_length is not None and self.canvas_length < 1:
+            raise ValueError(f"canvas_length must be >= 1, got {self.canvas_length}")
+        if self.block_length is not None and self.block_length < 1:
+            raise ValueError(f"block_length must be >= 1, got {self.block_length}")
 
 
 @dataclass
