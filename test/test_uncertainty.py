@@ -177,7 +177,7 @@ def test_score_rates_entropy_and_flips_as_error_detectors(tmp_path):
     assert u["auroc_flips"] == pytest.approx(5 / 6)
 
 
-def test_a_hypothesis_with_control_tokens_writes_a_ctm_that_scores(tmp_path):
+def test_a_whisper_hypothesis_writes_a_ctm_whose_words_are_its_text(tmp_path):
     """A decoder that writes Whisper's <|startoftranscript|> (or a timestamp) into a
     hypothesis: text and word_confidence.ctm leave it out alike, so scoring reads them."""
     from diffasr.inference.decode_set import write_outputs
@@ -188,10 +188,14 @@ def test_a_hypothesis_with_control_tokens_writes_a_ctm_that_scores(tmp_path):
     text = WhisperTextTokenizer().tokens2text(tokens)
     recognition = Recognition(text=text, tokens=tokens, token_ids=list(range(len(tokens))),
                               confidences=[0.1, 0.9, 0.2, 0.8, 0.6, 0.3])
-    write_outputs(tmp_path, {"u1": (recognition, 0.1, 1.0)})
-    hyps = {"u1": (tmp_path / "text").read_text().split(maxsplit=1)[1].strip()}
-    assert hyps["u1"] == "HELLO WORLD"
-    assert read_word_confidences(tmp_path / "word_confidence.ctm", hyps) == {"u1": [0.9, 0.6]}
+    # a word of several bytes split across pieces (stage 7 once stopped on 'PÃ©ACACHE')
+    accented = ["\u0120and", "\u0120p", "\u00c3\u00a9", "ac", "ache"]
+    accented_recognition = Recognition(text=WhisperTextTokenizer().tokens2text(accented), tokens=accented,
+                                       token_ids=list(range(5)), confidences=[0.7, 0.5, 0.3, 0.9, 0.8])
+    write_outputs(tmp_path, {"u1": (recognition, 0.1, 1.0), "u2": (accented_recognition, 0.1, 1.0)})
+    hyps = dict(line.split(maxsplit=1) for line in (tmp_path / "text").read_text(encoding="utf-8").splitlines())
+    assert hyps == {"u1": "HELLO WORLD", "u2": "AND PÉACACHE"}
+    assert read_word_confidences(tmp_path / "word_confidence.ctm", hyps) == {"u1": [0.9, 0.6], "u2": [0.7, 0.3]}
 
 
 def test_control_tokens_are_never_hypothesis_tokens():

@@ -20,7 +20,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from diffasr.scoring.sclite import ScoringError
-from diffasr.whisper.tokenizer import is_control_token
+from diffasr.whisper.tokenizer import is_byte_level, is_control_token, pieces_text
 
 # Confidences are clipped away from 0 and 1 so that logs and logits stay finite.
 EPS = 1e-6
@@ -43,35 +43,40 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
     >>> words_with_confidence(["\u2581NO", "<unk>"], [0.9, 0.3])
     [('NO', 0.9), ('\u2047', 0.3)]
 
-    Control tokens (Whisper's ``<|...|>``) carry no text, as in the tokenizer's ``tokens2text``:
+    Whisper's pieces are bytes, decoded as the tokenizer's ``tokens2text`` decodes them, and
+    control tokens (``<|...|>``) carry no text:
+
+    >>> words_with_confidence(["\u0120p", "\u00c3\u00a9", "ace"], [0.9, 0.4, 0.8])
+    [('PÉACE', 0.4)]
 
     >>> words_with_confidence(["<|startoftranscript|>", "\u0120yes"], [0.2, 0.9])
     [('YES', 0.9)]
     """
-    words: List[Tuple[str, float]] = []
-    current, lowest = "", 1.0
+    # Whisper's pieces are GPT-2 bytes: a word's text is its bytes decoded (``\u00c3\u00a9`` is é)
+    byte_level = any(t.startswith("\u0120") for t in tokens) and is_byte_level(tokens)
+    groups: List[Tuple[List[str], float]] = []  # each word's pieces and lowest confidence
+    open_word = False
     for token, confidence in zip(tokens, confidences):
         if is_control_token(token):
             continue
         if token == "<unk>":
-            if current:
-                words.append((current, lowest))
-            words.append(("\u2047", confidence))
-            current, lowest = "", 1.0
+            groups.append((["\u2047"], confidence))
+            open_word = False
             continue
-        starts_word = token.startswith(WORD_BOUNDARIES) or token == "<space>"
-        if starts_word and current:
-            words.append((current, lowest))
-            current, lowest = "", 1.0
-        piece = token.replace("<space>", "")
-        for boundary in WORD_BOUNDARIES:
-            piece = piece.replace(boundary, "")
-        piece = piece.upper()
-        if piece:
-            current += piece
-            lowest = min(lowest, confidence)
-    if current:
-        words.append((current, lowest))
+        if token.startswith(WORD_BOUNDARIES) or token == "<space>" or not open_word:
+            groups.append(([], 1.0))
+            open_word = True
+        pieces, lowest = groups[-1]
+        groups[-1] = (pieces + [token], min(lowest, confidence))
+    words: List[Tuple[str, float]] = []
+    for pieces, lowest in groups:
+        if byte_level:
+            text = pieces_text(pieces)
+        else:
+            text = "".join(pieces).replace("<space>", "")
+            for boundary in WORD_BOUNDARIES:
+                text = text.replace(boundary, "")
+        words.extend((word.upper(), lowest) for word in text.split())
     return words
 
 

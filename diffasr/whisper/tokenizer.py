@@ -56,6 +56,31 @@ def _bytes_to_unicode() -> Dict[int, str]:
 
 
 @lru_cache(maxsize=1)
+def _unicode_to_bytes() -> Dict[str, int]:
+    return {char: b for b, char in _bytes_to_unicode().items()}
+
+
+def pieces_text(pieces: Iterable[str]) -> str:
+    """The text of byte-level pieces (``\u0120p``, ``\u00c3\u00a9`` -> `` pé``), control tokens left out.
+
+    >>> pieces_text(["\u0120p", "\u00c3\u00a9", "ace"])
+    ' péace'
+    """
+    byte_of = _unicode_to_bytes()
+    data = bytearray()
+    for piece in pieces:
+        if not is_control_token(piece):
+            data.extend(byte_of[c] for c in piece)
+    return data.decode("utf-8", errors="replace")
+
+
+def is_byte_level(pieces: Iterable[str]) -> bool:
+    """True when every piece is made of GPT-2's byte characters (Whisper's tokens)."""
+    byte_of = _unicode_to_bytes()
+    return all(is_control_token(p) or all(c in byte_of for c in p) for p in pieces)
+
+
+@lru_cache(maxsize=1)
 def _encoding():
     from whisper.tokenizer import get_tokenizer
 
@@ -86,8 +111,6 @@ class WhisperTextTokenizer(AbsTokenizer):
         self.encoding = _encoding()
         self.vocabulary = whisper_vocabulary()
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
-        byte_map = _bytes_to_unicode()
-        self.byte_of = {char: b for b, char in byte_map.items()}
 
     def __repr__(self):
         return f"{self.__class__.__name__}({TOKEN_TYPE})"
@@ -101,14 +124,7 @@ class WhisperTextTokenizer(AbsTokenizer):
 
     def surface(self, token: str) -> str:
         """The text of one token as Whisper writes it (lower case, leading space kept)."""
-        if is_control_token(token):
-            return ""
-        return bytes(self.byte_of[c] for c in token).decode("utf-8", errors="replace")
+        return pieces_text([token])
 
     def tokens2text(self, tokens: Iterable[str]) -> str:
-        pieces = bytearray()
-        for token in tokens:
-            if is_control_token(token):
-                continue
-            pieces.extend(self.byte_of[c] for c in token)
-        return " ".join(pieces.decode("utf-8", errors="replace").split()).upper()
+        return " ".join(pieces_text(tokens).split()).upper()
