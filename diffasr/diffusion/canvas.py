@@ -232,6 +232,16 @@ class CanvasPolicy:
             raise ValueError(f"canvas: {self.mode} needs the predicted lengths ({source})")
         return canvas_lengths_from_predicted(predicted, self.margin, self.length)
 
+    def cut_to_maximum(self, predicted: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[int, int]]:
+        """``(index, wanted length)`` of each utterance whose canvas, ``predicted`` + margin,
+        ``decoding_lengths`` cut to ``lengths`` (the canvas maximum).
+
+        >>> CanvasPolicy("length", length=6, margin=2).cut_to_maximum(torch.tensor([3, 9]), torch.tensor([5, 6]))
+        [(1, 11)]
+        """
+        wanted = predicted.long().to(lengths.device) + self.margin
+        return [(b, int(wanted[b])) for b in (wanted > lengths).nonzero().flatten().tolist()]
+
     def check_candidates(self, count: int) -> None:
         """Refuse a number of candidate lengths that this policy cannot decode."""
         if count < 1:

@@ -360,13 +360,11 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             seconds = self._input_seconds(speech, speech_lengths)
         lengths = policy.decoding_lengths(encoder_out.size(0), predicted, seconds,
                                           self.max_hypothesis_length).to(encoder_out.device)
-        if predicted is not None:
-            wanted = predicted.long().to(lengths.device) + policy.margin
-            for b in (wanted > lengths).nonzero().flatten().tolist():
-                name = f"utterance '{names[b]}'" if names else f"utterance #{b} of the batch"
-                logging.warning(f"{name}: its predicted canvas of {int(wanted[b])} positions is longer "
-                                f"than the canvas maximum {int(lengths[b])}; decoded at the maximum "
-                                "(raise the decode's canvas_length, or segment the audio)")
+        for b, wanted in policy.cut_to_maximum(predicted, lengths) if predicted is not None else ():
+            name = f"utterance '{names[b]}'" if names else f"utterance #{b} of the batch"
+            logging.warning(f"{name}: its predicted canvas of {wanted} positions is longer "
+                            f"than the canvas maximum {int(lengths[b])}; decoded at the maximum "
+                            "(raise the decode's canvas_length, or segment the audio)")
         count = options.candidates
         if count > 1:  # each utterance's candidate lengths, as consecutive rows of one batch
             lengths = policy.candidate_lengths(lengths, count, self.max_hypothesis_length).reshape(-1)

@@ -54,13 +54,13 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
     """
     # Whisper's pieces are GPT-2 bytes: a word's text is its bytes decoded (``\u00c3\u00a9`` is é)
     byte_level = any(t.startswith("\u0120") for t in tokens) and is_byte_level(tokens)
-    groups: List[Tuple[List[str], float]] = []  # each word's pieces and lowest confidence
+    groups: List[Tuple[Optional[List[str]], float]] = []  # each word's pieces (None: <unk>), lowest confidence
     open_word = False
     for token, confidence in zip(tokens, confidences):
         if is_control_token(token):
             continue
         if token == "<unk>":
-            groups.append((["\u2047"], confidence))
+            groups.append((None, confidence))
             open_word = False
             continue
         if token.startswith(WORD_BOUNDARIES) or token == "<space>" or not open_word:
@@ -70,7 +70,9 @@ def words_with_confidence(tokens: Sequence[str], confidences: Sequence[float]) -
         groups[-1] = (pieces + [token], min(lowest, confidence))
     words: List[Tuple[str, float]] = []
     for pieces, lowest in groups:
-        if byte_level:
+        if pieces is None:
+            text = "\u2047"  # as SentencePiece decodes <unk>
+        elif byte_level:
             text = pieces_text(pieces)
         else:
             text = "".join(pieces).replace("<space>", "")
