@@ -63,6 +63,10 @@ DIFFUSION_MODES = {
     "diffusion_8step_threshold": dict(steps=8, threshold=0.9),
     "diffusion_8step_block": dict(steps=8, block_length=8),
     "diffusion_16step_block": dict(steps=16, block_length=8),
+    # K canvas lengths around the estimate in one batch, the best scored kept (WER/RTFx against K)
+    "diffusion_8step_k3": dict(steps=8, candidates=3),
+    "diffusion_8step_k5": dict(steps=8, candidates=5),
+    "diffusion_1step_k3": dict(steps=1, candidates=3),
     "ctc_greedy": dict(decode_mode="ctc_greedy"),
 }
 AR_MODES = {"ar_beam1": dict(beam_size=1), "ar_beam10": dict(beam_size=10)}

@@ -9,6 +9,7 @@ from diffasr.diffusion import (
     CanvasPolicy,
     build_canvas,
     canvas_lengths_from_predicted,
+    commit_drafts,
     deliberate,
     forward_mask,
     generate,
@@ -98,7 +99,11 @@ def test_canvas_policy_sizes_training_and_decoding_canvases_alike_per_mode():
     duration = CanvasPolicy("duration", margin=1, rate=4.0)
     assert duration.training_canvas(text, text_lengths, END, seconds, max_length=32)[1].tolist() == [3, 7]
     assert duration.decoding_lengths(seconds=seconds, max_length=32).tolist() == [3, 7]
-    assert duration.overridden(margin=0, mode="length") == CanvasPolicy("length", margin=0, rate=4.0)
+    # a decode's margin is the inference margin; the training canvas keeps the trained one
+    decoded = duration.overridden(margin=0, mode="length")
+    assert decoded == CanvasPolicy("length", margin=1, rate=4.0, decode_margin=0)
+    assert decoded.decoding_lengths(predicted=torch.tensor([3])).tolist() == [3]
+    assert decoded.training_canvas(text, text_lengths, END)[1].tolist() == [4, 2]
     assert duration.overridden() is not None and duration.overridden() == duration
     with pytest.raises(ValueError, match="canvas must be one of"):
         CanvasPolicy("elastic")
@@ -118,6 +123,12 @@ def test_a_uniform_training_margin_varies_the_surplus_and_keeps_the_transcript()
         assert row[3:] == [END] * (canvas.size(1) - 3)  # end fill, then end as padding
     fixed = CanvasPolicy("length", margin=4).training_canvas(text, text_lengths, END)[1]
     assert set(fixed.tolist()) == {7}
+    # trained on 0..4 end tokens, decoded with the margin chosen for it (2)
+    chosen = CanvasPolicy("length", margin=4, margin_draw="uniform", decode_margin=2)
+    assert chosen.decoding_lengths(predicted=torch.tensor([3, 70])).tolist() == [5, 64]
+    assert chosen.cut_to_maximum(torch.tensor([3, 70]), torch.tensor([5, 64])) == [(1, 72)]
+    with pytest.raises(ValueError, match="canvas_decode_margin must be >= 0"):
+        CanvasPolicy("length", decode_margin=-1)
     with pytest.raises(ValueError, match="canvas_margin_draw must be one of"):
         CanvasPolicy("length", margin_draw="poisson")
 
@@ -528,3 +539,16 @@ def test_docstring_examples_hold(module_name):
     module = importlib.import_module(f"diffasr.diffusion.{module_name}")
     failures, attempted = doctest.testmod(module)
     assert attempted > 0 and failures == 0
+
+
+def test_commit_drafts_fills_the_most_confident_masks_and_nothing_else():
+    noisy = torch.tensor([[MASK, MASK, MASK, MASK, 3], [MASK, 2, MASK, 4, 5]])
+    is_masked = noisy == MASK
+    draft = torch.tensor([[1, 2, 3, 4, 0], [7, 0, 8, 0, 0]])
+    confidence = torch.tensor([[0.1, 0.8, 0.6, 0.9, 1.0], [0.3, 1.0, 0.7, 1.0, 1.0]])
+    drafted, committed, still = commit_drafts(noisy, is_masked, draft, confidence, torch.tensor([0.5, 0.0]))
+    assert drafted.tolist() == [[MASK, 2, MASK, 4, 3], [MASK, 2, MASK, 4, 5]]  # the top 2 of 4; none of 2
+    assert committed.tolist() == [[False, True, False, True, False], [False] * 5]
+    assert torch.equal(still, is_masked & ~committed)
+    with pytest.raises(ValueError, match=r"share must lie in \[0, 1\]"):
+        commit_drafts(noisy, is_masked, draft, confidence, torch.tensor([1.5, 0.0]))

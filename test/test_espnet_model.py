@@ -17,7 +17,7 @@ FEAT_DIM, EMBED_DIM, DIM = 5, 3, 16
 
 
 def tiny_model(spk_conditioner="film", canvas="fixed", canvas_length=6, ar_weight=0.0, ctc_weight=0.3,
-               token_list=None):
+               token_list=None, **model_conf):
     """A vocab-8, dim-8 model on precomputed features (no frontend)."""
     parser = DiffASRTask.get_parser()
     args = parser.parse_args(["--token_list", "unused"])
@@ -35,7 +35,7 @@ def tiny_model(spk_conditioner="film", canvas="fixed", canvas_length=6, ar_weigh
     args.spk_conditioner_conf = dict(embed_dim=EMBED_DIM) if spk_conditioner else {}
     args.model = "diffusion"
     args.model_conf = dict(canvas=canvas, canvas_length=canvas_length, canvas_margin=2,
-                           ar_weight=ar_weight, ctc_weight=ctc_weight)
+                           ar_weight=ar_weight, ctc_weight=ctc_weight, **model_conf)
     return DiffASRTask.build_model(args)
 
 
@@ -99,6 +99,42 @@ def test_batch_with_no_masked_token_gives_a_finite_loss(monkeypatch):
     loss, stats, _ = model(**batch())
     loss.backward()
     assert torch.isfinite(loss) and float(stats["loss_diffusion"]) == 0.0
+
+
+def test_self_drafting_trains_on_the_models_own_most_confident_predictions(monkeypatch):
+    def mask_everything(canvas, canvas_lengths, mask_id, eps=1e-3, **kwargs):
+        inside = torch.arange(canvas.size(1)) < canvas_lengths[:, None]
+        return canvas.masked_fill(inside, mask_id), inside, torch.ones(canvas.size(0))
+
+    monkeypatch.setattr(model_module, "forward_mask", mask_everything)
+    model = tiny_model("film", canvas="dynamic", self_draft=1.0)
+    mask = TOKENS.index("<mask>")
+    seen, hidden = [], model.decoder.hidden
+
+    def spy(encoder_out, encoder_out_lens, tokens, lengths, **kwargs):
+        seen.append((encoder_out.detach(), encoder_out_lens, tokens.clone(), lengths))
+        return hidden(encoder_out, encoder_out_lens, tokens, lengths, **kwargs)
+
+    monkeypatch.setattr(model.decoder, "hidden", spy)
+    torch.manual_seed(1)
+    loss, stats, _ = model(**batch())
+    loss.backward()
+    assert len(seen) == 2 and float(stats["loss_revision"]) > 0.0 and "acc_draft" in stats
+    (enc, enc_lens, first, lengths), second = seen[0], seen[1][2]
+    inside = torch.arange(first.size(1)) < lengths[:, None]
+    assert (first[inside] == mask).all()
+    committed = inside & (second != mask)
+    assert committed.any() and (committed.sum(dim=1) <= (inside.sum(dim=1) * 7) // 8).all()
+    with torch.no_grad():  # the drafts are the first pass's most confident non-mask predictions
+        logits = model.decoder.project(hidden(enc, enc_lens, first, lengths)).float()
+        logits[..., mask] = float("-inf")
+        confidence, argmax = logits.softmax(dim=-1).max(dim=-1)
+    assert torch.equal(second[committed], argmax[committed])
+    for b in range(first.size(0)):
+        if committed[b].any():
+            assert confidence[b][committed[b]].min() >= confidence[b][inside[b] & ~committed[b]].max()
+    with pytest.raises(ValueError, match="self_draft must be in"):
+        tiny_model("film", self_draft=1.5)
 
 
 def test_token_list_is_not_mutated_and_specials_found_by_name():

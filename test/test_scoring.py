@@ -210,7 +210,8 @@ def fake_metrics(path: Path, **extra):
 def test_results_md_has_one_row_per_scored_decode_dir(tmp_path):
     exp = tmp_path / "exp"
     fake_metrics(exp / "asr_diffusion" / "decode_steps16" / "test", speaker_confusion=4.0,
-                 uncertainty={"nce": 0.25, "auroc": 0.8, "ece": 0.05})
+                 uncertainty={"nce": 0.25, "auroc": 0.8, "ece": 0.05},
+                 wer_detail={"n_wrd": 200, "sub": 13, "del": 9, "ins": 3})
     fake_metrics(exp / "asr_diffusion" / "decode_steps16" / "test_clean")
     (exp / "asr_diffusion" / "run.sh").write_text("#!/usr/bin/env bash\n./asr.sh --stage 5 \"$@\"\n")
     make_results_bin.main(["--exp_dir", str(exp)])
@@ -219,8 +220,10 @@ def test_results_md_has_one_row_per_scored_decode_dir(tmp_path):
     header = next(line for line in lines if line.startswith("| exp |"))
     assert "WER" in header and "Spk. confusion (%)" in header and "NCE" in header
     assert "ECE (calibrated)" not in header  # no row has it
-    assert "| asr_diffusion | steps16 | test | 10 | 100 | 12.35 | 6.50 | 55.5 | 4.00 | 0.250 | 0.800 | 0.050 |" in lines
-    assert "| asr_diffusion | steps16 | test_clean | 10 | 100 | 12.35 | 6.50 | 55.5 | - | - | - | - |" in lines
+    assert "Sub | Del | Ins" in header  # sclite's error kinds, in % of the reference words
+    assert ("| asr_diffusion | steps16 | test | 10 | 200 | 12.35 | 6.5 | 4.5 | 1.5 | 6.50 | 55.5 | 4.00 | 0.250 "
+            "| 0.800 | 0.050 |") in lines
+    assert "| asr_diffusion | steps16 | test_clean | 10 | 100 | 12.35 | - | - | - | 6.50 | 55.5 | - | - | - | - |" in lines
     assert "### asr_diffusion\n\n- training (`run.sh`):\n\n```sh\n#!/usr/bin/env bash\n./asr.sh --stage 5" in text
     assert "torch version" in text and "python version" in text
 

@@ -94,7 +94,7 @@ def test_training_canvases_by_mode():
     speech = torch.zeros(2, 3 * 16000)
     speech_lengths = torch.tensor([3 * 16000, 2 * 16000])
 
-    exact = _model()  # canvas: length, canvas_margin 1
+    exact = _model(canvas_margin=1, canvas_margin_draw="fixed")  # canvas: length, one end token
     canvas, canvas_lengths = exact.canvas_policy.training_canvas(text, lengths, exact.end_id)
     assert canvas_lengths.tolist() == (lengths + 1).tolist()
     assert canvas[0, len(ids[0])] == exact.end_id
@@ -121,6 +121,32 @@ def test_character_ctc_trains_and_decodes_to_tokens():
     chars, lengths = model.ctc_units.targets(torch.tensor([ids]), torch.tensor([len(ids)]))
     assert model.ctc_units.text(chars[0].tolist()) == "IT'S ME" and int(lengths[0]) == 7
     assert model.ctc_units.tokens(chars[0].tolist()) == ids
+
+
+def test_subword_ctc_units_are_the_recipes_sentencepiece_pieces(tmp_path):
+    import sentencepiece
+
+    corpus = tmp_path / "text"
+    corpus.write_text("IT'S ME\nHELLO WORLD\nIT IS A WORLD OF HELLOS\nME AND THE WORLD\n" * 20)
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "bpe"), vocab_size=20,
+                                             model_type="unigram", character_coverage=1.0)
+    args = DiffASRTask.get_parser().parse_args(
+        ["--config", str(TUNING / "train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+    args.token_list = whisper_token_list()
+    args.model_conf.update(ctc_units="bpe")
+    args.bpemodel = str(tmp_path / "bpe.model")
+    model = DiffASRTask.build_model(args)
+    assert model.ctc.ctc_lo.out_features == 21  # the blank, then the 20 pieces
+    ids = WhisperTextTokenizer().text2ids("IT'S ME")
+    units, lengths = model.ctc_units.targets(torch.tensor([ids, ids[:0] + [-1] * len(ids)]),
+                                             torch.tensor([len(ids), 0]))
+    pieces = sentencepiece.SentencePieceProcessor(model_file=args.bpemodel).encode("IT'S ME")
+    assert units[0, : lengths[0]].tolist() == [p + 1 for p in pieces] and int(lengths[1]) == 0
+    with_blanks = [0] + units[0, : lengths[0]].tolist()[:1] + [0] + units[0, 1: lengths[0]].tolist()
+    assert model.ctc_units.text(with_blanks) == "IT'S ME" and model.ctc_units.tokens(with_blanks) == ids
+    args.bpemodel = None
+    with pytest.raises(ValueError, match="ctc_units: bpe needs --bpemodel"):
+        DiffASRTask.build_model(args)
 
 
 def test_ar_model_trains_a_character_ctc_on_the_conditioned_output_and_searches_without_it():

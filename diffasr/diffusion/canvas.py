@@ -142,7 +142,9 @@ class CanvasPolicy:
     drawn per utterance from ``0 .. margin`` (``uniform``): then the canvas length no
     longer says where the transcript ends, and the decoder learns to write end tokens into
     whatever surplus an over-allocated canvas has at inference (Whisfusion's and Drax's
-    end-filled canvases).
+    end-filled canvases).  ``decode_margin`` is the inference margin when it differs from
+    the training one (a drawn surplus of 0..6 decodes best with a margin chosen on dev);
+    None: ``margin``.  A decode's ``canvas_margin`` overrides it.
 
     >>> policy = CanvasPolicy("dynamic", length=10, margin=2)
     >>> policy.decoding_lengths(predicted=torch.tensor([0, 3, 50])).tolist()
@@ -156,6 +158,7 @@ class CanvasPolicy:
     margin: int = 4
     rate: float = 5.0  # duration: positions per second of audio
     margin_draw: str = "fixed"  # training margin of a sized canvas: fixed or uniform in 0..margin
+    decode_margin: Optional[int] = None  # inference margin; None: margin
 
     def __post_init__(self):
         if self.mode not in CANVAS_MODES:
@@ -168,6 +171,13 @@ class CanvasPolicy:
             raise ValueError(f"canvas_rate must be > 0, got {self.rate}")
         if self.margin_draw not in MARGIN_DRAWS:
             raise ValueError(f"canvas_margin_draw must be one of {MARGIN_DRAWS}, got {self.margin_draw!r}")
+        if self.decode_margin is not None and self.decode_margin < 0:
+            raise ValueError(f"canvas_decode_margin must be >= 0, got {self.decode_margin}")
+
+    @property
+    def inference_margin(self) -> int:
+        """End-filled positions added to a predicted length at inference."""
+        return self.margin if self.decode_margin is None else self.decode_margin
 
     @property
     def length_source(self) -> Optional[str]:
@@ -176,13 +186,14 @@ class CanvasPolicy:
 
     def overridden(self, mode: Optional[str] = None, length: Optional[int] = None,
                    margin: Optional[int] = None) -> "CanvasPolicy":
-        """This policy with a decode's options; None keeps the trained value."""
-        given = dict(mode=mode, length=length, margin=margin)
+        """This policy with a decode's options; None keeps the trained value.  ``margin``
+        is the inference margin (the training one is history by then)."""
+        given = dict(mode=mode, length=length, decode_margin=margin)
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
-    def duration_lengths(self, seconds: torch.Tensor, max_length: int) -> torch.Tensor:
+    def duration_lengths(self, seconds: torch.Tensor, max_length: int, margin: int) -> torch.Tensor:
         """``ceil(rate * seconds) + margin`` positions, at most ``max_length``."""
-        return canvas_lengths_from_predicted(torch.ceil(self.rate * seconds), self.margin, max_length)
+        return canvas_lengths_from_predicted(torch.ceil(self.rate * seconds), margin, max_length)
 
     def training_canvas(self, text: torch.Tensor, text_lengths: torch.Tensor, end_id: int,
                         seconds: Optional[torch.Tensor] = None, max_length: Optional[int] = None,
@@ -196,7 +207,7 @@ class CanvasPolicy:
         if self.mode == "duration":
             if seconds is None:
                 raise ValueError("canvas: duration needs the audio durations")
-            lengths = self.duration_lengths(seconds, max_length or self.length)
+            lengths = self.duration_lengths(seconds, max_length or self.length, self.margin)
             return build_canvas(text, text_lengths, end_id, end_id, margin=(lengths - text_lengths).clamp(min=0))
         if self.mode == "fixed":
             too_long = (text_lengths > self.length).nonzero()
@@ -227,10 +238,10 @@ class CanvasPolicy:
         if source == "duration":
             if seconds is None:
                 raise ValueError("canvas: duration needs the audio durations")
-            return self.duration_lengths(seconds, max_length or self.length)
+            return self.duration_lengths(seconds, max_length or self.length, self.inference_margin)
         if predicted is None:
             raise ValueError(f"canvas: {self.mode} needs the predicted lengths ({source})")
-        return canvas_lengths_from_predicted(predicted, self.margin, self.length)
+        return canvas_lengths_from_predicted(predicted, self.inference_margin, self.length)
 
     def cut_to_maximum(self, predicted: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[int, int]]:
         """``(index, wanted length)`` of each utterance whose canvas, ``predicted`` + margin,
@@ -239,7 +250,7 @@ class CanvasPolicy:
         >>> CanvasPolicy("length", length=6, margin=2).cut_to_maximum(torch.tensor([3, 9]), torch.tensor([5, 6]))
         [(1, 11)]
         """
-        wanted = predicted.long().to(lengths.device) + self.margin
+        wanted = predicted.long().to(lengths.device) + self.inference_margin
         return [(b, int(wanted[b])) for b in (wanted > lengths).nonzero().flatten().tolist()]
 
     def check_candidates(self, count: int) -> None:

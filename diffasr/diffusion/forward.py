@@ -54,3 +54,43 @@ def forward_mask(
     is_masked = (draws < p[:, None]) & inside
     noisy = canvas.masked_fill(is_masked, mask_id)
     return noisy, is_masked, p
+
+
+def commit_drafts(
+    noisy: torch.Tensor,
+    is_masked: torch.Tensor,
+    draft: torch.Tensor,
+    confidence: torch.Tensor,
+    share: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Commit a model's own most confident predictions into part of each masked canvas.
+
+    This is one step of low-confidence remasking done in training: an utterance's
+    ``share`` of its masked positions, the most confident first, takes the draft's token
+    whether right or wrong.  Trained on such canvases, the decoder reads its own
+    (imperfect) commits as context where a few-step decode will have them, and learns
+    to revise a wrong one (self-drafting; the step-k output of the decoder, not the
+    ground truth, beside the masks).
+
+    Args:
+        noisy: [B, L] masked canvas; is_masked: [B, L] bool.
+        draft: [B, L] predicted tokens; confidence: [B, L] their probabilities.
+        share: [B] in [0, 1], the part of each utterance's masked positions to commit.
+
+    Returns:
+        drafted [B, L] tokens, committed [B, L] bool (positions now holding a draft),
+        still_masked [B, L] bool.
+
+    >>> noisy = torch.tensor([[9, 9, 9, 4]])
+    >>> drafted, committed, still = commit_drafts(noisy, noisy == 9, torch.tensor([[1, 2, 3, 0]]),
+    ...                                           torch.tensor([[0.2, 0.9, 0.5, 1.0]]), torch.tensor([0.67]))
+    >>> drafted.tolist(), still.tolist()
+    ([[9, 2, 3, 4]], [[True, False, False, False]])
+    """
+    if not ((share >= 0) & (share <= 1)).all():
+        raise ValueError(f"share must lie in [0, 1], got {share.tolist()}")
+    count = (is_masked.sum(dim=1).float() * share.to(is_masked.device)).floor().long()
+    score = confidence.float().masked_fill(~is_masked, -1.0)
+    rank = score.argsort(dim=1, descending=True).argsort(dim=1)
+    committed = is_masked & (rank < count[:, None])
+    return torch.where(committed, draft, noisy), committed, is_masked & ~committed

@@ -53,7 +53,9 @@ class DiffusionOptions(SamplerOptions):
     temperature: float = option(0.0, "0: greedy, else Gumbel-max sampling")
     canvas: Optional[str] = option(None, "canvas sizing (default: as trained)", CANVAS_MODES)
     canvas_length: Optional[int] = option(None, "fixed canvas length / dynamic maximum (default: as trained)")
-    end_commit: str = option("any", "when predictions of the end token are committed: any (by score, like "
+    # last: LLaDA's low-confidence remasking otherwise commits the confident end fill first and
+    # cuts the transcript short (README "Training for the canvas": 49.4 -> 45.6 % on the demo's model)
+    end_commit: str = option("last", "when predictions of the end token are committed: any (by score, like "
                              "every token) or last (after every other prediction of the block)", END_COMMITS)
     candidates: int = option(1, "canvas lengths decoded in one batch around the estimate (L-1..L+1 for 3); "
                              "the one the model scores highest is kept")

@@ -22,7 +22,7 @@ from diffasr.whisper.tokenizer import END as WHISPER_END
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 
 DEFAULT_MAX_AUDIO_SECONDS = 40.0
-CTC_UNITS = ("tokens", "chars")
+CTC_UNITS = ("tokens", "chars", "bpe")
 DIFFUSION_DECODERS = ("diffusion", "whisper_diffusion")
 
 # kind -> name -> "module:Class".  diffasr's own classes, and the ESPnet classes that
@@ -192,6 +192,14 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
         from diffasr.espnet2.ctc_units import CharacterUnits
 
         extra["ctc_units"] = CharacterUnits(token_list, build_text_tokenizer(args.token_type))
+        ctc_size = len(extra["ctc_units"])
+    elif ctc_units == "bpe":
+        if model_name not in ("diffusion", "espnet") or args.token_type != WHISPER_TOKEN_TYPE:
+            raise ValueError("model_conf ctc_units: bpe is for model: diffusion or espnet with "
+                             f"token_type: {WHISPER_TOKEN_TYPE}")
+        from diffasr.espnet2.ctc_units import SubwordUnits
+
+        extra["ctc_units"] = SubwordUnits(getattr(args, "bpemodel", None) or "", build_text_tokenizer(args.token_type))
         ctc_size = len(extra["ctc_units"])
     ctc = CTC(odim=ctc_size, encoder_output_size=size, **args.ctc_conf)
 

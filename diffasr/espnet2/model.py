@@ -33,6 +33,7 @@ from diffasr.diffusion import (
     CanvasPolicy,
     best_candidates,
     build_canvas,
+    commit_drafts,
     deliberate,
     forward_mask,
     generate,
@@ -40,7 +41,7 @@ from diffasr.diffusion import (
     scaled_loss,
 )
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
-from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2.ctc_units import CTCUnits
 from diffasr.espnet2.length import LengthPredictor
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
@@ -62,9 +63,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     + length_weight * length + activity_weight * target activity`` (the encoder's
     per-frame decision that the enrolled voice speaks, ``TargetSpeakerMixin.activity_loss``).
     ``train_autocast``: the forward pass's precision on CPU (``diffasr.espnet2.precision``).
+    ``mask_time_power`` weights the drawn mask ratios towards 1 (``forward_mask``);
+    ``self_draft``: that share of the utterances is trained on a canvas where the model's own
+    most confident predictions fill part of the masks (``commit_drafts``), with a revision
+    loss that takes every committed draft back to the clean token.
 
     Canvas (``canvas``, ``canvas_length``, ``canvas_margin``, ``canvas_rate``,
-    ``canvas_margin_draw``): the
+    ``canvas_margin_draw``, ``canvas_decode_margin``): the
     ``CanvasPolicy`` of ``diffasr.diffusion.canvas`` (its modes are described there),
     filled with ``sym_end``.  ``dynamic`` sizes it at inference with the CTC head,
     ``length`` with a length head (``LengthPredictor``, trained with weight
@@ -90,7 +95,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         decoder: AbsDecoder,
         ctc: CTC,
         spk_conditioner: Optional[AbsSpeakerConditioner] = None,
-        ctc_units: Optional[CharacterUnits] = None,
+        ctc_units: Optional[CTCUnits] = None,
         joint_network: Optional[torch.nn.Module] = None,
         ctc_weight: float = 0.3,
         ar_weight: float = 0.0,
@@ -103,11 +108,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas_margin: int = 4,
         canvas_rate: float = 5.0,
         canvas_margin_draw: str = "fixed",
+        canvas_decode_margin: Optional[int] = None,
         length_weight: float = 0.0,
         activity_weight: float = 0.0,
         train_autocast: str = "none",
         mask_eps: float = 1e-3,
         mask_time_power: float = 1.0,
+        self_draft: float = 0.0,
         report_cer: bool = True,
         report_wer: bool = True,
         sym_space: str = "<space>",
@@ -117,7 +124,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         extract_feats_in_collect_stats: bool = True,
     ):
         try:
-            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate, canvas_margin_draw)
+            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate, canvas_margin_draw,
+                                         canvas_decode_margin)
         except ValueError as e:
             raise ValueError(f"model_conf: {e}") from None
         if not 0.0 <= ctc_weight < 1.0:
@@ -176,6 +184,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         if mask_time_power < 1.0:
             raise ValueError(f"model_conf mask_time_power must be >= 1, got {mask_time_power}")
         self.mask_time_power = mask_time_power
+        if not 0.0 <= self_draft <= 1.0:
+            raise ValueError(f"model_conf self_draft must be in [0, 1], got {self_draft}")
+        self.self_draft = self_draft
         if ar_weight == 0.0:
             del self.criterion_att  # ESPnet's label-smoothed CE serves only the AR loss
 
@@ -233,13 +244,24 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
                                                         self.max_hypothesis_length, utt_id)
         noisy, is_masked, p = forward_mask(canvas, canvas_lengths, self.mask_id, eps=self.mask_eps,
                                           time_power=self.mask_time_power)
+        committed = torch.zeros_like(is_masked)
+        if self.self_draft > 0.0:
+            noisy, committed, is_masked, p = self._self_drafted(encoder_out, encoder_out_lens, canvas,
+                                                                canvas_lengths, noisy, is_masked, p, stats)
         hidden = self.decoder.hidden(encoder_out, encoder_out_lens, noisy, canvas_lengths)
-        masked_logits = self.decoder.project(hidden[is_masked]).float()
+        predicted = is_masked | committed
+        masked_logits = self.decoder.project(hidden[predicted]).float()
         token_ce = torch.zeros(canvas.shape, dtype=masked_logits.dtype, device=canvas.device)
-        token_ce[is_masked] = torch.nn.functional.cross_entropy(
-            masked_logits, canvas[is_masked], reduction="none"
+        token_ce[predicted] = torch.nn.functional.cross_entropy(
+            masked_logits, canvas[predicted], reduction="none"
         )
-        loss_diff = scaled_loss(token_ce, p, canvas_lengths)
+        loss_diff = scaled_loss(token_ce.masked_fill(committed, 0.0), p, canvas_lengths)
+        if self.self_draft > 0.0:
+            # the drafts' revision: every committed draft back to the clean token, per canvas position
+            loss_revision = (token_ce * committed).sum(dim=1) / canvas_lengths.to(token_ce)
+            stats["loss_revision"] = loss_revision.mean().detach()
+            loss_diff = loss_diff + loss_revision.mean()
+        masked_logits = masked_logits[is_masked[predicted]]
         stats["loss_diffusion"] = loss_diff.detach()
         if is_masked.any():
             stats["acc_masked"] = (masked_logits.argmax(dim=-1) == canvas[is_masked]).float().mean()
@@ -276,6 +298,28 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             loss = loss + self.ar_weight * loss_ar
 
         return loss, stats
+
+    def _self_drafted(self, encoder_out, encoder_out_lens, canvas, canvas_lengths, noisy, is_masked, p, stats):
+        """``self_draft`` of the utterances on a canvas where the model's own most confident
+        predictions fill a share (drawn in 0 .. 7/8) of their masked positions
+        (``commit_drafts``); the others as masked.  Returns the canvas, the committed drafts,
+        the positions still masked and their masking rate."""
+        batch = canvas.size(0)
+        with torch.no_grad():
+            hidden = self.decoder.hidden(encoder_out, encoder_out_lens, noisy, canvas_lengths)
+            logits = self.decoder.project(hidden[is_masked]).float()
+            logits[:, self.mask_id] = float("-inf")  # a draft is a token, as the sampler's are
+            confidence, tokens = logits.softmax(dim=-1).max(dim=-1)
+        draft = torch.zeros_like(canvas)
+        draft_confidence = torch.zeros(canvas.shape, device=canvas.device)
+        draft[is_masked], draft_confidence[is_masked] = tokens, confidence
+        drafted = torch.rand(batch, device=canvas.device) < self.self_draft
+        share = torch.rand(batch, device=canvas.device) * 0.875 * drafted
+        noisy, committed, still_masked = commit_drafts(noisy, is_masked, draft, draft_confidence, share)
+        if committed.any():
+            stats["acc_draft"] = (draft[committed] == canvas[committed]).float().mean()
+        # the masking rate of what is left masked, for the 1/p weighting of the diffusion loss
+        return noisy, committed, still_masked, (p * (1.0 - share)).clamp(min=self.mask_eps)
 
     def _check_transcripts(
         self, text: torch.Tensor, text_lengths: torch.Tensor, utt_ids: Optional[List[str]]
@@ -471,7 +515,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             hypotheses = self.ctc_greedy(encoder_out, encoder_out_lens)
         if len(hypotheses) != encoder_out.size(0):
             raise ValueError(f"{len(hypotheses)} hypotheses for a batch of {encoder_out.size(0)}")
-        margin = self.canvas_policy.overridden(margin=options.canvas_margin).margin
+        margin = self.canvas_policy.overridden(margin=options.canvas_margin).inference_margin
         canvas, lengths = self._hypothesis_canvas(hypotheses, margin)
 
         def denoise(tokens: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from espnet2.asr.maskctc_model import MaskCTCModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
-from diffasr.espnet2.ctc_units import CharacterUnits
+from diffasr.espnet2.ctc_units import CTCUnits
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 from diffasr.whisper.tokenizer import is_control_token
@@ -42,7 +42,7 @@ class TargetSpeakerMixin:
     as CTC's classes) is None unless a model sets it.
     """
 
-    ctc_units: Optional[CharacterUnits] = None
+    ctc_units: Optional[CTCUnits] = None
 
     def needs_enrollment_audio(self) -> bool:
         return getattr(self.encoder, "enrollment", "none") != "none"
@@ -145,7 +145,7 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     """
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
-                 train_autocast: str = "none", ctc_units: Optional[CharacterUnits] = None, **kwargs):
+                 train_autocast: str = "none", ctc_units: Optional[CTCUnits] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ctc_units = ctc_units
         self.spk_conditioner = spk_conditioner

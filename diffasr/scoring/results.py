@@ -81,12 +81,24 @@ def _nested(metrics: dict, *keys: str):
     return metrics
 
 
+def _word_error_share(metrics: dict, kind: str) -> Optional[float]:
+    """``kind`` (sub, del, ins) errors in % of the reference words, from sclite's counts."""
+    detail = metrics.get("wer_detail")
+    if not isinstance(detail, dict) or kind not in detail or not detail.get("n_wrd"):
+        return None
+    return 100.0 * detail[kind] / detail["n_wrd"]
+
+
 # (header, getter, digits); optional columns appear only when some row has a value.
 Column = Tuple[str, Callable[[dict], object], int]
 BASE_COLUMNS: List[Column] = [
     ("#Snt", lambda m: m.get("n_utt"), 0),
     ("#Wrd", lambda m: _nested(m, "wer_detail", "n_wrd"), 0),
     ("WER", lambda m: m.get("wer"), 2),
+    # sclite's substitutions, deletions and insertions, in % of the reference words (WER = their sum)
+    ("Sub", lambda m: _word_error_share(m, "sub"), 1),
+    ("Del", lambda m: _word_error_share(m, "del"), 1),
+    ("Ins", lambda m: _word_error_share(m, "ins"), 1),
     ("CER", lambda m: m.get("cer"), 2),
     ("RTFx", lambda m: m.get("rtfx"), 1),
 ]
