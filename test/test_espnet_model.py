@@ -475,3 +475,37 @@ def test_a_predicted_canvas_beyond_the_maximum_is_decoded_at_the_maximum_with_a_
     assert "utterance 'long-one': its predicted canvas of 32 positions is longer than the canvas maximum 12" \
         in caplog.text
     assert "short-one" not in caplog.text
+
+
+def test_training_and_decoding_size_their_canvases_only_through_the_models_canvas_policy():
+    """The model holds no canvas sizing of its own: a policy that answers other lengths
+    changes the canvases that training feeds the decoder and that decoding starts from."""
+    import dataclasses
+
+    from diffasr.diffusion import CanvasPolicy
+
+    @dataclasses.dataclass(frozen=True)
+    class OddPolicy(CanvasPolicy):
+        def training_canvas(self, text, text_lengths, end_id, *args, **kwargs):
+            canvas, lengths = super().training_canvas(text, text_lengths, end_id, *args, **kwargs)
+            wide = torch.full((canvas.size(0), 9), end_id, dtype=canvas.dtype)
+            wide[:, : canvas.size(1)] = canvas
+            return wide, torch.tensor([9, 7])
+
+        def decoding_lengths(self, *args, **kwargs):
+            return torch.tensor([3, 5])
+
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas="dynamic", canvas_length=12)
+    model.canvas_policy = OddPolicy("dynamic", length=12, margin=2)
+    seen = []
+    hidden = model.decoder.hidden
+    model.decoder.hidden = lambda enc, enc_lens, canvas, lens, *rest: seen.append(
+        (tuple(canvas.shape), lens.tolist())) or hidden(enc, enc_lens, canvas, lens, *rest)
+    model(**batch())
+    assert seen == [((2, 9), [9, 7])]
+    model.eval()
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    _, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=2))
+    assert out.canvas_lengths.tolist() == [3, 5]
