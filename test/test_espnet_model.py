@@ -1,12 +1,14 @@
 """Tiny DiffusionASRModel: losses, conditioners, errors, decoder masking, overfitting."""
 
 
+import dataclasses
+
 import pytest
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 import diffasr.espnet2.model as model_module
-from diffasr.diffusion import DiffusionOptions
+from diffasr.diffusion import CanvasPolicy, DiffusionOptions
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.enrollment import Enrollment
 from diffasr.espnet2.precision import check_train_autocast, cpu_has_bf16
@@ -480,9 +482,6 @@ def test_a_predicted_canvas_beyond_the_maximum_is_decoded_at_the_maximum_with_a_
 def test_training_and_decoding_size_their_canvases_only_through_the_models_canvas_policy():
     """The model holds no canvas sizing of its own: a policy that answers other lengths
     changes the canvases that training feeds the decoder and that decoding starts from."""
-    import dataclasses
-
-    from diffasr.diffusion import CanvasPolicy
 
     @dataclasses.dataclass(frozen=True)
     class OddPolicy(CanvasPolicy):
@@ -498,10 +497,13 @@ def test_training_and_decoding_size_their_canvases_only_through_the_models_canva
     torch.manual_seed(0)
     model = tiny_model("film", canvas="dynamic", canvas_length=12)
     model.canvas_policy = OddPolicy("dynamic", length=12, margin=2)
-    seen = []
-    hidden = model.decoder.hidden
-    model.decoder.hidden = lambda enc, enc_lens, canvas, lens, *rest: seen.append(
-        (tuple(canvas.shape), lens.tolist())) or hidden(enc, enc_lens, canvas, lens, *rest)
+    seen, hidden = [], model.decoder.hidden
+
+    def recording_hidden(enc, enc_lens, canvas, lens, *rest):
+        seen.append((tuple(canvas.shape), lens.tolist()))
+        return hidden(enc, enc_lens, canvas, lens, *rest)
+
+    model.decoder.hidden = recording_hidden
     model(**batch())
     assert seen == [((2, 9), [9, 7])]
     model.eval()
