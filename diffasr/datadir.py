@@ -117,6 +117,32 @@ def target_absent_utts(data_dir: os.PathLike) -> List[str]:
     return [u for u, r in read_jsonl(meta_path).items() if is_target_absent(r)]
 
 
+def swap_partners(data_dir: os.PathLike) -> Dict[str, str]:
+    """For each example of a mixture set, the example of the same mixture whose target is its
+    (first) interferer: decoding an example with its partner's enrollment must give the other
+    talker's words (the swap decode).  Every example needs one; else an error naming it."""
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "mixture.jsonl"
+    if not meta_path.is_file():
+        raise DataDirError(f"{meta_path}: missing: a swap decode needs each example's talkers")
+    records, wavs = read_jsonl(meta_path), read_kv(data_dir / "wav.scp")
+    by_audio_and_target = {(wavs.get(u), r["target"].get("utt")): u for u, r in sorted(records.items())}
+    partners = {}
+    for utt in sorted(wavs):
+        record = records.get(utt)
+        if record is None or is_target_absent(record) or not record.get("interferers"):
+            raise DataDirError(f"{meta_path}: example '{utt}' has no talker to swap to (target absent, no "
+                               "interferer or no record): a swap decode is for sets of mixtures only")
+        other = record["interferers"][0].get("utt")
+        partner = by_audio_and_target.get((wavs[utt], other))
+        if partner is None:
+            raise DataDirError(f"{meta_path}: example '{utt}' has no example of its other talker '{other}' in "
+                               "the set: a swap decode needs each talker of a mixture as a target "
+                               "(stage 1's mix_setting each_target)")
+        partners[utt] = partner
+    return partners
+
+
 def validate_data_dir(data_dir: os.PathLike, require: Iterable[str] = ("wav.scp", "text", "utt2spk"),
                       check_paths: bool = True) -> List[str]:
     """Check a data dir; raise DataDirError naming the first problem. Returns utt ids.

@@ -460,3 +460,19 @@ def test_target_activity_marks_the_frames_where_the_target_speaks(built):
             assert np.mean(labels[utt].astype(bool) == speaking) > 0.97  # PCM-16 rounding at the edges
             start = record["target"]["offset_samples"] // 320
             assert not labels[utt][:start].any() and labels[utt].any()
+
+
+def test_the_swap_decode_pairs_each_example_with_its_mixtures_other_talker(built):
+    from diffasr.datadir import DataDirError, read_jsonl, read_kv, swap_partners
+
+    data = built / "data" / "test"
+    records, wavs = read_jsonl(data / "mixture.jsonl"), read_kv(data / "wav.scp")
+    partners = swap_partners(data)
+    assert sorted(partners) == sorted(wavs)
+    for utt, partner in partners.items():
+        assert partner != utt and wavs[partner] == wavs[utt]  # the same mixture
+        assert records[partner]["target"]["utt"] == records[utt]["interferers"][0]["utt"]
+        assert partners[partner] == utt  # and back
+    # a set of single examples (the clean targets, nothing mixed in) has no one to swap to
+    with pytest.raises(DataDirError, match="example '.*' has no talker to swap to"):
+        swap_partners(built / "data" / "test_clean")

@@ -11,7 +11,7 @@ import torch
 
 from diffasr.bin import asr_inference, asr_train
 from diffasr.espnet2.enrollment import Enrollment
-from diffasr.inference import RotatedEnrollment, Speech2Text
+from diffasr.inference import PartnerEnrollment, Speech2Text
 from diffasr.scoring.uncertainty import words_with_confidence
 
 CONF = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf"
@@ -126,9 +126,10 @@ def test_words_take_the_lowest_piece_confidence():
 def test_rotation_gives_every_utterance_another_speakers_enrollment(corpus):
     original = dict(kaldiio.load_scp(str(corpus / "enroll_embed.scp")))
     speaker = dict(line.split() for line in (corpus / "utt2spk").read_text().splitlines())
-    rotate = RotatedEnrollment([(f"{corpus}/wav.scp", "speech", "sound"),
+    rotate = PartnerEnrollment([(f"{corpus}/wav.scp", "speech", "sound"),
                                 (f"{corpus}/enroll_embed.scp", "enroll_embed", "kaldi_ark"),
-                                (f"{corpus}/enroll.scp", "enroll_speech", "sound")], str(corpus / "utt2spk"))
+                                (f"{corpus}/enroll.scp", "enroll_speech", "sound")], "rotate",
+                                str(corpus / "utt2spk"))
     utts = sorted(original)
     batch = rotate(utts).as_inputs()
     enroll_audio = dict(line.split() for line in (corpus / "enroll.scp").read_text().splitlines())

@@ -370,6 +370,9 @@ def test_a_model_that_writes_the_end_token_between_words_still_gives_every_word_
 
 def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
     from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel  # noqa: F401  (same mixin)
+    from diffasr.espnet2.whisper_encoder import EncoderStates
+
+    states = lambda activity: EncoderStates(activity, None, None)  # noqa: E731  (only the decision)
 
     class Encoder(torch.nn.Module):  # a frame-level decision like frame_transform's
         takes_enrollment = True
@@ -379,7 +382,7 @@ def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
             self.score = torch.nn.Linear(FEAT_DIM, 1)
 
         def forward(self, x, lengths, enrollment=None, input_transform=None):
-            return x, lengths, torch.sigmoid(self.score(x)).squeeze(-1)
+            return x, lengths, states(torch.sigmoid(self.score(x)).squeeze(-1))
 
         def output_size(self):
             return FEAT_DIM
@@ -390,18 +393,18 @@ def test_the_activity_loss_trains_the_frame_decision_and_needs_its_labels():
     labels = torch.zeros(2, 12)
     labels[:, :5] = 1.0
     with pytest.raises(ValueError, match="needs the data '<dir>/target_activity.scp"):
-        model.activity_loss(torch.rand(2, 12), {}, {})
+        model.activity_loss(states(torch.rand(2, 12)), {}, {})
     stats = {}
     loss = model.activity_loss(model.encoder(b["speech"], b["speech_lengths"])[2],
                                {"target_activity": labels, "target_activity_lengths": torch.tensor([12, 9])}, stats)
-    activity = model.encoder(b["speech"], b["speech_lengths"])[2]
+    activity = model.encoder(b["speech"], b["speech_lengths"])[2].activity
     # each utterance's mean over its own frames, then the mean over the utterances
     expected = (torch.nn.functional.binary_cross_entropy(activity[0], labels[0])
                 + torch.nn.functional.binary_cross_entropy(activity[1, :9], labels[1, :9])) / 2
     assert torch.allclose(loss, expected) and "loss_activity" in stats
     # so two processes' halves of the batch, weighted by utterances as ESPnet's trainer
     # weights them under DDP, give the one-process loss (utterances of unequal length)
-    halves = [model.activity_loss(activity[i:i + 1], {"target_activity": labels[i:i + 1],
+    halves = [model.activity_loss(states(activity[i:i + 1]), {"target_activity": labels[i:i + 1],
                                                       "target_activity_lengths": torch.tensor([n])}, {})
               for i, n in enumerate((12, 9))]
     assert torch.allclose(sum(halves) / 2, loss)

@@ -205,7 +205,7 @@ def test_the_activity_detector_reads_the_enrollment(speech):
     encoder = _encoder(enrollment="frame_transform", frozen_layers=2, adapter_blocks=0,
                        conditioning_conf={"detector_layers": 1, "detector_dim": 16})
     audio, lengths = torch.from_numpy(speech[0])[None], torch.tensor([len(speech[0])])
-    probabilities = [encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(s)[None]))[2]
+    probabilities = [encoder(audio, lengths, enrollment=Enrollment(speech=torch.from_numpy(s)[None]))[2].activity
                      for s in speech[:2]]
     assert probabilities[0].shape == (1, int(encoder.frozen(audio, lengths)[1][0]))
     assert not torch.allclose(probabilities[0], probabilities[1])

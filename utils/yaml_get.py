@@ -2,8 +2,10 @@
 """Print a key of a YAML file: utils/yaml_get.py FILE KEY [DEFAULT].
 
 KEY may be dotted (``encoder_conf.enrollment``) to reach into mappings.  Without a
-DEFAULT a missing key is an error; a null value prints as ``none``.
+DEFAULT a missing key is an error; a null value prints as ``none``, a mapping or a list as
+JSON with sorted keys (so that two configs' values compare as strings).
 """
+import json
 import sys
 
 import yaml
@@ -20,4 +22,7 @@ if __name__ == "__main__":
             print(sys.argv[3])
             sys.exit(0)
         value = value[part]
-    print("none" if value is None else value)
+    if isinstance(value, (dict, list)):
+        print(json.dumps(value, sort_keys=True))
+    else:
+        print("none" if value is None else value)

@@ -33,8 +33,9 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--data_path_and_name_and_type", type=str2triple_str, required=True,
                        action="append", help="e.g. data/test/wav.scp,speech,sound (repeatable)")
     group.add_argument("--key_file", type=str_or_none, help="decode only these utterances")
-    group.add_argument("--enrollment_override", type=str_or_none, default=None, choices=["rotate", None],
-                       help="rotate: decode with another speaker's enrollment (embedding and audio)")
+    group.add_argument("--enrollment_override", type=str_or_none, default=None, choices=["rotate", "swap", None],
+                       help="rotate: decode with another speaker's enrollment (embedding and audio); swap: with "
+                       "the enrollment of the mixture's other talker (its example in the set)")
     group.add_argument("--utt2spk", type=str_or_none, default=None, help="for --enrollment_override")
     group.add_argument("--presence_gate", type=str_or_none, default=None,
                        help="the speaker encoder's presence.yaml (stage 4): utterances whose enrolled voice "

@@ -36,6 +36,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="dev decode dir whose word confidences fit the temperature")
     parser.add_argument("--calib_data_dir", type=Path, default=None,
                         help="reference data dir of --calib_decode_dir")
+    parser.add_argument("--enrollment_override", choices=["rotate", "swap"], default=None,
+                        help="the decode's enrollments were replaced (asr_inference's option): swap also "
+                        "reports Follows other (the mixture's other talker's words)")
     parser.add_argument("--n_bins", type=int, default=10,
                         help="equal-width confidence bins for ECE and the reliability diagram")
     return parser
@@ -49,12 +52,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.n_bins < 1:
         sys.exit("score.py: --n_bins must be at least 1")
     metrics = score(args.data_dir, args.decode_dir, args.calib_data_dir, args.calib_decode_dir,
-                    args.n_bins)
+                    args.n_bins, args.enrollment_override)
     summary = f"{metrics['test_set']}:"
     if "wer" in metrics:
         summary += f" WER {metrics['wer']:.2f} CER {metrics['cer']:.2f}"
     if metrics.get("follows") is not None:
         summary += f" follows {metrics['follows']:.1f}%"
+    if metrics.get("follows_other") is not None:
+        summary += f" follows the other talker {metrics['follows_other']:.1f}%"
     if metrics.get("absent_empty") is not None:
         summary += f" target absent -> empty {metrics['absent_empty']:.1f}%"
     if metrics.get("rtfx") is not None:

@@ -111,6 +111,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         canvas_decode_margin: Optional[int] = None,
         length_weight: float = 0.0,
         activity_weight: float = 0.0,
+        teacher_weight: float = 0.0,
+        teacher_form: str = "mse",
+        teacher_only: bool = False,
         train_autocast: str = "none",
         mask_eps: float = 1e-3,
         mask_time_power: float = 1.0,
@@ -166,6 +169,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         )
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.set_teacher(teacher_weight, teacher_form, teacher_only)
         self.train_autocast = check_train_autocast(train_autocast)
         self.ctc_units = ctc_units
         self.ctc_blank_id = ctc_units.blank_id if ctc_units is not None else self.blank_id
@@ -211,6 +215,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         """
         with forward_autocast(self.train_autocast, speech):
             loss, stats = self._losses(speech, speech_lengths, text, text_lengths, utt_id, kwargs)
+        loss = loss.float()
         stats["loss"] = loss.detach()
         return force_gatherable((loss.float(), stats, speech.size(0)), loss.device)
 
@@ -220,10 +225,13 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         self._check_transcripts(text, text_lengths, utt_id)
         stats = dict()
 
-        # 1. Encoder with the enrollment
-        encoder_out, encoder_out_lens, activity = self.encode_with_activity(
+        # 1. Encoder with the enrollment, its frame-level losses (phase 1: only those)
+        encoder_out, encoder_out_lens, states = self.encode_with_states(
             speech, speech_lengths, Enrollment.from_batch(kwargs, utt_id))
-        loss_activity = self.activity_loss(activity, kwargs, stats)
+        loss_activity = self.activity_loss(states, kwargs, stats)
+        loss_teacher = self.teacher_loss(states, kwargs, stats, utt_id)
+        if self.teacher_only:
+            return loss_teacher + (0.0 if loss_activity is None else loss_activity), stats
 
         # 2. CTC branch on the conditioned frames (over tokens, or over their characters)
         loss_ctc = None
@@ -270,8 +278,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         loss = (1.0 - self.ctc_weight) * loss_diff
         if loss_ctc is not None:
             loss = loss + self.ctc_weight * loss_ctc
-        if loss_activity is not None:
-            loss = loss + loss_activity
+        for extra in (loss_activity, loss_teacher):
+            if extra is not None:
+                loss = loss + extra
         if self.length_predictor is not None:
             loss_length, length_error = self.length_predictor.loss(encoder_out, encoder_out_lens, text_lengths)
             stats["loss_length"], stats["length_error"] = loss_length.detach(), length_error

@@ -31,6 +31,9 @@ from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
 from diffasr.espnet2.ctc_units import CTCUnits
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
+from diffasr.espnet2.teacher import FORMS as TEACHER_FORMS
+from diffasr.espnet2.teacher import TEACHER, TEACHER_OTHERS, feature_follows, teacher_distance
+from diffasr.espnet2.whisper_encoder import EncoderStates
 from diffasr.whisper.tokenizer import is_control_token
 
 
@@ -53,13 +56,14 @@ class TargetSpeakerMixin:
     def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                enrollment: Enrollment = NO_ENROLLMENT):
         """Encoder output [B, T, D] and lengths [B], conditioned on ``enrollment``."""
-        encoder_out, encoder_out_lens, _ = self.encode_with_activity(speech, speech_lengths, enrollment)
+        encoder_out, encoder_out_lens, _ = self.encode_with_states(speech, speech_lengths, enrollment)
         return encoder_out, encoder_out_lens
 
-    def encode_with_activity(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
-                             enrollment: Enrollment = NO_ENROLLMENT):
-        """``encode``, and the encoder's probability [B, T] that the enrolled voice speaks in
-        each frame (None unless the conditioning decides it per frame)."""
+    def encode_with_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                           enrollment: Enrollment = NO_ENROLLMENT):
+        """``encode``, and the encoder's ``EncoderStates`` (the per-frame probability that the
+        enrolled voice speaks, Whisper's own output before the adapter), or None for an
+        encoder that gives none (ESPnet's)."""
         batch = speech.size(0)
         feats, feats_lengths = self._extract_feats(speech, speech_lengths)
         if self.specaug is not None and self.training:
@@ -80,16 +84,67 @@ class TargetSpeakerMixin:
             hook = conditioner.attached_to(self.encoder.embed, embed)
         with hook:
             encoder_out, encoder_out_lens, states = self.encoder(feats, feats_lengths, **extra)
-        activity = states if extra and isinstance(states, torch.Tensor) else None
+        states = states if isinstance(states, EncoderStates) else None
         if isinstance(encoder_out, tuple):  # (output, intermediate CTC outputs): not used here
             encoder_out = encoder_out[0]
         if self.postencoder is not None:
             encoder_out, encoder_out_lens = self.postencoder(encoder_out, encoder_out_lens)
         if conditioner is not None and conditioner.position == "encoder_output":
             encoder_out, encoder_out_lens = conditioner(encoder_out, encoder_out_lens, embed)
-        return encoder_out, encoder_out_lens, activity
+        return encoder_out, encoder_out_lens, states
 
-    def activity_loss(self, activity: Optional[torch.Tensor], batch: dict, stats: dict) -> Optional[torch.Tensor]:
+    def set_teacher(self, teacher_weight: float, teacher_form: str, teacher_only: bool) -> None:
+        """The clean-target teacher loss's options (``model_conf``), checked at build time."""
+        if teacher_weight < 0.0:
+            raise ValueError(f"model_conf teacher_weight must be >= 0, got {teacher_weight}")
+        if teacher_form not in TEACHER_FORMS:
+            raise ValueError(f"model_conf teacher_form must be one of {TEACHER_FORMS}, got {teacher_form!r}")
+        if teacher_only and teacher_weight == 0.0:
+            raise ValueError("model_conf teacher_only trains on the teacher loss alone: set teacher_weight > 0")
+        if teacher_weight > 0.0:
+            if getattr(self.encoder, "trainable_layers", 0) == 0:
+                raise ValueError("model_conf teacher_weight > 0 trains Whisper's own layers to reproduce the "
+                                 "clean-target teacher: it needs encoder: whisper with frozen_layers below "
+                                 "Whisper's depth (this encoder has no trainable Whisper layer)")
+            if getattr(self.encoder, "subsample", 1) != 1:
+                raise ValueError("model_conf teacher_weight > 0 compares 20-ms frames with the teacher's: "
+                                 "it needs encoder_conf subsample: 1")
+        self.teacher_weight, self.teacher_form, self.teacher_only = teacher_weight, teacher_form, teacher_only
+
+    def teacher_loss(self, states: Optional[EncoderStates], batch: dict, stats: dict,
+                     utt_ids: Optional[List[str]] = None) -> Optional[torch.Tensor]:
+        """The distance of Whisper's output on the mixture (``states.whisper_out``) from the
+        clean-target teacher (``diffasr.espnet2.teacher``), weighted ``teacher_weight``;
+        None when the weight is 0.  With the interferers' teachers in the batch (a
+        validation set), ``feature_follows``: the share of examples whose output is nearer
+        to their target's teacher than to every interferer's.  The teachers are taken out
+        of ``batch``."""
+        teacher, teacher_lengths = batch.pop(TEACHER, None), batch.pop(f"{TEACHER}_lengths", None)
+        others = batch.pop(TEACHER_OTHERS, None)
+        batch.pop(f"{TEACHER_OTHERS}_lengths", None)
+        if self.teacher_weight == 0.0:
+            return None
+        if teacher is None:
+            raise ValueError(f"model_conf teacher_weight > 0 needs the data '<cache>/{TEACHER}.scp,{TEACHER},"
+                             "kaldi_ark' (python -m diffasr.bin.extract_teachers; asr.sh stage 5 writes it)")
+        student, lengths = states.whisper_out, states.lengths
+        wrong = (teacher_lengths != lengths).nonzero().flatten().tolist()
+        if wrong:
+            i = wrong[0]
+            name = f"'{utt_ids[i]}'" if utt_ids is not None else f"#{i} of the batch"
+            raise ValueError(f"the teacher of example {name} has {int(teacher_lengths[i])} frames and its "
+                             f"mixture {int(lengths[i])}: the teacher cache was made for other audio")
+        frames = student.size(1)
+        teacher = teacher[:, :frames].to(student.device)
+        loss = teacher_distance(student, teacher, lengths, self.teacher_form).mean()
+        stats["loss_teacher"] = loss.detach()
+        if others is not None and not self.training:
+            follows, scored = feature_follows(student.detach(), teacher, others[:, :frames], lengths)
+            if scored.any():
+                stats["feature_follows"] = follows[scored].float().mean()
+        return self.teacher_weight * loss
+
+    def activity_loss(self, states: Optional[EncoderStates], batch: dict, stats: dict) -> Optional[torch.Tensor]:
         """Binary cross-entropy of the encoder's per-frame decision that the enrolled voice
         speaks against ``target_activity`` (stage 1's labels), weighted ``activity_weight``;
         None when the weight is 0.  The labels are taken out of ``batch``."""
@@ -97,6 +152,7 @@ class TargetSpeakerMixin:
         label_lengths = batch.pop(f"{ACTIVITY}_lengths", None)
         if self.activity_weight == 0.0:
             return None
+        activity = None if states is None else states.activity
         if activity is None:
             raise ValueError("model_conf activity_weight > 0 needs a conditioning that decides per frame "
                              "whether the enrolled voice speaks (encoder_conf enrollment: frame_transform)")
@@ -145,11 +201,13 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     """
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
+                 teacher_weight: float = 0.0, teacher_form: str = "mse", teacher_only: bool = False,
                  train_autocast: str = "none", ctc_units: Optional[CTCUnits] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ctc_units = ctc_units
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.set_teacher(teacher_weight, teacher_form, teacher_only)
         self.train_autocast = check_train_autocast(train_autocast)
         self._check_single_output_branch()
         if self.use_transducer_decoder:
@@ -173,10 +231,12 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
     """ESPnet's Mask-CTC model with the enrollment (``model: maskctc``)."""
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
+                 teacher_weight: float = 0.0, teacher_form: str = "mse", teacher_only: bool = False,
                  train_autocast: str = "none", **kwargs):
         super().__init__(*args, **kwargs)
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
+        self.set_teacher(teacher_weight, teacher_form, teacher_only)
         self.train_autocast = check_train_autocast(train_autocast)
         self._check_single_output_branch()
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
@@ -193,14 +253,20 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
 
 
 def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
-    """An ESPnet baseline's losses (CTC, its decoder's ``_decoder_loss``, the activity loss)
-    on the output encoded with the batch's enrollment."""
-    enrollment = Enrollment.from_batch(batch, batch.get("utt_id"))
+    """An ESPnet baseline's losses (CTC, its decoder's ``_decoder_loss``, the activity and
+    teacher losses) on the output encoded with the batch's enrollment; with ``teacher_only``
+    the encoder's losses alone (no decoder pass)."""
+    utt_ids = batch.get("utt_id")
+    enrollment = Enrollment.from_batch(batch, utt_ids)
     text = text[:, : int(text_lengths.max())]
     stats, loss_ctc, loss_decoder = {}, None, None
     with forward_autocast(model.train_autocast, speech):
-        encoder_out, encoder_out_lens, activity = model.encode_with_activity(speech, speech_lengths, enrollment)
-        loss_activity = model.activity_loss(activity, batch, stats)
+        encoder_out, encoder_out_lens, states = model.encode_with_states(speech, speech_lengths, enrollment)
+        loss_activity = model.activity_loss(states, batch, stats)
+        loss_teacher = model.teacher_loss(states, batch, stats, utt_ids)
+    if model.teacher_only:
+        return _encoder_only(loss_teacher, loss_activity, stats, speech)
+    with forward_autocast(model.train_autocast, speech):
         if model.ctc_weight != 0.0:
             if model.ctc_units is None:
                 loss_ctc, stats["cer_ctc"] = model._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
@@ -211,7 +277,15 @@ def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
         if model.ctc_weight != 1.0:
             loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats)
     loss = _weighted(model.ctc_weight, loss_ctc, loss_decoder).float()
-    if loss_activity is not None:
-        loss = loss + loss_activity.float()
+    for extra in (loss_activity, loss_teacher):
+        if extra is not None:
+            loss = loss + extra.float()
+    stats["loss"] = loss.detach()
+    return force_gatherable((loss, stats, speech.size(0)), loss.device)
+
+
+def _encoder_only(loss_teacher, loss_activity, stats, speech):
+    """Phase 1 (``teacher_only``): the teacher loss (+ the activity loss), no decoder pass."""
+    loss = loss_teacher.float() + (0.0 if loss_activity is None else loss_activity.float())
     stats["loss"] = loss.detach()
     return force_gatherable((loss, stats, speech.size(0)), loss.device)

@@ -45,6 +45,8 @@ from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
 from diffasr.espnet2.streaming import build_streaming_iterator
+from diffasr.espnet2.teacher import DATA_NAMES as TEACHER_DATA_NAMES
+from diffasr.espnet2.teacher import check_teacher_cache
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
@@ -227,10 +229,16 @@ class DiffASRTask(ASRTask):
                                          f"the config has encoder: {choice(args, 'encoder')}")
                     keys = read_kv(texts[0], allow_empty_value=True).keys() if texts else None
                     check_cache(path, args.encoder_conf, keys, texts[0] if texts else "")
+                if name in TEACHER_DATA_NAMES:
+                    # the data dir is the text's: a teacher made from other mixtures is refused
+                    data_dir = Path(texts[0]).parent if texts else None
+                    keys = read_kv(texts[0], allow_empty_value=True).keys() if texts else None
+                    check_teacher_cache(path, args.encoder_conf, data_dir, keys)
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        extra = () if inference else (TARGET_ACTIVITY,)  # training labels of model_conf activity_weight
+        # training targets: stage 1's labels (model_conf activity_weight), the teachers (teacher_weight)
+        extra = () if inference else (TARGET_ACTIVITY,) + TEACHER_DATA_NAMES
         return tuple(super().optional_data_names(train, inference)) + DATA_NAMES + extra
 
     @classmethod

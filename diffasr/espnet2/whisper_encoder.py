@@ -26,6 +26,7 @@ Whisper is fed in one of two ways (``padding``):
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -51,6 +52,22 @@ def frozen_fingerprint(whisper_model: str = "tiny.en", padding: str = "none",
     identity = dict(checkpoint=whisper_checkpoint(whisper_model).name, padding=padding,
                     frozen_layers=frozen_layers)
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EncoderStates:
+    """What ``WhisperEncoder.forward`` gives besides its output (ESPnet's encoder-states slot).
+
+    ``activity`` [B, T]: the probability that the enrolled voice speaks in each mixture
+    frame, where the conditioning decides it per frame (``frame_transform``), else None;
+    ``whisper_out`` [B, T, D] and ``lengths`` [B]: the mixture frames after Whisper's last
+    block and ``ln_post``, before the adapter: what the clean-target teacher
+    (``diffasr.espnet2.teacher``) is compared with.
+    """
+
+    activity: Optional[torch.Tensor]
+    whisper_out: torch.Tensor
+    lengths: torch.Tensor
 
 
 def _frames_of_samples(lengths: torch.Tensor) -> torch.Tensor:
@@ -172,6 +189,11 @@ class WhisperEncoder(AbsEncoder):
     def output_size(self) -> int:
         return self.width
 
+    @property
+    def trainable_layers(self) -> int:
+        """Whisper blocks above the frozen ones (trained, and conditioned on the enrollment)."""
+        return len(self.whisper.blocks) - self.frozen_layers
+
     def _is_frozen(self, name: str) -> bool:
         if name.startswith("blocks."):
             return int(name.split(".")[1]) < self.frozen_layers
@@ -259,13 +281,12 @@ class WhisperEncoder(AbsEncoder):
         self, xs_pad: torch.Tensor, ilens: torch.Tensor, prev_states: torch.Tensor = None,
         enrollment: Enrollment = NO_ENROLLMENT,
         input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, EncoderStates]:
         """Encode ``xs_pad`` (audio or cached frames) for the speaker of ``enrollment``.
 
         ``input_transform``: applied to the frames at the speaker input point (FiLM).
-        Returns the output [B, T, D], its lengths and, where the conditioning decides per
-        frame whether the enrolled voice speaks (``frame_transform``), that probability
-        [B, T] of the mixture frames (else None; ESPnet's place for encoder states).
+        Returns the output [B, T, D], its lengths and the ``EncoderStates`` (ESPnet's place
+        for encoder states): the per-frame target probability and Whisper's own output.
         """
         x, lengths = self._downsample(*self._frozen_or_cached(xs_pad, ilens))
         if input_transform is not None:
@@ -294,6 +315,9 @@ class WhisperEncoder(AbsEncoder):
             x = run_block(block, x, pad)
         if self.frozen_layers < len(self.whisper.blocks):
             x = self.whisper.ln_post(x)
+        whisper_out, whisper_lengths = x, lengths
+        if prefix_lengths is not None:
+            whisper_out, whisper_lengths = _drop_prefix(x, lengths, prefix_lengths)
         if self.adapter is not None:
             if condition is not None:
                 x = condition(point, x, enroll, enroll_pad, frame_target)
@@ -301,7 +325,8 @@ class WhisperEncoder(AbsEncoder):
         if prefix_lengths is not None and not self.enrollment_in_output:
             x, lengths = _drop_prefix(x, lengths, prefix_lengths)
         activity = None if frame_target is None else frame_target.squeeze(-1)
-        return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths, activity
+        states = EncoderStates(activity, whisper_out, whisper_lengths)
+        return x.masked_fill(padding_mask(lengths, x.size(1))[..., None], 0.0), lengths, states
 
 
 def _join(first: torch.Tensor, first_lengths: torch.Tensor, second: torch.Tensor,

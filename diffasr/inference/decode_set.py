@@ -95,11 +95,20 @@ def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
     return partners
 
 
-class RotatedEnrollment:
-    """Replaces a batch's enrollment (embedding and/or audio) by its rotation partners'."""
+class PartnerEnrollment:
+    """Replaces a batch's enrollment (embedding and/or audio) by its partners' (``override``):
 
-    def __init__(self, data_path_and_name_and_type: Sequence[Tuple[str, str, str]], utt2spk: str):
+    - ``rotate``: another speaker's utterance of the set (``rotation_partners``): the enrolled
+      voice is in no mixture it is decoded with;
+    - ``swap``: the example of the same mixture whose target is this one's interferer
+      (``diffasr.datadir.swap_partners``): a model that selects gives the other talker's words.
+    """
+
+    def __init__(self, data_path_and_name_and_type: Sequence[Tuple[str, str, str]], override: str,
+                 utt2spk: Optional[str] = None):
         from espnet2.fileio.sound_scp import SoundScpReader
+
+        from diffasr.datadir import swap_partners
 
         sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
         self.readers = {}
@@ -107,15 +116,21 @@ class RotatedEnrollment:
             if name in sources:
                 path, kind = sources[name]
                 self.readers[name] = SoundScpReader(path, dtype="float32") if kind == "sound" else kaldiio.load_scp(path)
-        if not self.readers or utt2spk is None:
-            raise ValueError("--enrollment_override rotate needs an enroll_embed or enroll_speech data "
-                             "option and --utt2spk")
-        with open(sources["speech"][0], encoding="utf-8") as f:
-            utts = [line.split(maxsplit=1)[0] for line in f if line.strip()]
-        self.partners = rotation_partners(utts, utt2spk)
+        if not self.readers:
+            raise ValueError(f"--enrollment_override {override} needs an enroll_embed or enroll_speech data option")
+        if override == "rotate":
+            if utt2spk is None:
+                raise ValueError("--enrollment_override rotate needs --utt2spk")
+            with open(sources["speech"][0], encoding="utf-8") as f:
+                utts = [line.split(maxsplit=1)[0] for line in f if line.strip()]
+            self.partners = rotation_partners(utts, utt2spk)
+        elif override == "swap":
+            self.partners = swap_partners(Path(sources["speech"][0]).parent)
+        else:
+            raise ValueError(f"--enrollment_override must be rotate, swap or none, got {override!r}")
 
     def __call__(self, keys: Sequence[str]) -> Enrollment:
-        """The enrollment of the utterances ``keys`` taken from their rotation partners."""
+        """The enrollment of the utterances ``keys`` taken from their partners."""
         others = [self.partners[k] for k in keys]
         embed_reader, speech_reader = self.readers.get(ENROLL_EMBED), self.readers.get(ENROLL_SPEECH)
 
@@ -195,10 +210,8 @@ def inference(
         return
 
     override = None
-    if enrollment_override == "rotate":
-        override = RotatedEnrollment(data_path_and_name_and_type, utt2spk)
-    elif enrollment_override is not None:
-        raise ValueError(f"--enrollment_override must be 'rotate' or none, got {enrollment_override!r}")
+    if enrollment_override is not None:
+        override = PartnerEnrollment(data_path_and_name_and_type, enrollment_override, utt2spk)
 
     from diffasr.espnet2.task import DiffASRTask  # ESPnet's data pipeline (a heavy import: sets only)
 

@@ -73,6 +73,20 @@ def speaker_confusion(refs: Mapping[str, str], hyps: Mapping[str, str],
             "n_confused": len(confused), "n_scored": n_scored, "confused_utts": confused}
 
 
+def follows_swapped(refs: Mapping[str, str], hyps: Mapping[str, str], mixture: Mapping[str, dict],
+                    partners: Mapping[str, str]) -> Dict[str, object]:
+    """A swap decode (each example decoded with the enrollment of ``partners[utt]``, the
+    example of its mixture's other talker): the share whose hypothesis is strictly closer to
+    that talker's transcript than to every other talker's, the example's own target included."""
+    n_follows = 0
+    for utt, ref in refs.items():
+        partner_text = refs.get(partners[utt], mixture[partners[utt]]["target"]["text"])
+        others = [ref] + [i["text"] for i in mixture[utt].get("interferers", [])
+                          if i.get("utt") != mixture[partners[utt]]["target"]["utt"]]
+        n_follows += follows(partner_text, others, hyps.get(utt, ""))
+    return {"follow_rate": n_follows / len(refs) if refs else None, "n_follows": n_follows, "n_scored": len(refs)}
+
+
 def target_absent_metrics(absent_utts: List[str], present_utts: List[str], hyps: Mapping[str, str]
                           ) -> Dict[str, object]:
     """How often an absent target gives an empty hypothesis, and a present one is emptied."""

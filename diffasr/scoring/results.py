@@ -104,6 +104,7 @@ BASE_COLUMNS: List[Column] = [
 ]
 OPTIONAL_COLUMNS: List[Column] = [
     ("Follows (%)", lambda m: m.get("follows"), 1),
+    ("Follows other (%)", lambda m: m.get("follows_other"), 1),
     ("Spk. confusion (%)", lambda m: m.get("speaker_confusion"), 2),
     ("Emptied (%)", lambda m: m.get("emptied"), 1),
     ("Absent → empty (%)", lambda m: m.get("absent_empty"), 1),
@@ -179,7 +180,10 @@ def make_results(exp_dir: os.PathLike) -> str:
               "WER/CER in %, from sclite (score_wer/result.txt, score_cer/result.txt). "
               "RTFx: audio seconds / decoding seconds. Speaker confusion: % of utterances whose "
               "hypothesis is closer to an interferer's transcript than to the target's; Follows: % "
-              "closer to the target's than to every other talker's; Emptied: % of present targets "
+              "closer to the target's than to every other talker's; a _rotate decode has another test "
+              "voice's enrollment, a _swap decode the mixture's other talker's (both scored against the "
+              "original target), Follows other: % of a _swap decode closer to that other talker's "
+              "transcript than to every other; Emptied: % of present targets "
               "given no words; Absent → empty: % of target-absent examples given no words (they are "
               "left out of WER). NCE, AUROC (error detection) and ECE rate word confidences.", ""]
     lines += results_table(rows) + [""]

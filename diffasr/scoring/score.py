@@ -17,10 +17,10 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from diffasr.datadir import read_kv, target_absent_utts
+from diffasr.datadir import read_jsonl, read_kv, swap_partners, target_absent_utts
 from diffasr.fileio import write_text_atomic
 from diffasr.scoring import uncertainty
-from diffasr.scoring.confusion import speaker_confusion_from_files, target_absent_metrics
+from diffasr.scoring.confusion import follows_swapped, speaker_confusion_from_files, target_absent_metrics
 from diffasr.scoring.sclite import ScoringError, read_scoring_inputs, score_with_sclite, score_words_and_chars
 
 CONFIDENCE_FILE = "word_confidence.ctm"
@@ -76,8 +76,12 @@ def fit_calibration(calib_data_dir: Path, calib_decode_dir: Path) -> float:
 
 
 def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = None,
-          calib_decode_dir: Optional[Path] = None, n_bins: int = 10) -> dict:
-    """Score `decode_dir` against `data_dir`, write metrics.json, and return the metrics."""
+          calib_decode_dir: Optional[Path] = None, n_bins: int = 10,
+          enrollment_override: Optional[str] = None) -> dict:
+    """Score `decode_dir` against `data_dir`, write metrics.json, and return the metrics.
+
+    ``enrollment_override``: how the decode replaced the enrollments; for ``swap`` (the
+    mixture's other talker's) also ``follows_other``, the share that gave that talker's words."""
     absent = target_absent_utts(data_dir)
     raw_hyps = read_kv(decode_dir / "text", allow_empty_value=True)
     metrics: dict = {"test_set": data_dir.name, "data_dir": str(data_dir), "decode_dir": str(decode_dir)}
@@ -118,6 +122,9 @@ def score(data_dir: Path, decode_dir: Path, calib_data_dir: Optional[Path] = Non
         # a present target given no words: what target-absent training may cost
         metrics["emptied"] = round(100.0 * sum(1 for u in refs if not hyps[u].split()) / max(1, len(refs)), 4)
         metrics["speaker_confusion_detail"] = {k: confusion[k] for k in ("n_confused", "n_follows", "n_scored")}
+        if enrollment_override == "swap":
+            swapped = follows_swapped(refs, hyps, read_jsonl(data_dir / "mixture.jsonl"), swap_partners(data_dir))
+            metrics["follows_other"] = percent(swapped["follow_rate"])
 
     png = decode_dir / RELIABILITY_PNG
     ctm = decode_dir / CONFIDENCE_FILE

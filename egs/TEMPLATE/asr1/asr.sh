@@ -57,6 +57,10 @@ asr_args=               # extra arguments for every training run (after a varian
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
 train_procs=1           # data-parallel training processes on CPU (torchrun, gloo); with --ngpu N>1, ESPnet starts one per GPU
 feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
+teacher_phase=false     # stage 5, phase 1: first train the conditioned encoder alone on the clean-target teacher
+                        #   (the first --asr_configs entry with model_conf teacher_weight > 0, + teacher_only, into
+                        #   exp/<prefix>_teacher_phase); phase 2: each system with the same encoder starts from it
+teacher_phase_args=     #   overrides of phase 1 only (e.g. "--max_epoch 4 --model_conf teacher_form=l1_cosine")
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
 cache_fold_length=500   # the same for cached encoder frames (20 ms each)
 text_fold_length=150    # the same for transcripts (tokens)
@@ -65,6 +69,9 @@ inference_args=         # extra arguments for decoding (e.g. "--enrollment_overr
 inference_suffix=       # appended to decode dir names (decode_<config><suffix>), e.g. _rotate
 rotate_configs=         # decode configs whose decodes of --rotate_sets are repeated with another test speaker's
 rotate_sets=test        #   enrollment (--enrollment_override rotate) into decode_<config>_rotate: does the enrollment decide?
+swap_sets=              # sets whose decodes with --rotate_configs are repeated with the enrollment of each mixture's
+                        #   other talker (--enrollment_override swap; needs mix_setting each_target) into
+                        #   decode_<config>_swap: a model that selects moves to the other talker (Follows other)
 long_form=false         # stage 6: split each recording at its pauses (silero-vad), decode the segments
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
@@ -169,6 +176,11 @@ token_args_of() {  # the token options of a training config
     whisper_en) echo "--token_type whisper_en --token_list ${whisper_listdir}/tokens.txt" ;;
     *) log "$1: token_type ${tt} is not wired through the stages (bpe or whisper_en)" >&2; return 1 ;;
   esac
+}
+trains_teacher() { awk "BEGIN { exit !($(config_get "$1" model_conf.teacher_weight 0) > 0) }"; }
+same_encoder() {  # same_encoder <config> <config>: the same encoder class and options
+  [ "$(config_get "$1" encoder none)" = "$(config_get "$2" encoder none)" ] \
+    && [ "$(config_get "$1" encoder_conf '{}')" = "$(config_get "$2" encoder_conf '{}')" ]
 }
 reads_enrollment_audio() { [ "$(config_get "$1" encoder_conf.enrollment none)" != none ]; }
 trains_activity() { awk "BEGIN { exit !($(config_get "$1" model_conf.activity_weight 0) > 0) }"; }
@@ -292,8 +304,8 @@ fi
 # Arguments naming the inputs of a set, as espnet2's data loader reads them: the audio
 # (or, with a cache dir, the frozen encoder's frames), the text, the enrollment
 # embedding and, for configs that read it, the enrollment audio (or its cached frames).
-data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir]
-  local option=$1 dset=$2 config=$3 with_text=${4:-true} cache=${5:-} args
+data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir] [teacher cache dir]
+  local option=$1 dset=$2 config=$3 with_text=${4:-true} cache=${5:-} teacher=${6:-} args
   if [ -n "${cache}" ]; then
     args="${option} ${cache}/feats.scp,speech,kaldi_ark"
   else
@@ -314,6 +326,11 @@ data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir]
       args+=" ${option} data/${dset}/enroll.scp,enroll_speech,sound"
     fi
   fi
+  # the clean-target teacher (and on a validation set the interferers', for feature follows)
+  if [ -n "${teacher}" ]; then
+    args+=" ${option} ${teacher}/teacher.scp,teacher,kaldi_ark"
+    [ -f "${teacher}/teacher_others.scp" ] && args+=" ${option} ${teacher}/teacher_others.scp,teacher_others,kaldi_ark"
+  fi
   echo "${args}"
 }
 
@@ -323,16 +340,17 @@ cache_root_of() {  # cache_root_of <config>
   echo "${dumpdir}/encoder_cache/$(${python} -m diffasr.bin.extract_encoder_cache --config "$1" --print_fingerprint)"
 }
 
-if want 5 && ! ${skip_train}; then
-  for i in "${!exp_dirs[@]}"; do
-    asr_exp=${exp_dirs[i]} asr_config=${exp_configs[i]} train_args=${exp_args[i]}
-    stats_dir=${dumpdir}/stats_$(basename "${asr_exp}")
+# train_experiment <exp> <config> <overrides> [more inputs]: one stage-5 training (cache,
+# statistics, ESPnet's trainer), resumed when killed, trained again when its inputs changed.
+train_experiment() {
+    local asr_exp=$1 asr_config=$2 train_args=$3 more_inputs=${4:-}
+    local stats_dir=${dumpdir}/stats_$(basename "$1") train_config token_args inputs dset file
     stage_begin 5 "ASR training: ${asr_config} ${train_args} -> ${asr_exp}"
     train_config=$(training_config_of "${asr_config}" "${asr_exp}" "${train_args}") || exit 1
     token_args=$(token_args_of "${train_config}") || exit 1
     # What training reads; a rerun whose inputs changed since the experiment was trained
     # says so and trains again (the old experiment is moved to ${expdir}/stale/, not deleted).
-    inputs="${train_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/')"
+    inputs="${train_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/') ${more_inputs}"
     for dset in ${train_set} ${valid_set}; do
       for file in wav.scp text enroll_embed.scp enroll.scp; do
         [ -f "data/${dset}/${file}" ] && inputs+=" data/${dset}/${file}"
@@ -356,6 +374,18 @@ if want 5 && ! ${skip_train}; then
           --output_dir "${cache_root}/${dset}" --nj "${nj}"
       done
       stats_dir+=_extracted
+    fi
+    # The clean-target teacher (model_conf teacher_weight): one cache per data dir, shared
+    # by every config with the same Whisper (dump/teacher_cache/<fingerprint>/<set>).
+    local train_teacher= valid_teacher=
+    if trains_teacher "${train_config}"; then
+      teacher_root=${dumpdir}/teacher_cache/$(${python} -m diffasr.bin.extract_teachers --config "${train_config}" --print_fingerprint) || exit 1
+      train_teacher=${teacher_root}/${train_set} valid_teacher=${teacher_root}/${valid_set}
+      for dset in ${train_set} ${valid_set}; do
+        log "Clean-target teacher of data/${dset} -> ${teacher_root}/${dset}"
+        ${python} -m diffasr.bin.extract_teachers --config "${train_config}" --data_dir "data/${dset}" \
+          --output_dir "${teacher_root}/${dset}" --nj "${nj}" --with_others "$([ "${dset}" = "${valid_set}" ] && echo true || echo false)"
+      done
     fi
     if [ -f "${stats_dir}/train/feats_stats.npz" ]; then
       # shellcheck disable=SC2086
@@ -394,13 +424,44 @@ if want 5 && ! ${skip_train}; then
     # shellcheck disable=SC2046,SC2086
     OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${train_launch} ${common_args} ${dist_args} \
-        $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}") \
-        $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}") \
+        $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}" "${train_teacher}") \
+        $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}" "${valid_teacher}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
         --fold_length "${fold_length}" --fold_length "${text_fold_length}" ${normalize_args} \
         --resume true --output_dir "${asr_exp}" ${train_args}
     stage_end 5
+}
+
+# Phase 1 (--teacher_phase true): the conditioned encoder alone, on the teacher loss.
+teacher_exp=${expdir}/${asr_tag_prefix}_teacher_phase
+teacher_base=
+if ${teacher_phase}; then
+  for config in ${asr_configs}; do
+    trains_teacher "${config}" && { teacher_base=${config}; break; }
+  done
+  if [ -z "${teacher_base}" ]; then
+    log "--teacher_phase true needs an --asr_configs entry with model_conf teacher_weight > 0" >&2; exit 2
+  fi
+fi
+# init_args_of <config>: phase 2's start from phase 1's encoder, for a system with the same encoder.
+init_args_of() {
+  if [ -n "${teacher_base}" ] && same_encoder "$1" "${teacher_base}"; then
+    echo "--init_param ${teacher_exp}/valid.loss.best.pth:encoder:encoder"
+  fi
+}
+
+if want 5 && ! ${skip_train}; then
+  if [ -n "${teacher_base}" ]; then
+    train_experiment "${teacher_exp}" "${teacher_base}" "--model_conf teacher_only=true ${teacher_phase_args}"
+  fi
+  for i in "${!exp_dirs[@]}"; do
+    init_args=$(init_args_of "${exp_configs[i]}")
+    if [ -n "${teacher_base}" ] && [ -z "${init_args}" ]; then
+      log "${exp_configs[i]} has another encoder than ${teacher_base}: it does not start from phase 1"
+    fi
+    train_experiment "${exp_dirs[i]}" "${exp_configs[i]}" "${exp_args[i]}${init_args:+ ${init_args}}" \
+      "$([ -n "${init_args}" ] && echo "${teacher_exp}/valid.loss.best.pth")"
   done
 fi
 
@@ -510,6 +571,10 @@ if want 6; then
           decode_set "${asr_exp}" "${trained_config}" "${inference_config}" "${inference_tag}_rotate" "${dset}" \
             ${inference_args} --enrollment_override rotate
         done
+        for dset in ${swap_sets}; do
+          decode_set "${asr_exp}" "${trained_config}" "${inference_config}" "${inference_tag}_swap" "${dset}" \
+            ${inference_args} --enrollment_override swap
+        done
       fi
     done
   done
@@ -536,6 +601,10 @@ if want 7; then
       if rotated "${inference_config}"; then
         for dset in ${rotate_sets}; do
           ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${asr_exp}/${inference_tag}_rotate/${dset}"
+        done
+        for dset in ${swap_sets}; do
+          ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${asr_exp}/${inference_tag}_swap/${dset}" \
+            --enrollment_override swap
         done
       fi
     done
