@@ -56,7 +56,7 @@ MEASURED_ONCE = {  # no tiny version
 # variant (and its _tiny version): what it changes in its config, as training parses the options
 # The previous default's conditioning (the enrollment after all four frozen Whisper layers),
 # which the variants measured once keep.
-PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.activity_weight": 0.0,
+PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.activity_weight": 0.0, "model_conf.teacher_weight": 0.0,
                     "enrollment_lr_scale": 1.0, "model_conf.train_autocast": "none"}
 DEFINED_BY = {
     "diffusion_whisper_nospk": {"encoder_conf.enrollment": "none", "model_conf.activity_weight": 0.0,
@@ -144,12 +144,16 @@ def test_system_builds_the_intended_model(system):
         assert type(model.decoder) is expected_decoder
 
 
-def _step_batch(whisper_tokens: bool, activity: bool = False) -> dict:
+def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = False) -> dict:
     """Two examples of every input; with ``activity``, stage 1's per-frame labels of where the
-    target speaks (50 frames a second) that the activity loss trains on."""
+    target speaks (50 frames a second) that the activity loss trains on; with ``teacher``, the
+    clean-target teacher's frames (Whisper tiny's 384 features) and the interferers'."""
     labels = {}
     if activity:
         labels = dict(target_activity=torch.randint(0, 2, (2, 25)).float(), target_activity_lengths=torch.tensor([25, 19]))
+    if teacher:
+        labels.update(teacher=torch.randn(2, 25, 384), teacher_lengths=torch.tensor([25, 19]),
+                      teacher_others=torch.randn(2, 25, 768), teacher_others_lengths=torch.tensor([25, 19]))
     if whisper_tokens:
         text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
     else:
@@ -168,19 +172,41 @@ def _step_batch(whisper_tokens: bool, activity: bool = False) -> dict:
 def test_tiny_system_trains_a_step_with_every_enrollment_input_present(system):
     model, args = build(system)
     activity = args.model_conf.get("activity_weight", 0.0) > 0
-    loss, stats, weight = model(**_step_batch(args.token_type == "whisper_en", activity))
+    teacher = args.model_conf.get("teacher_weight", 0.0) > 0
+    loss, stats, weight = model(**_step_batch(args.token_type == "whisper_en", activity, teacher))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
-    assert ("loss_activity" in stats) == activity
+    assert ("loss_activity" in stats) == activity and ("loss_teacher" in stats) == teacher
     trained = [p for p in model.parameters() if p.requires_grad]
     assert trained and all(p.grad is not None for p in trained if p.requires_grad and p.dim() > 1
                            and p is not getattr(model.ctc, "ctc_lo", None))
 
 
+@pytest.mark.parametrize("system", ["ar_whisper_tiny", "diffusion_whisper_tiny"])
+def test_phase_one_trains_the_encoder_on_the_teacher_alone_without_a_decoder_pass(system):
+    model, args = build(system)
+    model.teacher_only = True  # model_conf teacher_only: phase 1
+    loss, stats, _ = model(**_step_batch(True, args.model_conf.get("activity_weight", 0.0) > 0, teacher=True))
+    loss.backward()
+    assert float(loss) == pytest.approx(float(stats["loss_teacher"] * model.teacher_weight
+                                              + stats.get("loss_activity", 0.0) * model.activity_weight), rel=1e-4)
+    assert not {"loss_att", "loss_diffusion", "loss_ctc", "loss_ar"} & set(stats)
+    assert all(p.grad is None for p in model.decoder.parameters())
+    whisper_top = [p for n, p in model.encoder.named_parameters() if n.startswith("whisper.blocks.3.")]
+    assert whisper_top and all(p.grad is not None and p.grad.abs().sum() > 0 for p in whisper_top)
+    # feature follows is a validation figure: with the interferers' teachers, in eval mode only
+    assert "feature_follows" not in stats
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(**_step_batch(True, args.model_conf.get("activity_weight", 0.0) > 0, teacher=True))
+    assert 0.0 <= float(stats["feature_follows"]) <= 1.0
+
+
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
 def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(system):
     model, args = build(system)
-    batch = _step_batch(args.token_type == "whisper_en", args.model_conf.get("activity_weight", 0.0) > 0)
+    batch = _step_batch(args.token_type == "whisper_en", args.model_conf.get("activity_weight", 0.0) > 0,
+                        args.model_conf.get("teacher_weight", 0.0) > 0)
     needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
     needed += ["enroll_embed"] if model.spk_conditioner is not None else []
     for name in needed:

