@@ -50,3 +50,24 @@ def test_subset_keeps_the_first_utterances_in_every_file(bench, tmp_path):
         assert sorted(read_kv(subset / name)) == first
     assert sorted(read_jsonl(subset / "mixture.jsonl")) == first
     assert (subset / "spk2utt").is_file()
+
+
+def test_the_feature_follows_curve_reads_each_epochs_validation(tmp_path):
+    spec = importlib.util.spec_from_file_location("feature_follows_curve",
+                                                  Path(__file__).resolve().parents[1] / "bench/feature_follows_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    log = tmp_path / "train.log"
+    log.write_text(
+        "[vm] 2026 (trainer:810) INFO: 1epoch:train:1-10batch: loss_teacher=1.0\n"
+        "[vm] 2026 (trainer:383) INFO: 1epoch results: [train] iter_time=0.01, loss_teacher=0.8, loss=0.8, "
+        "total_count=46 [valid] loss_teacher=0.744, feature_follows=0.495, loss=0.744, time=22.58 seconds, "
+        "total_count=14\n"
+        "[vm] 2026 (trainer:383) INFO: 2epoch results: [train] loss=0.7, total_count=92 [valid] "
+        "loss_teacher=0.637, feature_follows=0.791, loss=0.637, total_count=28\n")
+    assert curve.read_curve(log) == [(1, 46, pytest.approx(49.5), 0.744), (2, 92, pytest.approx(79.1), 0.637)]
+    curve.main(["--log", f"a={log}", "--output_dir", str(tmp_path / "out")])
+    assert "| a | 2 | 92 | 79.1 | 0.637 |" in (tmp_path / "out/feature_follows.md").read_text()
+    log.write_text("1epoch results: [train] loss=0.7, total_count=46 [valid] loss=0.6, total_count=14\n")
+    with pytest.raises(SystemExit, match="no valid feature_follows"):
+        curve.read_curve(log)

@@ -324,7 +324,8 @@ def test_resume_writes_again_the_epoch_model_a_kill_cut_short(tmp_path, caplog):
 def test_the_activity_detector_learns_at_its_own_rate():
     # frame_transform's TS-VAD is a transformer from scratch: its learning rate is
     # --detector_lr_scale times the base, apart from the transforms' --enrollment_lr_scale.
-    args = parse(SYSTEMS["ar_whisper_tiny"] + ["--encoder_conf", "conditioning_conf={detector_layers: 1, detector_dim: 16}",
+    args = parse(SYSTEMS["ar_whisper_tiny"] + ["--encoder_conf", "enrollment=frame_transform",
+                                               "--encoder_conf", "conditioning_conf={detector_layers: 1, detector_dim: 16}",
                                                "--enrollment_lr_scale", "50", "--detector_lr_scale", "5"])
     args.token_list = token_list_of(args.token_type)
     model = DiffASRTask.build_model(args)

@@ -162,6 +162,15 @@ training_config_of() {  # training_config_of <config> <exp> <overrides>: the con
   mv "${resolved}.tmp" "${resolved}"
   echo "${resolved}"
 }
+resolved_config_of() {  # resolved_config_of <config> <exp> <overrides>: the config with its overrides as
+  # ESPnet's parser resolves it (every option, defaults filled in), for comparing two experiments
+  local resolved=${dumpdir}/configs/$(basename "$2").resolved.yaml
+  mkdir -p "$(dirname "${resolved}")"
+  # shellcheck disable=SC2086
+  ${python} -m diffasr.bin.asr_train --print_config --config "$1" $3 >"${resolved}" 2>"${resolved}.log" \
+    || { log "'$3' do not apply to $1 (${resolved}.log)" >&2; return 1; }
+  echo "${resolved}"
+}
 trained_config_of() {  # trained_config_of <exp> <config>: what stages 6-8 read: the config ESPnet
   # saved when it trained the experiment
   if [ -f "$1/config.yaml" ]; then echo "$1/config.yaml"; else echo "$2"; fi
@@ -178,7 +187,8 @@ token_args_of() {  # the token options of a training config
   esac
 }
 trains_teacher() { awk "BEGIN { exit !($(config_get "$1" model_conf.teacher_weight 0) > 0) }"; }
-same_encoder() {  # same_encoder <config> <config>: the same encoder class and options
+same_encoder() {  # same_encoder <config> <config>: the same encoder class and options (compare configs
+  # as training resolves them, defaults filled in: resolved_config_of)
   [ "$(config_get "$1" encoder none)" = "$(config_get "$2" encoder none)" ] \
     && [ "$(config_get "$1" encoder_conf '{}')" = "$(config_get "$2" encoder_conf '{}')" ]
 }
@@ -447,14 +457,15 @@ teacher_args="--model_conf teacher_only=true ${teacher_phase_args}"
 if want 5 && ! ${skip_train}; then
   if [ -n "${teacher_base}" ]; then
     train_experiment "${teacher_exp}" "${teacher_base}" "${teacher_args}"
-    teacher_config=$(training_config_of "${teacher_base}" "${teacher_exp}" "${teacher_args}") || exit 1
+    teacher_config=$(resolved_config_of "${teacher_base}" "${teacher_exp}" "${teacher_args}") || exit 1
   fi
   for i in "${!exp_dirs[@]}"; do
     # Phase 2 starts from phase 1's encoder where the system trains the same encoder (as resolved
     # with its overrides: a variant may change it).
     init_args=
     if [ -n "${teacher_base}" ]; then
-      if same_encoder "$(training_config_of "${exp_configs[i]}" "${exp_dirs[i]}" "${exp_args[i]}")" "${teacher_config}"; then
+      system_config=$(resolved_config_of "${exp_configs[i]}" "${exp_dirs[i]}" "${exp_args[i]}") || exit 1
+      if same_encoder "${system_config}" "${teacher_config}"; then
         init_args="--init_param ${teacher_exp}/valid.loss.best.pth:encoder:encoder"
       else
         log "${exp_dirs[i]} trains another encoder than phase 1's (${teacher_exp}): it does not start from phase 1"

@@ -31,6 +31,7 @@ rotate_configs=${inference_configs}
 # to reproduce Whisper's output on the clean target (README "The clean-target teacher"), the
 # systems start from it; each test mixture is decoded again with its other talker's enrollment.
 teacher_phase=true
+teacher_phase_args="--num_iters_per_epoch 46 --max_epoch 9"  # 414 updates, validated (feature follows) every 46
 swap_sets=test
 
 # test_heldout (clean speech of voices no split has) is the embedded corpus's only.
@@ -46,6 +47,7 @@ test_sets="test test_clean test_absent"
   --inference_configs "${inference_configs}" \
   --rotate_configs "${rotate_configs}" \
   --teacher_phase "${teacher_phase}" \
+  --teacher_phase_args "${teacher_phase_args}" \
   --swap_sets "${swap_sets}" \
   --ar_exp exp/asr_ar_whisper \
   --inference_model valid.loss.ave_2best.pth \
