@@ -56,18 +56,17 @@ MEASURED_ONCE = {  # no tiny version
 # variant (and its _tiny version): what it changes in its config, as training parses the options
 # The previous default's conditioning (the enrollment after all four frozen Whisper layers),
 # which the variants measured once keep.
-PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.activity_weight": 0.0, "model_conf.teacher_weight": 0.0,
+PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.teacher_weight": 0.0,
                     "enrollment_lr_scale": 1.0, "model_conf.train_autocast": "none"}
 DEFINED_BY = {
-    "diffusion_whisper_nospk": {"encoder_conf.enrollment": "none", "model_conf.activity_weight": 0.0,
-                                "enrollment_lr_scale": 1.0},
+    "diffusion_whisper_nospk": {"encoder_conf.enrollment": "none", "enrollment_lr_scale": 1.0},
     "diffusion_conformer_nospk": {"spk_conditioner": None},
     "diffusion_whisper_film": {"encoder_conf.enrollment": "none", "spk_conditioner": "film",
                                "spk_conditioner_conf.embed_dim": 192, **PREVIOUS_DEFAULT},
-    "diffusion_whisper_memory": {"encoder_conf.enrollment": "prefix", "encoder_conf.enrollment_in_output": True,
+    "diffusion_whisper_memory": {"encoder_conf.enrollment_in_output": True,
                                  **PREVIOUS_DEFAULT},
     "diffusion_whisper_randinit": {"decoder_conf.pretrained": False, "decoder_conf.freeze_embeddings": False,
-                                   "encoder_conf.enrollment": "prefix", **PREVIOUS_DEFAULT},
+                                   **PREVIOUS_DEFAULT},
 }
 
 
