@@ -18,8 +18,27 @@ from typing import Dict, List, Tuple
 RESULTS = re.compile(r"(\d+)epoch results: \[train\] (.*?)\[valid\] (.*)")
 
 
+def read_checkpoint(checkpoint: Path) -> List[Tuple[int, int, float, float]]:
+    """The same rows from ESPnet's ``checkpoint.pth`` (its reporter keeps every epoch's
+    statistics; a resumed run's train.log holds only the epochs it ran)."""
+    import torch
+
+    stats = torch.load(checkpoint, map_location="cpu", weights_only=False)["reporter"]["stats"]
+    rows = []
+    for epoch in sorted(stats):
+        valid = stats[epoch]["valid"]
+        if "feature_follows" not in valid:
+            raise SystemExit(f"{checkpoint}: epoch {epoch} has no valid feature_follows")
+        rows.append((epoch, int(stats[epoch]["train"]["total_count"]), 100.0 * float(valid["feature_follows"]),
+                     float(valid["loss_teacher"])))
+    return rows
+
+
 def read_curve(log: Path) -> List[Tuple[int, int, float, float]]:
-    """(epoch, cumulative updates, feature follows %, teacher loss) per epoch of a train.log."""
+    """(epoch, cumulative updates, feature follows %, teacher loss) per epoch of a train.log
+    (or of a ``checkpoint.pth``: ``read_checkpoint``)."""
+    if log.suffix == ".pth":
+        return read_checkpoint(log)
     rows = []
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         match = RESULTS.search(line)
@@ -40,7 +59,8 @@ def read_curve(log: Path) -> List[Tuple[int, int, float, float]]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log", action="append", required=True, help="name=path of a train.log (repeatable)")
+    parser.add_argument("--log", action="append", required=True,
+                        help="name=path of a train.log or an experiment's checkpoint.pth (repeatable)")
     parser.add_argument("--output_dir", type=Path, required=True)
     args = parser.parse_args(argv)
     curves: Dict[str, List[Tuple[int, int, float, float]]] = {}

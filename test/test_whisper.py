@@ -251,7 +251,8 @@ def test_cache_gives_the_same_loss_as_raw_audio(tmp_path, speech):
     # the cache holds them as computed in fp32 (both are right; they are not equal).
     args = DiffASRTask.get_parser().parse_args(["--config", str(DEFAULT_CONFIG), "--token_list", str(token_list),
                                                 "--model_conf", "train_autocast=none",
-                                                "--model_conf", "activity_weight=0"])  # no activity labels here
+                                                "--model_conf", "activity_weight=0",  # no frame targets here
+                                                "--model_conf", "teacher_weight=0"])
     torch.manual_seed(0)
     model = DiffASRTask.build_model(args).eval()
     tokenizer = WhisperTextTokenizer()
