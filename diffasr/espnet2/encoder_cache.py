@@ -58,6 +58,18 @@ def _encode_part(args) -> List[Tuple[str, str]]:
     return [(path, locations[f"f{index}"]) for index, (_, path) in enumerate(items)]
 
 
+def run_parts(encode_part, jobs) -> dict:
+    """The (key, ark location) pairs of every job of ``encode_part``, in spawned processes when
+    there are several (each job writes its own ark)."""
+    if len(jobs) == 1:
+        return dict(encode_part(jobs[0]))
+    location_of = {}
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for pairs in pool.map(encode_part, jobs):
+            location_of.update(pairs)
+    return location_of
+
+
 # The encoder options that shape the frozen part (the rest is trainable and irrelevant here).
 FROZEN_KEYS = ("whisper_model", "padding", "frozen_layers")
 
@@ -101,13 +113,7 @@ def extract(encoder_conf: dict, data_dir: os.PathLike, output_dir: os.PathLike, 
         parts = [unique[i::nj] for i in range(nj) if unique[i::nj]]
         jobs = [(frozen_conf, [(utt, path) for path, utt in part], str((work / f"{name}.{i}.ark").resolve()),
                  str(source), what, 1) for i, part in enumerate(parts)]
-        location_of: Dict[str, str] = {}
-        if len(jobs) == 1:
-            location_of.update(_encode_part(jobs[0]))
-        else:
-            with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-                for pairs in pool.map(_encode_part, jobs):
-                    location_of.update(pairs)
+        location_of: Dict[str, str] = run_parts(_encode_part, jobs)
         entries = {utt: location_of[path] for utt, path in utt2path.items()}
         with open(work / f"{name}.scp", "w", encoding="utf-8") as f:
             for utt in sorted(entries):

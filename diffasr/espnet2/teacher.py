@@ -25,11 +25,9 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 
 from diffasr.datadir import read_jsonl, read_kv
+from diffasr.espnet2.encoder_cache import run_parts
 
 logger = logging.getLogger(__name__)
 
@@ -228,13 +227,7 @@ def extract_teachers(encoder_conf: dict, data_dir: os.PathLike, output_dir: os.P
     started = time.perf_counter()
     parts = [unique[i::nj] for i in range(nj) if unique[i::nj]]
     jobs = [(teacher_conf, part, str((work / f"placements.{i}.ark").resolve()), 1) for i, part in enumerate(parts)]
-    location_of: Dict[tuple, str] = {}
-    if len(jobs) == 1:
-        location_of.update(_encode_part(jobs[0]))
-    else:
-        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for pairs in pool.map(_encode_part, jobs):
-                location_of.update(pairs)
+    location_of: Dict[tuple, str] = run_parts(_encode_part, jobs)
     final = lambda location: location.replace(str(work.resolve()), str(output_dir.resolve()))  # noqa: E731
     with open(work / f"{TEACHER}.scp", "w", encoding="utf-8") as f:
         for utt, (target, _) in roles.items():
