@@ -27,6 +27,7 @@ import torch
 
 from diffasr.datadir import TARGET_ACTIVITY, read_kv
 from diffasr.espnet2.encoder_cache import FROZEN_KEYS
+from diffasr.espnet2.teacher import TEACHER, check_teacher_cache, teacher_fingerprint
 from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_encoder import frozen_fingerprint
 from diffasr.whisper.tokenizer import WhisperTextTokenizer
@@ -60,6 +61,12 @@ def batch_for(args, train_args, utts):
     if labels_scp.is_file():  # read only by a model with model_conf activity_weight > 0
         labels = kaldiio.load_scp(str(labels_scp))
         batch[TARGET_ACTIVITY], batch[f"{TARGET_ACTIVITY}_lengths"] = _pad([labels[u] for u in utts])
+    if (train_args.model_conf or {}).get("teacher_weight", 0) > 0:  # the teacher loss is part of the step
+        teacher_scp = (Path(args.dump) / "teacher_cache" / teacher_fingerprint(**train_args.encoder_conf)
+                       / Path(args.data_dir).name / f"{TEACHER}.scp")
+        check_teacher_cache(teacher_scp, train_args.encoder_conf, args.data_dir)
+        teachers = kaldiio.load_scp(str(teacher_scp))
+        batch[TEACHER], batch[f"{TEACHER}_lengths"] = _pad([teachers[u] for u in utts])
     return batch
 
 
