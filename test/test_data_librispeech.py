@@ -89,7 +89,10 @@ def test_noise_root_supplies_the_noise(libri, tmp_path):
     assert {Path(n["path"]).parent for n in noises} == {noise_root}
 
 
-def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
+@pytest.fixture(scope="module")
+def librimix_built(libri, tmp_path_factory):
+    """Stage 1 from LibriMix metadata CSVs over the fixture; (data dir, expected pairs and gains)."""
+    tmp_path = tmp_path_factory.mktemp("librimix")
     meta = tmp_path / "metadata" / "Libri2Mix"
     meta.mkdir(parents=True)
     expected = {}
@@ -112,6 +115,11 @@ def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
             f.write("mixture_ID,speaker_1_ID,speaker_1_sex\n")
     out = tmp_path / "data"
     assert _run(out, libri, "--librimix_metadata", str(meta.parent)) == 0
+    return out, expected
+
+
+def test_librimix_metadata_fixes_pairs_and_gains(librimix_built):
+    out, expected = librimix_built
     records = {}
     for split in ("train", "dev", "test"):
         records.update(read_jsonl(out / split / "mixture.jsonl"))
@@ -122,6 +130,40 @@ def test_librimix_metadata_fixes_pairs_and_gains(libri, tmp_path):
         scale = record["target"]["gain"] / target_gain  # 1 unless the clipping rule fired
         assert record["interferers"][0]["gain"] == pytest.approx(interferer_gain * scale)
         assert record["interferers"][0]["offset_samples"] == record["target"]["offset_samples"] == 0
+
+
+def test_the_teacher_of_a_librimix_example_is_whisper_on_its_flac_source_alone(librimix_built, libri, tmp_path):
+    """The clean-target teacher on the real-corpus path: each example's teacher is the frozen
+    encoder on its LibriSpeech FLAC at the CSV's gain; its interferer's is the other example's."""
+    import kaldiio
+    import torch
+    import yaml
+
+    from diffasr.espnet2.teacher import extract_teachers
+    from diffasr.espnet2.whisper_encoder import WhisperEncoder
+
+    out, expected = librimix_built
+    conf = yaml.safe_load(open(Path(__file__).resolve().parents[1]
+                               / "egs/librimix_target/asr1/conf/tuning/train_ar_whisper.yaml"))["encoder_conf"]
+    cache = extract_teachers(conf, out / "dev", tmp_path / "teacher", with_others=True)
+    teachers, others = (dict(kaldiio.load_scp(str(cache / f"{name}.scp"))) for name in ("teacher", "teacher_others"))
+    wav = read_kv(out / "dev" / "wav.scp")
+    records = read_jsonl(out / "dev" / "mixture.jsonl")
+    assert sorted(teachers) == sorted(records) and len(records) == 4
+    encoder = WhisperEncoder(whisper_model="tiny.en", frozen_layers=None, adapter_blocks=0)
+    for utt, record in records.items():
+        length = sf.info(wav[utt]).frames
+        target_stem, _, _, _ = expected[utt]
+        flac = next((libri / "dev-clean").rglob(f"{target_stem}.flac"))
+        alone = np.zeros(length, np.float32)
+        audio = sf.read(flac, dtype="float32")[0] * record["target"]["gain"]
+        alone[: len(audio)] = audio
+        frames, lengths = encoder.frozen(torch.from_numpy(alone)[None], torch.tensor([length]))
+        np.testing.assert_allclose(teachers[utt], frames[0, : int(lengths[0])].numpy(), atol=1e-4)
+    for utt, (target, interferer, _, _) in expected.items():
+        if utt in records:  # the interferer's teacher is that talker's own example's teacher
+            partner = f"{interferer}_{target}"
+            np.testing.assert_allclose(others[utt][:, :384], teachers[partner], atol=1e-5)
 
 
 def _assert_fails_and_keeps(built, root, capsys, message):
