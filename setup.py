@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="Masked-diffusion, target-speaker speech recognition recipes on ESPnet",
     packages=find_packages(include=["diffasr", "diffasr.*"]),
+    package_data={"diffasr.serve": ["static/*"]},  # the served page
     python_requires=">=3.12",
     install_requires=[
         "torch==2.14.1",

@@ -25,7 +25,7 @@ log() { echo "[$(date +%H:%M:%S)] tools/install.sh: $*"; }
 # corpus; fortunes/wordnet give its sentences; sox resamples and
 # measures; ffmpeg-free audio I/O is done with soundfile (libsndfile ships in its wheel);
 # slurm-wlm and munge make a one-node Slurm cluster (tools/slurm/) for the Slurm backend's tests.
-apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base slurm-wlm munge"
+apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base slurm-wlm munge chromium chromium-driver"
 if $do_apt; then
   missing=""
   for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -4,6 +4,7 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints (JSON answers; errors are ``{"detail": message}`` with a 4xx status):
+  GET    /                       the page: enroll, transcribe, read the words (static/, no CDN)
   GET    /health                 liveness, queue state, RSS
   GET    /v1/models              the model, its rate, modes and limits
   POST   /v1/speakers            enroll (multipart: ``audio``, ``name``) -> speaker id
@@ -32,7 +33,8 @@ from typing import Optional
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from diffasr import longform
 from diffasr.api import MIN_AUDIO_SECONDS, TargetSpeakerASR
@@ -61,6 +63,17 @@ class ServeOptions:
     api_key: Optional[str] = None  # when set, /v1 needs the X-API-Key header
 
 
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page loads only this server's own files and calls only its API; recordings become blob: URLs.
+PAGE_SECURITY = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' blob:; img-src 'self' blob: data:; "
+                                            "media-src 'self' blob:; "
+                                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                 "X-Content-Type-Options": "nosniff"}
+# Word confidence bands the page colours by: at least HIGH is sure, under LOW doubtful.  The
+# word confidences are the model's own token probabilities (stage 7's fitted temperature
+# is a scoring figure, not applied when serving), so /v1/models says calibrated: false.
+CONFIDENCE_BANDS = dict(low=0.5, high=0.9)
 
 # The form fields each endpoint reads: any other is refused rather than silently ignored.
 TRANSCRIBE_FIELDS = ("audio", "speaker_id", "enrollment", "mode", "steps", "block_length")
@@ -148,7 +161,10 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             finally:
                 with counter_lock:
                     state["in_flight"] -= 1
-        return await call_next(request)
+        response = await call_next(request)
+        if not request.url.path.startswith("/v1/"):
+            response.headers.update(PAGE_SECURITY)
+        return response
 
     async def read_upload(upload: UploadFile, what: str):
         data = await upload.read()  # the body size is bounded by the Content-Length check
@@ -175,6 +191,12 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         except ValueError as e:
             raise HTTPException(400, f"{what}: {e}") from None
 
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/health")
     async def health():
         sizes = batcher.batch_sizes
@@ -199,6 +221,7 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
                                  **asdict(asr.speech2text.options.diffusion))
             if diffusion else {},
             max_steps=model.max_hypothesis_length if diffusion else None,
+            confidence=dict(CONFIDENCE_BANDS, calibrated=False),
             limits=dict(max_upload_mb=options.max_upload_mb, max_audio_seconds=options.max_audio_seconds,
                         max_concurrent=options.max_concurrent),
         )])
