@@ -246,6 +246,24 @@ def test_a_larger_scale_adds_training_data_and_keeps_dev_and_test(built, tmp_pat
     assert len(read_kv(tmp_path / "data" / "train" / "wav.scp")) > len(read_kv(built / "data" / "train" / "wav.scp"))
 
 
+def test_train_mixtures_draws_more_training_mixtures_from_the_same_sources(built, tmp_path):
+    """--train_mixtures: more stage-1 mixtures of the same clean sources; dev and test unchanged."""
+    assert _build(tmp_path / "data", built / "corpus", "--nj", "2", "--train_mixtures", "30") == 0
+    for name in set_names(with_absent=True, with_heldout=True):
+        for file in ("text", "enroll.scp", "mixture.jsonl"):
+            if "train" not in name and (built / "data" / name / file).exists():
+                assert (built / "data" / name / file).read_text() == (tmp_path / "data" / name / file).read_text()
+    assert (read_kv(built / "data" / "sources_train" / "text") == read_kv(tmp_path / "data" / "sources_train" / "text"))
+    records = read_jsonl(tmp_path / "data" / "train" / "mixture.jsonl")
+    mixtures = {tuple(sorted([r["target"]["utt"] or "", *(i["utt"] for i in r["interferers"])])) for r in records.values()
+                if r["target"]["utt"] is not None}
+    assert len(mixtures) == 30 and SCALES["tiny"].mixtures[0] == 12
+    sources = set(read_kv(tmp_path / "data" / "sources_train" / "wav.scp"))
+    assert {r["target"]["utt"] for r in records.values() if r["target"]["utt"]} <= sources
+    assert prepare_data.main(["--output_dir", str(tmp_path / "bad"), "--corpus_dir", str(built / "corpus"),
+                              "--scale", "tiny", "--train_mixtures", "0"]) == 1
+
+
 def test_bad_text_file_fails_naming_line_and_keeps_outputs(built, capsys):
     bad = built / "bad.txt"
     bad.write_text("A perfectly fine sentence is here.\n?! -- ?!\n")

@@ -13,6 +13,7 @@ applied to LibriSpeech (optionally following LibriMix metadata and WHAM!-style n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -44,6 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--librimix_metadata", default=None,
                         help="LibriMix metadata CSV dir: mixtures follow its pairs and gains")
     parser.add_argument("--noise_root", default=None, help="dir of noise wavs (e.g. WHAM!); default: synthesized")
+    parser.add_argument("--train_mixtures", type=int, default=None,
+                        help="embedded corpus: this many training mixtures instead of the scale's, "
+                        "drawn from the same clean sources (dev and test unchanged)")
     return parser
 
 
@@ -53,12 +57,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.time()
     try:
         scale = get_scale(args.scale)
+        if args.train_mixtures is not None:
+            if args.train_mixtures < 1:
+                raise DataPrepError(f"--train_mixtures must be >= 1, got {args.train_mixtures}")
+            scale = dataclasses.replace(scale, mixtures=(args.train_mixtures, *scale.mixtures[1:]))
         if args.mix_setting not in MIX_SETTINGS:
             raise DataPrepError(f"unknown --mix_setting '{args.mix_setting}'; "
                                 f"valid settings: {', '.join(MIX_SETTINGS)}")
         setting = MIX_SETTINGS[args.mix_setting]
         options = marker_options(args, ("output_dir", "corpus_dir", "text_file", "librispeech_root",
-                                        "librimix_metadata", "noise_root"), ("corpus_dir", "scale", "text_file"))
+                                        "librimix_metadata", "noise_root"),
+                                 ("corpus_dir", "scale", "text_file", "train_mixtures"))
+        if args.train_mixtures is None:  # the marker of a run without it stays as it was
+            options.pop("train_mixtures", None)
         output_dir = Path(args.output_dir)
         # (an embedded corpus built before test_heldout existed is built again: its other
         # sets come out the same)

@@ -21,11 +21,12 @@ text_file=                               # sentences for the embedded corpus, on
 librispeech_root=${LIBRISPEECH:-}        # LibriSpeech root; empty: embedded corpus
 librimix_metadata=${LIBRIMIX:-}          # LibriMix metadata CSV dir (pairs and gains); optional
 noise_root=${NOISE_ROOT:-}               # dir of noise wavs (e.g. WHAM!); empty: synthesized noise
+train_mixtures=                          # embedded corpus: training mixtures instead of the scale's (same sources)
 
 . utils/parse_options.sh
 
 opts=()
-for name in text_file librispeech_root librimix_metadata noise_root; do
+for name in text_file librispeech_root librimix_metadata noise_root train_mixtures; do
   [ -n "${!name}" ] && opts+=("--${name}" "${!name}")
 done
 
