@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TARGET_TEXT
-from test_serve import RATE, Server, wav_bytes
+from test_serve import RATE, Server
 
 pytestmark = pytest.mark.integration
 
