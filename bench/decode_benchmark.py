@@ -70,7 +70,7 @@ DIFFUSION_MODES = {
     "ctc_greedy": dict(decode_mode="ctc_greedy"),
 }
 # The AR baseline decodes as the recipe does: its decode configs hold the guards chosen on dev
-# (maxlenratio, ctc_weight, length bonus; README "A fair AR baseline").
+# (maxlenratio, ctc_weight, length bonus; egs/librimix_target/asr1/README.md "A fair AR baseline").
 AR_MODES = {"ar_beam1": "decode_ar_beam1.yaml", "ar_beam10": "decode_ar_beam10.yaml"}
 
 

@@ -10,7 +10,7 @@ the frozen encoder's time per utterance (what the cache and every decode pay), a
 WER of Whisper tiny.en itself, zero-shot, greedy, on those encoder frames (its own
 decoder, with a repetition guard: at most 3 repeats of a 4-gram; ``diffasr.whisper.zero_shot``),
 scored by sclite.
-The decision it informs is recorded in README ("padding").
+The decision it informs is recorded in docs/DESIGN.md ("Padding").
 """
 
 import argparse

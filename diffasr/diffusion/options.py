@@ -54,7 +54,7 @@ class DiffusionOptions(SamplerOptions):
     canvas: Optional[str] = option(None, "canvas sizing (default: as trained)", CANVAS_MODES)
     canvas_length: Optional[int] = option(None, "fixed canvas length / dynamic maximum (default: as trained)")
     # last: LLaDA's low-confidence remasking otherwise commits the confident end fill first and
-    # cuts the transcript short (README "Training for the canvas": 49.4 -> 45.6 % on the demo's model)
+    # cuts the transcript short (recipe README "Training for the canvas": 49.4 -> 45.6 % on the demo's model)
     end_commit: str = option("last", "when predictions of the end token are committed: any (by score, like "
                              "every token) or last (after every other prediction of the block)", END_COMMITS)
     candidates: int = option(1, "canvas lengths decoded in one batch around the estimate (L-1..L+1 for 3); "

@@ -22,13 +22,13 @@ ${with_ablation} && asr_variants=diffusion_whisper_nospk
 # The demo decodes what RESULTS.md and the README report: AR greedy and diffusion 8 steps,
 # each again on test with another test speaker's enrollment (decode_*_rotate: selection).
 # AR beam 10 (and the deliberation of its output) is left out: it costs ~4x beam 1 per set
-# and was the worse of the two on held-out voices (README "Held-out voices"). Every mode:
+# and was the worse of the two on held-out voices (recipe README "Stage 1: the corpus and the held-out voices"). Every mode:
 # --inference_configs "" (all of conf/decode), and bench/decode_benchmark.py side by side.
 inference_configs="conf/decode/decode_ar_beam1.yaml conf/decode/decode_diffusion_8step.yaml"
 rotate_configs=${inference_configs}
 
 # Selection is learned from a dense signal first: phase 1 trains the conditioned encoder alone
-# to reproduce Whisper's output on the clean target (README "The clean-target teacher"), the
+# to reproduce Whisper's output on the clean target (docs/DESIGN.md "The clean-target teacher"), the
 # systems start from it; each test mixture is decoded again with its other talker's enrollment.
 teacher_phase=true
 teacher_phase_args="--num_iters_per_epoch 46 --max_epoch 9"  # 414 updates, validated (feature follows) every 46
