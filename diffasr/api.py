@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from diffasr.speaker.presence import PRESENCE_FILE, PresenceCheck, PresenceGate
 logger = logging.getLogger(__name__)
 
 Audio = Union[str, os.PathLike, np.ndarray]
+# A call's decode options: a DecodeOptions, a mapping of the options it changes (flat names of
+# conf/decode/*.yaml, e.g. {"steps": 4, "seed": 1}), or None: the model's own.
+Options = Union[None, DecodeOptions, Mapping[str, Any]]
 MIN_ENROLLMENT_SECONDS = 1.0  # shorter enrollments say too little about the voice
 MIN_AUDIO_SECONDS = 0.1  # below this the encoder has no frame to give
 # Decode-config keys that belong to the batch loop, not to Speech2Text.
@@ -76,7 +79,11 @@ class TargetSpeakerASR:
             dir has a ``presence.yaml``; True: require it; False: never gate.
         device: "cpu" or "cuda".
         unpack_dir: where a zip is unpacked (default: a directory beside it).
-        **decode_options: ``Speech2Text`` options (steps, decode_mode, ...).
+        **decode_options: ``Speech2Text`` options (steps, decode_mode, ...): the defaults of
+            every call; ``transcribe``, ``transcribe_long`` and ``decode`` take other ones
+            per call (``options=``), and a call's randomness comes from its options' ``seed``
+            alone (not from what was decoded before), so the model can serve several
+            callers.
     """
 
     def __init__(
@@ -134,8 +141,10 @@ class TargetSpeakerASR:
 
         if not archive.is_file():
             raise FileNotFoundError(f"{archive}: no such packed model")
-        outdir = Path(unpack_dir) if unpack_dir else archive.with_name(archive.stem + "_unpacked")
-        files = unpack(archive, outdir)
+        # Absolute: the model is loaded from inside this dir (chdir), where a relative path
+        # to a file in it would be resolved twice.
+        outdir = (Path(unpack_dir) if unpack_dir else archive.with_name(archive.stem + "_unpacked")).resolve()
+        files = unpack(archive.resolve(), outdir)
         if "asr_train_config" not in files or "asr_model_file" not in files:
             raise ValueError(f"{archive}: not an ASR model packed by espnet2.bin.pack asr (stage 8)")
         return Path(files["asr_train_config"]), Path(files["asr_model_file"]), outdir
@@ -205,16 +214,30 @@ class TargetSpeakerASR:
         speech = samples if model.needs_enrollment_audio() else None
         return prepare(model, embed, speech)
 
+    def resolve_options(self, options: Options = None) -> DecodeOptions:
+        """The ``DecodeOptions`` of a call: ``options`` as given, the model's own with the
+        changes of a mapping (checked: a wrong name or value is a ValueError), or (None) the
+        model's own."""
+        if options is None or isinstance(options, DecodeOptions):
+            return self.speech2text.call_options(options)
+        if not isinstance(options, Mapping):
+            raise TypeError(f"options must be a DecodeOptions or a mapping of decode options, "
+                            f"got {type(options).__name__}")
+        current = self.speech2text.options
+        return self.speech2text.call_options(DecodeOptions.from_flat(dict(current.flat(), **options), "request"))
+
     def decode(self, segments: List[np.ndarray],
                enrollment: Union[None, Enrollment, List[Enrollment]] = None,
-               names: Optional[List[str]] = None) -> List[Recognition]:
+               names: Optional[List[str]] = None, options: Options = None) -> List[Recognition]:
         """Decode a batch of sample arrays (each within the model's maximum duration),
-        with one enrollment for all or one per segment. With the presence gate, a segment in
-        which the enrolled voice is not found is not decoded: its Recognition is empty."""
+        with one enrollment for all or one per segment, and ``options`` (see ``resolve_options``).
+        With the presence gate, a segment in which the enrolled voice is not found is not
+        decoded: its Recognition is empty."""
+        options = self.resolve_options(options)
         if self.takes_enrollment and enrollment is None:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
         if not self.takes_enrollment:
-            return longform.decode_segments(self.speech2text, segments, None, names)
+            return longform.decode_segments(self.speech2text, segments, None, names, options)
         enrollments = enrollment if isinstance(enrollment, list) else [enrollment] * len(segments)
         found = list(range(len(segments)))
         if self.presence is not None:
@@ -234,7 +257,7 @@ class TargetSpeakerASR:
         if found:
             decoded = longform.decode_segments(self.speech2text, [segments[i] for i in found],
                                                [enrollments[i] for i in found],
-                                               [names[i] for i in found] if names else None)
+                                               [names[i] for i in found] if names else None, options)
             for i, recognition in zip(found, decoded):
                 out[i] = recognition
         return out
@@ -265,16 +288,6 @@ class TargetSpeakerASR:
         DecodeOptions.from_flat(dict(current.flat(), **given), "request")
         return given
 
-    @contextlib.contextmanager
-    def decode_options(self, changes: Dict[str, Any]):
-        """Decode with ``changes`` (from ``check_decode_options``) inside; not thread-safe."""
-        saved = self.speech2text.options
-        self.speech2text.options = DecodeOptions.from_flat(dict(saved.flat(), **changes), "request")
-        try:
-            yield
-        finally:
-            self.speech2text.options = saved
-
     def transcribe_long(
         self,
         recording: Audio,
@@ -285,21 +298,27 @@ class TargetSpeakerASR:
         progress: bool = False,
         whole: bool = False,
         max_batch_seconds: float = 40.0,
+        options: Options = None,
     ) -> longform.LongFormResult:
         """Transcribe a recording of any length: silero-vad segments decoded in batches.
 
         A path is read in blocks (16 kHz mono, as the model); an array is taken as is.
         The enrollment is computed once for the whole recording.  ``whole``: decode the
         recording as one segment, without VAD (it must fit the model's maximum).
+        ``options``: the decode options (see ``resolve_options``; default: the model's own).
         """
+        options = self.resolve_options(options)
         if enrolled is None and enrollment is not None:
             enrolled = self.enroll(enrollment)
+
+        def decode(segments):
+            return self.decode(segments, enrolled, options=options)
+
         if whole:
             samples = self.read(recording, "mixture audio")
             name = str(recording) if not isinstance(recording, np.ndarray) else "the mixture"
             self.speech2text.check_duration(torch.tensor([samples.size]), [name])
-            return longform.transcribe_long(samples, lambda segments: self.decode(segments, enrolled),
-                                            what=name, whole=True)
+            return longform.transcribe_long(samples, decode, what=name, whole=True)
         if isinstance(recording, np.ndarray):
             source, what = np.asarray(recording, dtype=np.float32), "the recording"
             if source.ndim != 1 or source.size == 0:
@@ -312,11 +331,11 @@ class TargetSpeakerASR:
                              f"this model takes {self.fs} Hz")
         if self._vad is None:
             self._vad = longform.SpeechActivity()
-        options = vad_options or longform.VADOptions()
-        if options.max_segment > self.speech2text.max_audio_seconds:
-            options = dataclasses.replace(options, max_segment=self.speech2text.max_audio_seconds)
+        vad = vad_options or longform.VADOptions()
+        if vad.max_segment > self.speech2text.max_audio_seconds:
+            vad = dataclasses.replace(vad, max_segment=self.speech2text.max_audio_seconds)
         return longform.transcribe_long(
-            source, lambda segments: self.decode(segments, enrolled), self._vad, options,
+            source, decode, self._vad, vad,
             batch_size=batch_size, what=what, progress=progress, max_batch_seconds=max_batch_seconds,
         )
 
@@ -325,13 +344,17 @@ class TargetSpeakerASR:
         mixture: Audio,
         enrollment: Optional[Audio] = None,
         enroll_embed: Optional[np.ndarray] = None,
+        options: Options = None,
     ) -> Recognition:
         """Text (with tokens and confidences) of the enrolled speaker in ``mixture``.
 
         Give the enrollment as audio (``enrollment``) or, for a model conditioned on a
         speaker embedding only, as a ready embedding.  Audio longer than the model's
-        limit is refused (``transcribe_long`` takes it).
+        limit is refused (``transcribe_long`` takes it).  ``options``: the decode options
+        (a ``DecodeOptions`` or a mapping of the options changed, e.g. ``{"seed": 1}``;
+        default: the model's own).
         """
+        options = self.resolve_options(options)
         speech = self.read(mixture, "mixture audio")
         name = str(mixture) if not isinstance(mixture, np.ndarray) else "the mixture"
         self.speech2text.check_duration(torch.tensor([speech.size]), [name])
@@ -349,4 +372,4 @@ class TargetSpeakerASR:
             enrolled = Enrollment.of_one(embed=torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)))
         else:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-        return self.decode([speech], enrolled, [name])[0]
+        return self.decode([speech], enrolled, [name], options)[0]

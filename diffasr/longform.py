@@ -248,10 +248,11 @@ def segment(probabilities: np.ndarray, levels: np.ndarray, total_samples: int,
 # ---------------------------------------------------------------------- batches
 def decode_segments(speech2text, segments: List[np.ndarray],
                     enrollment: Union[None, "Enrollment", List["Enrollment"]] = None,
-                    names: Optional[List[str]] = None) -> list:
+                    names: Optional[List[str]] = None, options=None) -> list:
     """Decode sample arrays as one padded batch (``Speech2Text``), with one enrollment (of
     one utterance, ``diffasr.espnet2.enrollment.prepare``) for all or one per segment (the
-    server batches several speakers together)."""
+    server batches several speakers together), and ``options`` (a ``DecodeOptions``;
+    default: the Speech2Text's own)."""
     import torch
 
     from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
@@ -264,7 +265,7 @@ def decode_segments(speech2text, segments: List[np.ndarray],
     batched = NO_ENROLLMENT
     if enrollment is not None:
         batched = Enrollment.stack(enrollment if isinstance(enrollment, list) else [enrollment] * batch, names)
-    return speech2text(speech, lengths, batched, names)
+    return speech2text(speech, lengths, batched, names, options=options)
 
 
 # ---------------------------------------------------------------------- words

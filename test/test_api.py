@@ -145,3 +145,47 @@ def test_the_presence_gate_answers_nothing_for_a_voice_it_does_not_find(packed, 
     assert load(presence_gate=False).transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
     PresenceGate(threshold=score - 0.01).save(spk / "presence.yaml")
     assert load().transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
+
+
+def test_a_calls_options_and_seed_alone_decide_its_result(packed, tmp_path):
+    """Decode options go with the call, never into the model's state, and every call's
+    random draws come from generators seeded with its options' seed: the same call gives
+    the same result whatever was decoded before it, and another seed another draw."""
+    zip_path, mixture, enroll, _ = packed
+    asr = TargetSpeakerASR(zip_path, unpack_dir=tmp_path / "unpacked", steps=8)
+    defaults = asr.speech2text.options
+    samples = soundfile.read(mixture, dtype="float32")[0]
+    enrolled = asr.enroll(enroll)
+
+    def result(**options):
+        r = asr.transcribe(mixture, enrollment=enroll, options=options)
+        return r.text, r.token_ids, r.confidences, r.entropies, r.flips
+
+    # Random remasking and Gumbel sampling at temperature 5: the words themselves are drawn.
+    sampled = dict(remasking="random", temperature=5.0)
+    first = result(**sampled)
+    assert result(**sampled, seed=1)[0] != first[0]
+    asr.decode([samples, samples[:40000]], enrolled, options=dict(sampled, steps=4))
+    asr.transcribe(mixture, enrollment=enroll, options=dict(decode_mode="deliberation", mask_ratio=0.5))
+    assert result(**sampled) == first
+    assert asr.transcribe_long(mixture, enrolled=enrolled, whole=True, options=sampled).text == first[0]
+    assert len({result(**sampled, seed=seed)[0] for seed in range(3)}) == 3
+
+    # Random remasking alone keeps the memorised words; the order of commits (hence each
+    # token's confidence) follows the seed.  Low-confidence remasking draws nothing.
+    remasked = [result(remasking="random", seed=seed) for seed in (0, 1, 0)]
+    assert [r[0] for r in remasked] == [TARGET_TEXT] * 3
+    assert remasked[0] == remasked[2] and remasked[0][2] != remasked[1][2]
+    assert result(seed=0) == result(seed=1)
+    delib = [result(decode_mode="deliberation", masking="random", mask_ratio=0.5, seed=seed) for seed in (0, 1, 0)]
+    assert delib[0] == delib[2] and delib[0][2] != delib[1][2]
+
+    # The model's own options are untouched; a bad option is refused naming the call.
+    assert asr.speech2text.options == defaults
+    assert asr.transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
+    with pytest.raises(ValueError, match="request: unknown decode option 'stepz'"):
+        asr.transcribe(mixture, enrollment=enroll, options=dict(stepz=4))
+    with pytest.raises(ValueError, match=r"request: remasking must be one of \('low_confidence', 'random'\)"):
+        asr.transcribe(mixture, enrollment=enroll, options=dict(remasking="lowest"))
+    with pytest.raises(ValueError, match=r"\['dtype'\] are set when the model is loaded"):
+        asr.transcribe(mixture, enrollment=enroll, options=dict(dtype="float64"))

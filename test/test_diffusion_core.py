@@ -443,6 +443,32 @@ def test_temperature_sampling_follows_the_softmax_with_float64_gumbel_noise():
     assert torch.equal(tokens, expected)
 
 
+def test_per_utterance_generators_make_an_utterance_independent_of_its_batch():
+    """With one generator per row, random remasking and temperature sampling draw for an
+    utterance the same numbers alone, first or second in a batch, beside a longer canvas
+    or one that is done sooner (it draws nothing once it has nothing left to commit)."""
+    flat = Recorder(lambda tokens, call: torch.zeros(*tokens.shape, VOCAB))
+
+    def run(row_lengths, seeds, **kwargs):
+        canvas, lengths = masked_canvas(row_lengths, max(row_lengths))
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        return generate(flat, canvas, lengths, MASK, steps=3, remasking="random", temperature=1.0,
+                        generator=generators, **kwargs)
+
+    for length, steps_taken in ((6, [0, 0, 1, 1, 2, 2]), (2, [0, 1])):  # 2 positions: done after 2 steps
+        alone = run([length], [7])
+        assert sorted(alone.commit_step[0].tolist()) == steps_taken
+        for row_lengths, seeds, row in (([9, length], [1, 7], 1), ([length, 4], [7, 2], 0)):
+            out = run(row_lengths, seeds)
+            assert out.tokens[row, :length].tolist() == alone.tokens[0].tolist(), (row_lengths, row)
+            assert out.commit_step[row, :length].tolist() == alone.commit_step[0].tolist(), (row_lengths, row)
+        # each of these seeds gives its own draw (fixed seeds: the same draw every run)
+        assert run([length], [8]).tokens.tolist() != alone.tokens.tolist()
+    with pytest.raises(ValueError, match="1 generators for a batch of 2 utterances"):
+        generate(flat, *masked_canvas([3, 3], 3), MASK, steps=1, remasking="random",
+                 generator=[torch.Generator()])
+
+
 # --- deliberation ---------------------------------------------------------------------
 
 
@@ -472,6 +498,24 @@ def test_deliberation_keeps_unmasked_tokens_fixed():
     assert torch.equal(out.tokens, torch.where(out.is_remasked, revised, hyp))
     assert not out.is_remasked[1, 5:].any()
     assert (out.commit_step[~out.is_remasked] == -1).all()
+
+
+def test_random_deliberation_masks_an_utterance_alike_in_any_batch_with_its_own_generator():
+    hyp = torch.tensor([[0, 1, 2, 3, 0, 1, END, END], [3, 2, 1, END, END, PAD, PAD, PAD]])
+    lengths = torch.tensor([8, 5])
+
+    def run(rows, seeds):
+        denoiser = hyp_scorer(hyp[rows], torch.full((len(rows), 8), 0.5), torch.full((len(rows), 8), 2))
+        return deliberate(denoiser, hyp[rows], lengths[rows], MASK, steps=2, mask_ratio=0.5,
+                          generator=[torch.Generator().manual_seed(s) for s in seeds])
+
+    alone = run([1], [5])
+    assert alone.is_remasked.sum().item() == 3  # round(0.5 * 5)
+    for rows, seeds, row in (([0, 1], [9, 5], 1), ([1, 0], [5, 9], 0)):
+        out = run(rows, seeds)
+        assert out.is_remasked[row].tolist() == alone.is_remasked[0].tolist()
+        assert out.commit_step[row].tolist() == alone.commit_step[0].tolist()
+    assert run([1], [6]).is_remasked.tolist() != alone.is_remasked.tolist()
 
 
 def test_low_confidence_deliberation_masks_the_least_likely_tokens():

@@ -1,5 +1,6 @@
 """Train tiny models through DiffASRTask.main and decode them with diffasr.bin.asr_inference."""
 
+import math
 from pathlib import Path
 
 import kaldiio
@@ -85,14 +86,17 @@ def _train(corpus: Path, config: str, exp: Path) -> Path:
 def test_trained_checkpoint_decodes_to_all_output_files(corpus, tmp_path, config):
     exp = _train(corpus, config, tmp_path / "exp")
     assert (exp / "config.yaml").exists() and (exp / "1epoch.pth").exists()
-    out = tmp_path / "decode"
-    decode = ["--output_dir", str(out), "--asr_train_config", str(exp / "config.yaml"),
-              "--asr_model_file", str(exp / "1epoch.pth"),
-              "--data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
-              "--data_path_and_name_and_type", f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
-              "--batch_size", "4", "--steps", "4", "--beam_size", "2", "--maxlenratio", "0.5"]
-    asr_inference.main(decode)
 
+    def decode(out):
+        asr_inference.main([
+            "--output_dir", str(out), "--asr_train_config", str(exp / "config.yaml"),
+            "--asr_model_file", str(exp / "1epoch.pth"),
+            "--data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
+            "--data_path_and_name_and_type", f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
+            "--batch_size", "4", "--steps", "4", "--beam_size", "2", "--maxlenratio", "0.5"])
+        return out
+
+    out = decode(tmp_path / "decode")
     utts = sorted(line.split()[0] for line in (corpus / "wav.scp").read_text().splitlines())
     for name in ("text", "token", "timing"):
         lines = (out / name).read_text().splitlines()
@@ -100,22 +104,59 @@ def test_trained_checkpoint_decodes_to_all_output_files(corpus, tmp_path, config
     for line in (out / "timing").read_text().splitlines():
         _, seconds, audio = line.split()
         assert float(seconds) >= 0.0 and float(audio) == pytest.approx(0.4)
-    for line in (out / "word_confidence.ctm").read_text().splitlines():
-        utt, channel, index, duration, word, confidence = line.split()
-        assert utt in utts and channel == "1" and 0.0 <= float(confidence) <= 1.0
+    tokens = {line.split(" ", 1)[0]: line.split()[1:] for line in (out / "token").read_text().splitlines()}
+    # The CTM: per utterance, its words numbered from 0, as many as the token file's pieces make.
+    rows = [line.split() for line in (out / "word_confidence.ctm").read_text().splitlines()]
+    for utt in utts:
+        mine = [r for r in rows if r[0] == utt]
+        words = [w for w, _ in words_with_confidence(tokens[utt], [0.5] * len(tokens[utt]))]
+        assert [(r[1], r[2], r[3], r[4]) for r in mine] == [("1", str(i), "1", w) for i, w in enumerate(words)]
+    # Only the diffusion sampler reports per-token entropy and flips.
+    assert (out / "token_uncertainty").exists() == config.startswith("train_diffusion")
+    assert not (out / "remasked").exists()
+    if config.startswith("train_ar"):
+        # --maxlenratio 0.5 of the 9 encoder frames of 0.4 s (41 frames, conv2d /4): at most 4 tokens
+        assert all(len(pieces) <= 4 for pieces in tokens.values()), tokens
+    # Decoding is a function of the model, the data and the options: a second run writes the same.
+    again = decode(tmp_path / "again")
+    for name in ("text", "token", "word_confidence.ctm") + (("token_uncertainty",) if config.startswith(
+            "train_diffusion") else ()):
+        assert (again / name).read_text() == (out / name).read_text(), name
 
 
-def test_speech2text_returns_text_tokens_and_confidences(corpus, tmp_path):
-    exp = _train(corpus, "train_diffusion_conformer_tiny.yaml", tmp_path / "exp")
-    s2t = Speech2Text(str(exp / "config.yaml"), str(exp / "1epoch.pth"), steps=2, canvas="fixed", canvas_length=8)
-    results = s2t(torch.randn(2, 6400), torch.tensor([6400, 4800]), Enrollment(embed=torch.randn(2, EMBED_DIM)))
-    assert len(results) == 2
-    for result in results:
-        assert len(result.tokens) == len(result.token_ids) == len(result.confidences) <= 8
-        assert all(0.0 <= c <= 1.0 for c in result.confidences)
-        assert "<sos/eos>" not in result.tokens and "<mask>" not in result.tokens
-        assert len(result.entropies) == len(result.flips) == len(result.tokens)
-        assert all(e >= 0.0 for e in result.entropies) and all(0 <= f < 2 for f in result.flips)  # 2 steps
+def test_speech2text_returns_text_tokens_and_confidences(corpus, diffusion_exp):
+    s2t = Speech2Text(str(diffusion_exp / "config.yaml"), str(diffusion_exp / "1epoch.pth"), steps=2,
+                      canvas="fixed", canvas_length=8)
+    sampled = {}
+    decode = s2t.model.diffusion_decode
+
+    def keep_sampler_output(*args, **kwargs):
+        ids, confidences, sampled["out"] = decode(*args, **kwargs)
+        return ids, confidences, sampled["out"]
+
+    s2t.model.diffusion_decode = keep_sampler_output
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 6400), torch.tensor([6400, 4800]), Enrollment(embed=torch.randn(2, EMBED_DIM)))
+    results = s2t(*inputs)
+    out, fill, vocabulary = sampled["out"], s2t.model.fill_ids, len(s2t.model.token_list)
+    assert len(results) == 2 and tuple(out.tokens.shape) == (2, 8)
+    for b, result in enumerate(results):
+        # 8 canvas positions, 4 committed at each of the 2 steps; the recognition is the canvas
+        # without its fill (end, mask, blank), each token with its commit probability and flips
+        assert sorted(out.commit_step[b].tolist()) == [0] * 4 + [1] * 4
+        kept = [i for i in range(8) if int(out.tokens[b, i]) not in fill]
+        assert result.token_ids == out.tokens[b, kept].tolist()
+        assert result.tokens == s2t.converter.ids2tokens(result.token_ids)
+        assert result.text == s2t.tokenizer.tokens2text(result.tokens)
+        assert result.confidences == out.confidence[b, kept].tolist()
+        assert result.flips == out.flips[b, kept].tolist() and result.entropies == out.entropy[b, kept].tolist()
+        # A prediction committed at the first step has had no earlier one to flip from.
+        assert all(f <= step for f, step in zip(out.flips[b].tolist(), out.commit_step[b].tolist()))
+        # Greedy commits take the most probable token (<mask> excluded), whose probability p
+        # bounds the entropy H of that prediction: -log p <= H <= log(V - 1).
+        for p, h in zip(result.confidences, result.entropies):
+            assert -math.log(p) - 1e-4 <= h <= math.log(vocabulary - 1) + 1e-4
+    assert s2t(*inputs) == results  # the same call again gives the same, to the last bit
 
 
 def test_words_take_the_lowest_piece_confidence():
@@ -201,11 +242,26 @@ def test_sampler_writes_token_probability_entropy_and_flips(corpus, diffusion_ex
     _decode(corpus, diffusion_exp, tmp_path / "out", "--steps", "4")
     tokens = {line.split(" ", 1)[0]: line.split()[1:] for line in (tmp_path / "out/token").read_text().splitlines()}
     rows = [line.split() for line in (tmp_path / "out/token_uncertainty").read_text().splitlines()]
+    ctm = [line.split() for line in (tmp_path / "out/word_confidence.ctm").read_text().splitlines()]
+    vocabulary = len((corpus / "tokens.txt").read_text().split())
+    assert sum(len(pieces) for pieces in tokens.values()) == len(rows) > 0
     for utt, pieces in tokens.items():
         mine = [r for r in rows if r[0] == utt]
         assert [r[2] for r in mine] == pieces and [int(r[1]) for r in mine] == list(range(len(pieces)))
+        # each word of the CTM has the lowest probability of its pieces
+        probabilities = [float(r[3]) for r in mine]
+        assert [(r[4], float(r[5])) for r in ctm if r[0] == utt] == words_with_confidence(pieces, probabilities)
         for _, _, _, probability, entropy, flips in mine:
-            assert 0 < float(probability) <= 1 and float(entropy) >= 0 and 0 <= int(flips) <= 3
+            # greedy commits take the most probable token: -log p <= H <= log(V - 1) (<mask> excluded)
+            assert -math.log(float(probability)) - 1e-4 <= float(entropy) <= math.log(vocabulary - 1) + 1e-4
+            assert 0 <= int(flips) <= 3  # 4 steps: at most 3 changes before the commit
+    # Random remasking follows --seed: the same seed writes the same probabilities, another
+    # seed commits in another order and so with other probabilities.
+    seeded = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        _decode(corpus, diffusion_exp, tmp_path / name, "--steps", "4", "--remasking", "random", "--seed", seed)
+        seeded[name] = (tmp_path / name / "token_uncertainty").read_text()
+    assert seeded["a"] == seeded["b"] and seeded["a"] != seeded["c"]
 
 
 def test_ctc_greedy_mode_writes_confidences(corpus, diffusion_exp, tmp_path):

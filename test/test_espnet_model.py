@@ -343,6 +343,40 @@ def test_candidate_lengths_in_one_batch_match_separate_decodes_and_keep_the_best
         fixed.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(steps=2, candidates=3))
 
 
+def test_random_remasking_draws_from_each_utterances_own_generator_in_every_candidate():
+    """Random remasking with one generator per utterance: each candidate row draws from its
+    own copy of its utterance's generator, so that it equals the decode of that length
+    alone with a fresh generator of the same seed; torch's global generator plays no part
+    (ESPnet's layer stacks draw from it even in eval mode, without using the draw)."""
+    torch.manual_seed(0)
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    speech, speech_lengths, *_ = batch().values()
+    enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
+    model.ctc_lengths = lambda out, lens: torch.tensor([3, 5])
+    seeded = lambda: [torch.Generator().manual_seed(11) for _ in range(2)]
+    options = dict(steps=4, remasking="random")
+    torch.manual_seed(123)
+    ids, _, out = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(candidates=3, **options),
+                                         generator=seeded())
+    torch.manual_seed(456)
+    again = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(candidates=3, **options),
+                                   generator=seeded())
+    assert again[0] == ids and torch.equal(again[2].commit_step, out.commit_step)
+    other = model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(candidates=3, **options),
+                                   generator=[torch.Generator().manual_seed(12) for _ in range(2)])
+    assert not torch.equal(other[2].commit_step, out.commit_step)  # the seed decides the order
+    for b in range(2):
+        margin = int(out.canvas_lengths[b]) - [3, 5][b]
+        _, _, alone = model.diffusion_decode(speech, speech_lengths, enroll,
+                                             DiffusionOptions(canvas_margin=margin, **options), generator=seeded())
+        n = int(out.canvas_lengths[b])
+        assert out.commit_step[b, :n].tolist() == alone.commit_step[b, :n].tolist()
+        assert out.tokens[b, :n].tolist() == alone.tokens[b, :n].tolist()
+    with pytest.raises(ValueError, match="1 generators for a batch of 2 utterances"):
+        model.diffusion_decode(speech, speech_lengths, enroll, DiffusionOptions(**options),
+                               generator=[torch.Generator()])
+
+
 @pytest.mark.parametrize("end_commit", ["any", "last"])
 def test_a_model_that_writes_the_end_token_between_words_still_gives_every_word_in_order(end_commit):
     """The end token committed amid words (the canvas longer than the transcript) ends

@@ -101,7 +101,13 @@ def test_every_system_has_a_default_and_a_tiny_version():
 def test_a_variant_names_its_own_experiment_and_its_tiny_version_has_its_overrides():
     assert not set(VARIANTS) & {config[len("train_"):-len(".yaml")] for config in CONFIGS}
     for tag, (config, overrides) in VARIANTS.items():
-        assert (RECIPE / config).is_file(), f"{tag}: {config}"
+        # A shipped training config (conf/tuning/train_<system>.yaml, relative to the recipe as
+        # asr.sh reads it), which the tag names: <system>_<what it varies>[_tiny].
+        assert Path(config).parent == Path("conf/tuning") and Path(config).name in CONFIGS, f"{tag}: {config}"
+        system = Path(config).stem[len("train_"):]
+        assert system.endswith("_tiny") == tag.endswith("_tiny"), f"{tag}: {config}"
+        assert tag.removesuffix("_tiny").startswith(system.removesuffix("_tiny") + "_"), f"{tag}: {config}"
+        assert overrides, f"{tag} overrides nothing of {config}"
         if tag.endswith("_tiny"):
             full_config, full_overrides = VARIANTS[tag.removesuffix("_tiny")]
             assert (config, overrides) == (full_config.replace(".yaml", "_tiny.yaml"), full_overrides)

@@ -188,7 +188,17 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     # The variant trained its config with its overrides (ESPnet saves what it trained).
     trained = yaml.safe_load((recipe / "exp/asr_diffusion_whisper_nospk_tiny/config.yaml").read_text())
     assert trained["encoder_conf"]["enrollment"] == "none" and trained["encoder_conf"]["adapter_size"] == 64
-    assert len(systems) >= 18
+    # Stage 6 decoded each system with exactly the decode configs of its model type (Mask-CTC's
+    # fit neither), and run.sh's --rotate_configs (AR beam 1, diffusion 8 steps) again with a
+    # rotated and a swapped enrollment; stage 7 scored every one of those decodes of test.
+    from diffasr.scoring.results import collect_metrics
+
+    main = ("asr_ar_whisper_tiny", "asr_diffusion_whisper_tiny")
+    scored = {(row.exp, row.decode) for row in collect_metrics(recipe / "exp")
+              if row.test_set == "test" and row.exp in main}
+    again = {(exp, f"{decode}_{how}") for exp, decode in zip(main, ("ar_beam1", "diffusion_8step"))
+             for how in ("rotate", "swap")}
+    assert scored == {(exp, decode) for exp, decode in systems if exp in main} | again
     for exp, decode in systems:
         for dset in ("test",):
             assert f"| {exp} | {decode} | {dset} |" in results

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,29 @@ def test_parse_summary_rejects_a_report_without_sum_rows():
         parse_summary("no table here", "result.txt")
 
 
-def test_find_sclite_finds_an_executable():
-    assert Path(find_sclite()).name == "sclite"
+def test_find_sclite_prefers_debians_sctk_then_path_and_names_both_when_missing(tmp_path, monkeypatch):
+    # (The real sclite is run by the scoring tests above.)
+    from diffasr.scoring import sclite
+
+    def executable(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+        return path
+
+    debian, on_path = tmp_path / "sctk/bin/sclite", executable(tmp_path / "bin/sclite")
+    monkeypatch.setattr(sclite, "DEBIAN_SCLITE", str(debian))
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert find_sclite() == str(on_path)  # no Debian package: the one on PATH
+    debian.parent.mkdir(parents=True)
+    debian.write_text("not executable")
+    assert find_sclite() == str(on_path)
+    debian.chmod(0o755)
+    assert find_sclite() == str(debian)  # Debian's sctk first
+    debian.unlink()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=rf"looked for {re.escape(str(debian))} and on PATH.*tools/install.sh"):
+        find_sclite()
 
 
 def test_speaker_confusion_hand_cases():

@@ -213,6 +213,46 @@ def test_short_enrollment_and_path_like_filename(server, audio, tmp_path):
     assert not target.exists() and not Path("/tmp/evil.wav").exists()
 
 
+def test_identical_requests_interleaved_with_others_get_identical_answers(packed, audio, tmp_path):
+    """A server whose default decode draws its words (random remasking, temperature 5):
+    each request's options go down with its call and its draws come from generators
+    seeded afresh, so a request repeated amid other requests (other options, decoded in
+    between or at the same time) gets the same answer; /v1/models keeps the defaults."""
+    config = tmp_path / "decode.yaml"
+    config.write_text("steps: 8\nremasking: random\ntemperature: 5.0\n")
+    server = Server(packed[0], tmp_path / "speakers.db", tmp_path / "server.log", decode_config=config)
+    try:
+        def answer(**fields):
+            reply = transcribe(server, audio["mixture"], enrollment=audio["enroll"], **fields)
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            return {k: v for k, v in body.items() if k not in ("processing_seconds", "rtfx")}
+
+        first = answer()
+        others = [dict(steps=4), dict(mode="ctc_greedy"), dict(block_length=8), dict(steps=2)]
+        assert answer(**others[0])["text"] != first["text"]  # other options, other draws
+        results = {}
+
+        def send(name, fields):
+            results[name] = answer(**fields)
+
+        threads = [threading.Thread(target=send, args=(i, fields)) for i, fields in enumerate(others)]
+        threads.insert(2, threading.Thread(target=send, args=("again", {})))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert sorted(results, key=str) == [0, 1, 2, 3, "again"]
+        assert results["again"] == first and answer() == first
+        assert first["options"] == {} and first["text"] != TARGET_TEXT  # drawn, not the memorised words
+        assert results[1]["text"] == TARGET_TEXT and results[1]["options"] == {"decode_mode": "ctc_greedy"}
+        defaults = httpx.get(f"{server.url}/v1/models").json()["data"][0]["decode_defaults"]
+        assert (defaults["mode"], defaults["steps"], defaults["remasking"], defaults["temperature"]) == \
+            ("diffusion", 8, "random", 5.0)
+    finally:
+        server.stop()
+
+
 @pytest.mark.integration
 def test_api_key_concurrency_limit_and_shutdown(packed, audio, tmp_path):
     server = Server(packed[0], tmp_path / "speakers.db", tmp_path / "server.log",
@@ -261,7 +301,9 @@ def test_api_key_concurrency_limit_and_shutdown(packed, audio, tmp_path):
 
 @pytest.mark.integration
 def test_load_script_runs_briefly(packed, tmp_path):
-    """bench/serve_load.py against a tiny data dir: every request answered, figures written."""
+    """bench/serve_load.py against a tiny data dir: each run sends exactly --max_requests
+    (the time limit is far), every one answered with the memorised words, and the figures
+    agree with each other and with the table."""
     _, mixture, enroll, _ = packed
     data = tmp_path / "data"
     data.mkdir()
@@ -271,23 +313,31 @@ def test_load_script_runs_briefly(packed, tmp_path):
     (data / "enroll.scp").write_text(f"u1 {enroll}\nu2 {enroll}\n")
     out = subprocess.run(
         [sys.executable, str(REPO / "bench/serve_load.py"), "--model", str(packed[0]), "--data_dir", str(data),
-         "--clients", "1", "2", "--seconds", "3", "--warmup_seconds", "1", "--max_requests", "6", "--output_dir", str(tmp_path / "load")],
+         "--clients", "1", "2", "--seconds", "300", "--warmup_seconds", "1", "--max_requests", "6",
+         "--output_dir", str(tmp_path / "load")],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
     result = json.loads((tmp_path / "load/serve_load.json").read_text())
+    seconds = soundfile.info(str(mixture)).duration
     assert [r["clients"] for r in result["runs"]] == [1, 2]
     for run in result["runs"]:
-        assert run["requests"] >= 1  # every run sent something ...
-        assert run["requests"] <= 6  # ... within --max_requests
-        assert run["ok"] == run["requests"] and run["errors"] == {} and run["server_errors"] == 0
-        assert run["wer"] == 0.0 and run["p95"] >= run["p50"] > 0
-        assert run["rss_max_mb"] >= run["rss_start_mb"] > 100 and run["mean_batch"] >= 1
+        assert (run["requests"], run["ok"], run["errors"], run["server_errors"], run["wer"]) == (6, 6, {}, 0, 0.0)
+        wall = run["wall_seconds"]  # rounded to 0.1 s
+        assert 6 / (wall + 0.05) - 1e-3 <= run["requests_per_second"] <= 6 / max(wall - 0.05, 1e-3) + 1e-3
+        # each request is one mixture: audio seconds per second = requests per second x its length
+        assert run["audio_seconds_per_second"] == pytest.approx(run["requests_per_second"] * seconds, rel=0.01)
+        assert run["p50"] > 0 and run["rss_start_mb"] > 100  # the model is loaded
+    # One client never has company: every batch is its one segment.  Two batch at most two.
+    assert result["runs"][0]["mean_batch"] == 1.0 and 1.0 <= result["runs"][1]["mean_batch"] <= 2.0
+    assert result["throughput_ratio"] == pytest.approx(
+        result["runs"][1]["audio_seconds_per_second"] / result["runs"][0]["audio_seconds_per_second"], abs=1e-3)
     assert result["server_exit_code"] in (0, -15)
     assert (tmp_path / "load/latency.png").stat().st_size > 10000
-    assert "| 2 |" in (tmp_path / "load/serve_load.md").read_text()
+    table = (tmp_path / "load/serve_load.md").read_text()
+    assert "| 1 | 6 | 0.0 | 0 | 0 | " in table and "| 2 | 6 | 0.0 | 0 | 0 | " in table
 
 
 def test_batcher_groups_by_options_across_requests_and_drains_on_stop():

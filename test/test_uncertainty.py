@@ -75,10 +75,36 @@ def test_temperature_fitted_on_dev_lowers_test_ece():
         fit_temperature(*arrays([0.9, 0.8], [True, True]))
 
 
-def test_reliability_diagram_is_a_png(tmp_path):
+def test_reliability_diagram_plots_each_curves_filled_bins_against_the_diagonal(tmp_path, monkeypatch):
+    import struct
+
+    import matplotlib.figure
+
     conf, correct = overconfident_set(np.random.default_rng(1), 200)
-    plot_reliability(tmp_path / "r.png", {"raw": (conf, correct)})
-    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 4 words in 3 of the 10 bins: [0, .1) holds an error at .05, [.1, .2) a correct word at
+    # .15, [.9, 1] two correct words at .95 and .97.  ECE = (1 * .05 + 1 * .85 + 2 * .04) / 4.
+    few_conf, few_correct = arrays([0.05, 0.15, 0.95, 0.97], [False, True, True, True])
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *args, **kwargs: (figures.append(self), savefig(self, *args, **kwargs))[1])
+    path = tmp_path / "plots/r.png"
+    plot_reliability(path, {"raw": (conf, correct), "few": (few_conf, few_correct)}, title="dev words")
+
+    (ax,) = figures[0].axes
+    diagonal, raw, few = ax.get_lines()
+    assert [line.get_label() for line in (diagonal, raw, few)] == [
+        "perfect calibration", f"raw (ECE {ece(conf, correct):.3f})", "few (ECE 0.245)"]
+    assert diagonal.get_xydata().tolist() == [[0, 0], [1, 1]]
+    assert few.get_xdata().tolist() == pytest.approx([0.05, 0.15, 0.96])
+    assert few.get_ydata().tolist() == [0.0, 1.0, 1.0]
+    count, mean_conf, accuracy = reliability_bins(conf, correct)
+    assert len(raw.get_xdata()) == int((count > 0).sum())
+    assert raw.get_xdata().tolist() == pytest.approx(mean_conf[count > 0].tolist())
+    assert raw.get_ydata().tolist() == pytest.approx(accuracy[count > 0].tolist())
+    assert ax.get_title() == "dev words" and (ax.get_xlim(), ax.get_ylim()) == ((0, 1), (0, 1))
+    png = path.read_bytes()  # the parent dir was made; 4.5 in at 100 dpi
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (450, 450)
 
 
 def test_confidence_file_errors_name_line_or_utterance(tmp_path):

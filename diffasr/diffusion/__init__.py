@@ -8,8 +8,10 @@ from diffasr.diffusion.forward import commit_drafts, forward_mask
 from diffasr.diffusion.options import DeliberationOptions, DiffusionOptions
 from diffasr.diffusion.loss import scaled_loss, scaled_masked_cross_entropy
 from diffasr.diffusion.sampler import (
+    Generators,
     SamplerOutput,
     best_candidates,
+    clone_generator,
     deliberate,
     generate,
     hypothesis_confidence,
@@ -20,11 +22,13 @@ __all__ = [
     "CanvasPolicy",
     "DeliberationOptions",
     "DiffusionOptions",
+    "Generators",
     "SamplerOutput",
     "best_candidates",
     "build_canvas",
     "canvas_lengths_from_predicted",
     "check_schedule",
+    "clone_generator",
     "commit_drafts",
     "deliberate",
     "forward_mask",

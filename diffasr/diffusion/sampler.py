@@ -5,7 +5,7 @@
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -13,6 +13,44 @@ from diffasr.diffusion.canvas import check_schedule
 from diffasr.diffusion.options import DELIBERATION_MASKING, END_COMMITS, REMASKING
 
 Denoiser = Callable[[torch.Tensor], torch.Tensor]
+# Where the sampler's random draws come from: torch's global generator (None), one
+# generator for the whole batch, or one per utterance (row): see ``uniform``.
+Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def check_generators(generator: Generators, batch: int) -> None:
+    """A per-utterance sequence of generators must have one per row."""
+    if generator is not None and not isinstance(generator, torch.Generator) and len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for a batch of {batch} utterances; give one per utterance")
+
+
+def clone_generator(generator: torch.Generator) -> torch.Generator:
+    """A new generator in the same state (it then draws the same numbers)."""
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy
+
+
+def uniform(generator: Generators, lengths: torch.Tensor, width: int, *trailing: int,
+            rows: Optional[torch.Tensor] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) noise [B, width, *trailing] for the sampler's random choices.
+
+    None or one ``torch.Generator``: the whole tensor at once (torch's global generator or
+    that one).  A sequence of generators, one per row: each row draws from its own, only
+    if ``rows[b]`` (default: every row) and only its own ``lengths[b]`` positions (the rest
+    of the row is 0.5, never a candidate), so that what an utterance draws depends on that
+    utterance alone, not on the batch it is decoded in or the utterances before it.
+    """
+    batch, device = lengths.size(0), lengths.device
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(batch, width, *trailing, generator=generator, device=device, dtype=dtype)
+    check_generators(generator, batch)
+    noise = torch.full((batch, width, *trailing), 0.5, device=device, dtype=dtype)
+    drawing = [True] * batch if rows is None else rows.tolist()
+    for b, (own, n, draw) in enumerate(zip(generator, lengths.clamp(max=width).tolist(), drawing)):
+        if draw and n > 0:
+            noise[b, :n] = torch.rand(n, *trailing, generator=own, device=own.device, dtype=dtype).to(device)
+    return noise
 
 
 @dataclass
@@ -95,7 +133,7 @@ def generate(
     remasking: str = "low_confidence",
     threshold: Optional[float] = None,
     temperature: float = 0.0,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     end_id: Optional[int] = None,
     end_commit: str = "any",
 ) -> SamplerOutput:
@@ -121,7 +159,9 @@ def generate(
         remasking: "low_confidence" or "random".
         threshold: confidence threshold for parallel commits, or None.
         temperature: 0 for greedy, else Gumbel-max sampling.
-        generator: random generator (random remasking, temperature > 0).
+        generator: where random remasking and temperature sampling draw from: one
+            ``torch.Generator`` for the batch, or one per row (each row's draws then depend
+            on that row alone: ``uniform``); None: torch's global generator.
         end_id, end_commit: with ``end_commit="last"``, a position whose prediction is
             ``end_id`` is committed only once no other prediction of its block waits
             (at the block's last step at the latest).  The end token is the most
@@ -136,6 +176,7 @@ def generate(
     if end_commit == "last" and end_id is None:
         raise ValueError("end_commit='last' needs the end token's id (end_id)")
     batch, length = canvas.shape
+    check_generators(generator, batch)
     num_blocks = check_schedule(length, steps, length if block_length is None else block_length)
     steps_per_block, block_size = steps // num_blocks, length // num_blocks
     positions = torch.arange(length, device=canvas.device)
@@ -161,8 +202,9 @@ def generate(
             if temperature > 0:  # Gumbel-max sampling from softmax(logits / temperature)
                 # In float64, as LLaDA: float32 noise truncates the Gumbel tail and skews
                 # the samples (arXiv 2409.02908).
-                uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-                gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+                noise = uniform(generator, inside.sum(dim=1), length, logits.size(-1), rows=todo.any(dim=1),
+                                dtype=torch.float64).to(logits.device)
+                gumbel = -torch.log(-torch.log(noise.clamp(min=1e-300)))
                 predicted = (logits.double() / temperature + gumbel).argmax(dim=-1)
             confidence = probs.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
             out.flips += (masked & (last_argmax >= 0) & (argmax != last_argmax)).long()
@@ -179,7 +221,7 @@ def generate(
             if remasking == "low_confidence":
                 score = confidence
             else:
-                score = torch.rand(batch, length, generator=generator, device=canvas.device)
+                score = uniform(generator, inside.sum(dim=1), length, rows=todo.any(dim=1))
             # Scores lie in [0, 1]: minus 2 ranks every deferred position after the rest.
             commit = _select_top(score - 2.0 * deferred.float(), todo, count)
 
@@ -230,7 +272,7 @@ def deliberate(
     confidence: Optional[torch.Tensor] = None,
     num_chunks: int = 1,
     temperature: float = 0.0,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
 ) -> SamplerOutput:
     """Re-mask part of an external hypothesis and denoise it again.
 
@@ -249,7 +291,8 @@ def deliberate(
     into ``num_chunks`` near-equal chunks, masked and re-denoised left to right
     (with "low_confidence", chunks after the first are scored again once the
     earlier ones were revised); ``steps`` is the total and is split evenly
-    between chunks.
+    between chunks.  ``generator``: where random masking and the re-denoising draw from
+    (as ``generate``'s).
     """
     if masking not in DELIBERATION_MASKING:
         raise ValueError(f"masking must be one of {DELIBERATION_MASKING}, got {masking!r}")
@@ -263,6 +306,7 @@ def deliberate(
             f"use steps = {max(num_chunks, 1)}, {2 * max(num_chunks, 1)}, ..."
         )
     batch, length = hyp.shape
+    check_generators(generator, batch)
     positions = torch.arange(length, device=hyp.device)
     canvas_lengths = canvas_lengths.to(hyp.device)
     inside = positions < canvas_lengths[:, None]
@@ -277,7 +321,7 @@ def deliberate(
     for chunk in range(num_chunks):
         in_chunk = (chunk_of == chunk) & inside
         if masking == "random":
-            token_confidence = torch.rand(batch, length, generator=generator, device=hyp.device)
+            token_confidence = uniform(generator, inside.sum(dim=1), length)
         elif confidence is not None and (masking == "confidence_guided" or chunk == 0):
             token_confidence = confidence.to(hyp.device).float()
         else:  # the later chunks are scored after the earlier ones were revised

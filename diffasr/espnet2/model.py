@@ -29,10 +29,12 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from diffasr.diffusion import (
     DeliberationOptions,
     DiffusionOptions,
+    Generators,
     SamplerOutput,
     CanvasPolicy,
     best_candidates,
     build_canvas,
+    clone_generator,
     commit_drafts,
     deliberate,
     forward_mask,
@@ -386,6 +388,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         enrollment: Enrollment = NO_ENROLLMENT,
         options: Optional[DiffusionOptions] = None,
         names: Optional[Sequence[str]] = None,
+        generator: Generators = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Decode a batch with the masked-diffusion sampler.
 
@@ -395,7 +398,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         maximum is decoded at the maximum, with a warning naming it (``names``: the
         utterance keys).  Returns per utterance the token ids (``<sos/eos>``, ``<mask>``
         and ``<blank>`` fill removed) and the commit probability of each, plus the raw
-        sampler output.
+        sampler output.  ``generator``: where random remasking and temperature sampling
+        draw from (``diffasr.diffusion.sampler.uniform``): one ``torch.Generator`` for the
+        batch or one per utterance (each of an utterance's ``candidates`` rows then draws
+        from its own copy of it); None: torch's global generator.
         """
         options = options or DiffusionOptions()
         policy = self.canvas_policy.overridden(options.canvas, options.canvas_length, options.canvas_margin)
@@ -419,10 +425,16 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
                             f"than the canvas maximum {int(lengths[b])}; decoded at the maximum "
                             "(raise the decode's canvas_length, or segment the audio)")
         count = options.candidates
+        per_utterance = generator is not None and not isinstance(generator, torch.Generator)
+        if per_utterance and len(generator) != encoder_out.size(0):
+            raise ValueError(f"{len(generator)} generators for a batch of {encoder_out.size(0)} utterances; "
+                             "give one per utterance")
         if count > 1:  # each utterance's candidate lengths, as consecutive rows of one batch
             lengths = policy.candidate_lengths(lengths, count, self.max_hypothesis_length).reshape(-1)
             encoder_out = encoder_out.repeat_interleave(count, dim=0)
             encoder_out_lens = encoder_out_lens.repeat_interleave(count, dim=0)
+            if per_utterance:
+                generator = [clone_generator(g) for g in generator for _ in range(count)]
         width, steps = policy.schedule(int(lengths.max()), options.steps, options.block_length)
         positions = torch.arange(width, device=encoder_out.device)
         start = torch.where(positions < lengths[:, None], self.mask_id, self.end_id)
@@ -433,7 +445,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         out = generate(
             denoise, start, lengths, self.mask_id, steps,
             block_length=options.block_length, remasking=options.remasking,
-            threshold=options.threshold, temperature=options.temperature,
+            threshold=options.threshold, temperature=options.temperature, generator=generator,
             end_id=self.end_id, end_commit=options.end_commit,
         )
         out = best_candidates(out, count)
@@ -504,7 +516,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         enrollment: Enrollment = NO_ENROLLMENT,
         hypotheses: Optional[List[List[int]]] = None,
         options: Optional[DeliberationOptions] = None,
-        generator: Optional[torch.Generator] = None,
+        generator: Generators = None,
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Revise first-pass hypotheses (token ids; None: this model's CTC greedy).
 
@@ -514,7 +526,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         the unmasked hypothesis once; ``confidence_temperature`` calibrates that
         score (``sigmoid(logit(p) / T)``, T fitted on dev) before
         ``confidence_guided`` masking compares it with ``deliberation_threshold``, and
-        kept tokens report it as their confidence.
+        kept tokens report it as their confidence.  ``generator``: where random masking and
+        the re-denoising draw from (one ``torch.Generator`` for the batch or one per
+        utterance; None: torch's global generator).
         """
         options = options or DeliberationOptions()
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)

@@ -30,6 +30,7 @@ from espnet2.legacy.nets.beam_search import BeamSearch
 from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
 from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
 
+from diffasr.diffusion import Generators
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.model import DiffusionASRModel
 from diffasr.espnet2.builder import (
@@ -39,6 +40,10 @@ from diffasr.espnet2.builder import (
     build_token_id_converter,
 )
 from diffasr.inference.options import DecodeOptions
+
+# Recognizer options that shape the loaded model and tokenizer: set when a Speech2Text is
+# built, the same for every call.
+LOAD_OPTIONS = ("dtype", "bpemodel", "token_type", "max_audio_seconds")
 
 
 @dataclass
@@ -68,7 +73,11 @@ class Speech2Text:
         results[0].text, results[0].confidences
 
     Decode options come as a ``DecodeOptions`` or as its flat keywords (the names of
-    ``conf/decode/*.yaml``).  ``config.yaml`` is read once, by ``build_model_from_file``
+    ``conf/decode/*.yaml``): they are the defaults of every call, and a call may give
+    other ones (``options=``; not those of ``LOAD_OPTIONS``).  Nothing random carries
+    over between calls: each call draws from generators seeded with its options' ``seed``
+    (one per utterance), so that the same call gives the same result whatever was decoded
+    before it or beside it.  ``config.yaml`` is read once, by ``build_model_from_file``
     (``diffasr.espnet2.builder``: only the classes it names are imported); the training options it holds are ``train_args``, and the
     sample rate, token list and tokenizer come from them.
     """
@@ -99,11 +108,9 @@ class Speech2Text:
             raise ValueError("token_type bpe needs --bpemodel (none in the training config)")
         # The SentencePiece model is opened on first use: pin its path against a chdir.
         self.tokenizer = build_text_tokenizer(token_type, bpemodel and os.path.abspath(bpemodel))
-        self.generator = torch.Generator(device=device).manual_seed(recognizer.seed)
-        self.hypotheses = None
-        if recognizer.decode_mode == "deliberation" and self.options.deliberation.external_hypotheses:
-            deliberation = self.options.deliberation
-            self.hypotheses = self.read_hypotheses(deliberation.deliberation_hyp, deliberation.deliberation_hyp_type)
+        self._hypothesis_files: Dict[Tuple[str, str], Dict[str, List[int]]] = {}
+        # The default options' first-pass hypotheses (None: the model's CTC greedy path).
+        self.hypotheses = self._hypothesis_file(self.options)
         frontend_conf = getattr(self.train_args, "frontend_conf", None) or {}
         self.fs = int(frontend_conf.get("fs", 16000))
         max_audio_seconds = recognizer.max_audio_seconds
@@ -113,21 +120,57 @@ class Speech2Text:
         self.max_audio_seconds = min(max_audio_seconds, getattr(model.encoder, "max_seconds", float("inf")))
         self.beam_search, self.maskctc = None, None
         if isinstance(model, MaskCTCModel):
-            maskctc = self.options.maskctc
-            self.maskctc = MaskCTCInference(model, maskctc.maskctc_n_iterations, maskctc.maskctc_threshold_probability)
+            self.maskctc = self._build_maskctc()
         elif not isinstance(model, DiffusionASRModel):
             self.beam_search = self._build_beam_search()
         else:
+            self._check_diffusion(self.options)
             diffusion = self.options.diffusion
             policy = model.canvas_policy.overridden(diffusion.canvas, diffusion.canvas_length)
-            policy.check_candidates(diffusion.candidates)
             if recognizer.decode_mode == "diffusion" and diffusion.block_length and policy.mode != "fixed":
                 logging.info(f"canvas: {policy.mode} varies per batch: each is rounded up to whole blocks of "
                              f"{diffusion.block_length}, and steps {diffusion.steps} up to a multiple of its blocks")
 
-    def _build_beam_search(self) -> BeamSearch:
+    def _check_diffusion(self, options: DecodeOptions) -> None:
+        diffusion = options.diffusion
+        policy = self.model.canvas_policy.overridden(diffusion.canvas, diffusion.canvas_length)
+        policy.check_candidates(diffusion.candidates)
+
+    def call_options(self, options: Optional[DecodeOptions] = None) -> DecodeOptions:
+        """The options of one call: ``options`` (checked against this model), or the defaults."""
+        if options is None:
+            return self.options
+        if not isinstance(options, DecodeOptions):
+            raise TypeError(f"options must be a DecodeOptions (DecodeOptions.from_flat reads keywords), "
+                            f"got {type(options).__name__}")
+        if options is self.options:
+            return options
+        fixed = [name for name in LOAD_OPTIONS
+                 if getattr(options.recognizer, name) != getattr(self.options.recognizer, name)]
+        if fixed:
+            raise ValueError(f"the decode options {fixed} are set when the model is loaded; "
+                             "build another Speech2Text to change them")
+        decode_mode = options.recognizer.decode_mode
+        if not isinstance(self.model, DiffusionASRModel):
+            if decode_mode != "diffusion":
+                raise ValueError(f"decode_mode {decode_mode} needs a diffusion model; this one has "
+                                 f"model: {getattr(self.train_args, 'model', '?')}")
+        else:
+            self._check_diffusion(options)
+        return options
+
+    def generators(self, batch: int, options: Optional[DecodeOptions] = None) -> List[torch.Generator]:
+        """Fresh random generators for a batch, one per utterance, seeded with the options' seed."""
+        seed = (options or self.options).recognizer.seed
+        return [torch.Generator(device=self.device).manual_seed(seed) for _ in range(batch)]
+
+    def _build_maskctc(self, options: Optional[DecodeOptions] = None) -> MaskCTCInference:
+        maskctc = (options or self.options).maskctc
+        return MaskCTCInference(self.model, maskctc.maskctc_n_iterations, maskctc.maskctc_threshold_probability)
+
+    def _build_beam_search(self, options: Optional[DecodeOptions] = None) -> BeamSearch:
         """ESPnet's joint CTC/attention search, set up as ``espnet2.bin.asr_inference`` does."""
-        model, options = self.model, self.options.beam_search
+        model, options = self.model, (options or self.options).beam_search
         ctc_weight = options.ctc_weight
         if model.ctc is None and ctc_weight > 0.0:
             logging.info(f"ctc_weight {ctc_weight} ignored: this model has no CTC head")
@@ -185,21 +228,34 @@ class Speech2Text:
                 hypotheses[utt] = self.converter.tokens2ids(pieces)
         return hypotheses
 
-    def _hypotheses_for(self, keys: Optional[Sequence[str]]) -> Optional[List[List[int]]]:
-        if self.hypotheses is None:
+    def _hypothesis_file(self, options: DecodeOptions) -> Optional[Dict[str, List[int]]]:
+        """The first-pass hypotheses that ``options`` deliberate (read once per file), or None
+        (not deliberation, or the model's own CTC greedy path)."""
+        deliberation = options.deliberation
+        if options.recognizer.decode_mode != "deliberation" or not deliberation.external_hypotheses:
+            return None
+        source = (deliberation.deliberation_hyp, deliberation.deliberation_hyp_type)
+        if source not in self._hypothesis_files:
+            self._hypothesis_files[source] = self.read_hypotheses(*source)
+        return self._hypothesis_files[source]
+
+    def _hypotheses_for(self, keys: Optional[Sequence[str]],
+                        options: Optional[DecodeOptions] = None) -> Optional[List[List[int]]]:
+        hypotheses = self.hypotheses if options is None else self._hypothesis_file(options)
+        if hypotheses is None:
             return None  # the model's own CTC greedy path
         if keys is None:
             raise ValueError("deliberating an external hypothesis file needs the utterance keys")
-        missing = [k for k in keys if k not in self.hypotheses]
+        missing = [k for k in keys if k not in hypotheses]
         if missing:
             raise ValueError(f"the deliberation hypothesis file has no line for utterance {missing[0]}")
         for key in keys:
-            if len(self.hypotheses[key]) > self.model.max_hypothesis_length:
+            if len(hypotheses[key]) > self.model.max_hypothesis_length:
                 raise ValueError(
-                    f"the hypothesis of utterance {key} has {len(self.hypotheses[key])} tokens, more "
+                    f"the hypothesis of utterance {key} has {len(hypotheses[key])} tokens, more "
                     f"than the decoder's {self.model.max_hypothesis_length} positions"
                 )
-        return [self.hypotheses[k] for k in keys]
+        return [hypotheses[k] for k in keys]
 
     def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None,
                        what: str = "the audio") -> None:
@@ -223,17 +279,27 @@ class Speech2Text:
         speech_lengths: Optional[torch.Tensor] = None,
         enrollment: Enrollment = NO_ENROLLMENT,
         keys: Optional[Sequence[str]] = None,
+        options: Optional[DecodeOptions] = None,
+        generator: Generators = None,
     ) -> List[Recognition]:
         """Decode a batch: speech [B, T] (or [T]), lengths [B], and whose speech to
         transcribe (an ``Enrollment`` of the batch: embedding and/or audio or frames).
 
         ``keys`` (utterance ids) name utterances in errors and select external
-        deliberation hypotheses.
+        deliberation hypotheses.  ``options``: this call's decode options (default: this
+        object's).  ``generator``: where random remasking, temperature sampling and
+        deliberation's random masking draw from: one ``torch.Generator`` for the whole
+        batch, or one per utterance; default: a fresh one per utterance seeded with the
+        options' ``seed``, so that an utterance's result depends neither on what was
+        decoded before nor on the rest of its batch.
         """
+        options = self.call_options(options)
         if speech.dim() == 1:
             speech = speech.unsqueeze(0)
         if speech_lengths is None:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+        if generator is None:
+            generator = self.generators(speech.size(0), options)
         self.check_duration(speech_lengths, keys)
         if enrollment.speech is not None and enrollment.speech.dim() == 2:  # raw audio, not frames
             self.check_duration(enrollment.speech_lengths, keys, "the enrollment audio")
@@ -242,20 +308,20 @@ class Speech2Text:
         speech_lengths = speech_lengths.to(self.device)
         enrollment = enrollment.to(self.device, dtype)
 
-        decode_mode = self.options.recognizer.decode_mode
+        decode_mode = options.recognizer.decode_mode
         if not isinstance(self.model, DiffusionASRModel):
-            ids, confidences = self._espnet_decode(speech, speech_lengths, enrollment)
+            ids, confidences = self._espnet_decode(speech, speech_lengths, enrollment, options)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if decode_mode == "ctc_greedy":
             ids, confidences = self.model.ctc_greedy_decode(speech, speech_lengths, enrollment)
             return [self._result(i, c) for i, c in zip(ids, confidences)]
         if decode_mode == "diffusion":
             ids, confidences, out = self.model.diffusion_decode(
-                speech, speech_lengths, enrollment, self.options.diffusion, names=keys)
+                speech, speech_lengths, enrollment, options.diffusion, names=keys, generator=generator)
             return self._sampler_results(ids, confidences, out)
         ids, confidences, out = self.model.deliberation_decode(
-            speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys),
-            options=self.options.deliberation, generator=self.generator,
+            speech, speech_lengths, enrollment, hypotheses=self._hypotheses_for(keys, options),
+            options=options.deliberation, generator=generator,
         )
         results = self._sampler_results(ids, confidences, out)
         remasked = out.is_remasked.sum(dim=1).tolist()
@@ -271,17 +337,26 @@ class Speech2Text:
             for b, positions in enumerate(out.kept_positions)
         ]
 
-    def _espnet_decode(self, speech, speech_lengths, enrollment: Enrollment) -> Tuple[List[List[int]], List[List[float]]]:
+    def _espnet_decode(self, speech, speech_lengths, enrollment: Enrollment,
+                       options: Optional[DecodeOptions] = None) -> Tuple[List[List[int]], List[List[float]]]:
         """Hypotheses of the ESPnet baselines, without the model's special tokens (``fill_ids``)."""
+        options = options or self.options
         encoder_out, encoder_out_lens = self.model.encode(speech, speech_lengths, enrollment)
-        beam = self.options.beam_search
+        beam = options.beam_search
+        maskctc, search = self.maskctc, self.beam_search
+        if maskctc is not None and options.maskctc != self.options.maskctc:
+            maskctc = self._build_maskctc(options)
+        if search is not None and (beam.beam_size, beam.ctc_weight, beam.penalty) != (
+                self.options.beam_search.beam_size, self.options.beam_search.ctc_weight,
+                self.options.beam_search.penalty):
+            search = self._build_beam_search(options)
         all_ids, all_confidences = [], []
         for b in range(encoder_out.size(0)):
             frames = encoder_out[b, : encoder_out_lens[b]]
-            if self.maskctc is not None:
-                yseq = self.maskctc(frames).yseq
+            if maskctc is not None:
+                yseq = maskctc(frames).yseq
             else:
-                yseq = self.beam_search(x=frames, maxlenratio=beam.maxlenratio, minlenratio=beam.minlenratio)[0].yseq
+                yseq = search(x=frames, maxlenratio=beam.maxlenratio, minlenratio=beam.minlenratio)[0].yseq
             ids = [i for i in yseq.tolist() if i not in self.model.fill_ids]
             all_ids.append(ids)
             all_confidences.append(self._teacher_forced_confidence(frames, ids))

@@ -114,9 +114,12 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         raise ValueError(f"the server runs silero-vad at {longform.VAD_RATE} Hz; the model takes {asr.fs} Hz")
     vad = longform.SpeechActivity()
 
-    def decode(segments, enrollments, decode_options):
-        with asr.decode_options(decode_options):
-            return asr.decode(segments, enrollments if asr.takes_enrollment else None)
+    def decode(segments, enrollments, changes):
+        # Each batch holds one request option set (the batcher groups by it); the options go
+        # down with the call, never into the model's state, and each segment's random draws
+        # come from its own generator seeded with them: the same request gets the same
+        # answer whatever was decoded before it or beside it.
+        return asr.decode(segments, enrollments if asr.takes_enrollment else None, options=changes)
 
     state = dict(shutting_down=False, in_flight=0, started=time.time(), rss_start_mb=rss_mb(), requests=0)
     # A lone request (the only one in flight) is decoded without waiting for company.
