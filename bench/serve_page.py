@@ -85,7 +85,9 @@ def enroll(driver, name: str, path: Path) -> str:
 
 
 def transcribe(driver, speaker_id: str, path: Path, timeout: float = 300.0) -> dict:
-    """Transcribe through the form: the words shown and the seconds from click to words."""
+    """Transcribe through the form: the words shown, and the seconds from the click to the
+    words on the page as the page timed them (``seconds``; the WebDriver's polling is not in
+    it) and as seen from here (``polled_seconds``)."""
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", "speaker")).select_by_value(speaker_id)
@@ -96,12 +98,13 @@ def transcribe(driver, speaker_id: str, path: Path, timeout: float = 300.0) -> d
     driver.find_element("id", "transcribe-submit").click()
     wait_for(driver, lambda d: d.find_element("id", "result").is_displayed() or error_text(d), timeout,
              "the transcript")
-    seconds = time.perf_counter() - started
+    polled = time.perf_counter() - started
     if error_text(driver):
         raise RuntimeError(error_text(driver))
+    seconds = driver.execute_script("return window.diffasrPage.timing.wordsShownSeconds")
     words = [dict(word=w.text, confidence=float(w.get_attribute("data-confidence")), band=w.get_attribute("class"))
              for w in driver.find_elements("css selector", "#words .word")]
-    return dict(seconds=seconds, words=words)
+    return dict(seconds=seconds, polled_seconds=polled, words=words)
 
 
 def page_requests(driver) -> List[Dict]:
@@ -149,7 +152,8 @@ def markdown(report: dict) -> str:
              "| measure | value |", "|---|---:|",
              f"| page weight (HTML + JS + CSS) | {report['page']['bytes'] / 1024:.1f} kB |",
              f"| requests to other origins | {len(report['page']['foreign_requests'])} |",
-             f"| upload to words on the page, median | {report['page_seconds_median']:.3f} s |",
+             f"| click to words on the page (timed by the page), median | {report['page_seconds_median']:.3f} s |",
+             f"| the same seen through WebDriver polling, median | {report['page_polled_seconds_median']:.3f} s |",
              f"| the API call alone, median | {report['api_seconds_median']:.3f} s |",
              f"| page / API | {report['page_over_api']:.2f} |", "",
              "| utt | audio (s) | page (s) | API (s) | words |", "|---|---:|---:|---:|---:|"]
@@ -190,7 +194,8 @@ def main(argv=None):
                 shown = transcribe(driver, speakers[spk], Path(wav[utt]))
                 api = api_seconds(url, speakers[spk], Path(wav[utt]))
             rows.append(dict(utt=utt, audio_seconds=soundfile.info(wav[utt]).duration, page_seconds=shown["seconds"],
-                             api_seconds=api, words=len(shown["words"])))
+                             page_polled_seconds=shown["polled_seconds"], api_seconds=api,
+                             words=len(shown["words"])))
             print(json.dumps(rows[-1]), flush=True)
         driver.save_screenshot(str(args.output_dir / "screenshot.png"))
     finally:
@@ -200,9 +205,11 @@ def main(argv=None):
             server.wait(120)
     page_median = statistics.median(r["page_seconds"] for r in rows)
     api_median = statistics.median(r["api_seconds"] for r in rows)
+    polled_median = statistics.median(r["page_polled_seconds"] for r in rows)
     report = dict(model=str(args.model or args.url), data_dir=str(args.data_dir), page=page,
                   utts=rows, mean_audio_seconds=statistics.mean(r["audio_seconds"] for r in rows),
-                  page_seconds_median=page_median, api_seconds_median=api_median,
+                  page_seconds_median=page_median, page_polled_seconds_median=polled_median,
+                  api_seconds_median=api_median,
                   page_over_api=page_median / api_median)
     (args.output_dir / "serve_page.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.output_dir / "serve_page.md").write_text(markdown(report))

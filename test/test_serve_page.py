@@ -233,5 +233,7 @@ def test_the_page_benchmark_writes_its_figures(server, packed, tmp_path):
     (row,) = report["utts"]
     assert row["words"] == len(TARGET_TEXT.split()) and row["page_seconds"] > 0 and row["api_seconds"] > 0
     assert report["page_over_api"] == pytest.approx(row["page_seconds"] / row["api_seconds"])
+    # the page's own clock runs inside the interval the WebDriver saw (seconds, not ms)
+    assert 0 < row["page_seconds"] <= row["page_polled_seconds"]
     assert report["page"]["foreign_requests"] == [] and report["page"]["bytes"] > 0
     assert (tmp_path / "out/screenshot.png").read_bytes()[:4] == b"\x89PNG"

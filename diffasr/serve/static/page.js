@@ -3,7 +3,8 @@
 "use strict";
 
 const RATE = 16000;  // replaced by the model's rate from /v1/models
-const state = { model: null, rate: RATE, recorded: {}, result: null, audioName: "", started: 0, ticker: null };
+const state = { model: null, rate: RATE, recorded: {}, result: null, audioName: "", started: 0, ticker: null,
+  timing: {} };
 const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------ server calls
@@ -188,6 +189,7 @@ function stopProgress() {
 }
 
 async function transcribe() {
+  const clicked = performance.now();
   const audio = chosenFile("audio-file");
   if (!audio) throw new ServerError("Choose or record the recording to transcribe first.");
   const form = new FormData();
@@ -215,6 +217,7 @@ async function transcribe() {
   state.result = answer;
   state.audioName = (audio.name || "recording").replace(/\.[^.]*$/, "");
   showResult(answer);
+  state.timing.wordsShownSeconds = (performance.now() - clicked) / 1000;  // read by bench/serve_page.py
   drawTimeline(answer, await decodeForDrawing(audio));
 }
 
@@ -436,4 +439,4 @@ async function start() {
   }
 }
 
-window.diffasrPage = { encodeWav, toCtm, toSrt, recorded: state.recorded };  // for the browser tests
+window.diffasrPage = { encodeWav, toCtm, toSrt, recorded: state.recorded, timing: state.timing };  // for the browser tests
