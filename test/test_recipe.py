@@ -372,6 +372,18 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
     assert 0.5 * row["step_seconds"] < sum(row["phase_ms"].values()) / 1e3 < 1.5 * row["step_seconds"]
     assert any(o["op"] in ("aten::mm", "aten::addmm", "aten::bmm") for o in row["top_operators"])
     assert "decoder" in row["module_forward_ms"] and "encoder" in row["module_forward_ms"]
+    # What dynamic mixing would add per step: the mixtures it timed are the set's first four.
+    out = subprocess.run(
+        [sys.executable, str(RECIPE.parents[2] / "bench/dynamic_mixing_cost.py"), "--threads", "1",
+         "--config", "conf/tuning/train_ar_whisper_tiny.yaml", "--step_overrides", "--model_conf teacher_only=true",
+         "--batch_size", "4", "--repeats", "1", "--output_dir", "exp/dynamic_mixing_cost"],
+        cwd=recipe, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cost = json.loads((recipe / "exp/dynamic_mixing_cost/dynamic_mixing_cost.json").read_text())
+    durations = read_kv(recipe / "data/train/utt2dur")
+    first = sorted(read_kv(recipe / "data/train/wav.scp"))[:4]
+    assert cost["mean_mixture_seconds"] == pytest.approx(sum(float(durations[u]) for u in first) / 4, abs=1e-3)
+    assert cost["frozen_layers_seconds"] > 0 and cost["teacher_seconds"] > 0 and cost["batch_size"] == 4
     # WER and selection of chosen epochs' checkpoints (AR decode options included).
     out = subprocess.run(
         [sys.executable, str(RECIPE.parents[2] / "bench/wer_per_epoch.py"), "--exp", "exp/asr_ar_whisper_tiny",
