@@ -22,6 +22,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -134,11 +135,11 @@ def api_seconds(url: str, speaker_id: str, path: Path) -> float:
 
 
 def start_server(model: str, inference_model: str, output_dir: Path):
-    """``diffasr.bin.serve`` on a free loopback port: (process, url)."""
+    """``diffasr.bin.serve`` on a free loopback port, with a new speaker store: (process, url)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "diffasr.bin.serve", "--model", model, "--inference_model", inference_model,
-         "--port", str(port), "--db", str(output_dir / "speakers.db"), "--log_level", "WARNING"],
+         "--port", str(port), "--db", str(Path(tempfile.mkdtemp()) / "speakers.db"), "--log_level", "WARNING"],
         stdout=open(output_dir / "server.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, process)

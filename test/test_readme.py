@@ -20,11 +20,7 @@ RECIPE_DOCS = sorted(REPO.glob("egs/*/asr1/README*.md"))
 # Outputs of a benchmark that README.md shows but that are not committed yet, each with the
 # command that writes it. A missing one warns instead of failing; once it exists it is
 # checked like any other link (delete its entry then).
-NOT_YET_COMMITTED = {
-    "egs/librimix_target/asr1/results/serve_page/screenshot.png":
-        "python ../../../bench/serve_page.py --model exp/asr_diffusion_whisper ... --output_dir "
-        "results/serve_page, in egs/librimix_target/asr1",
-}
+NOT_YET_COMMITTED = {}
 
 FENCE = re.compile(r"^\s*(```|~~~)")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
