@@ -73,16 +73,18 @@ def error_text(driver) -> Optional[str]:
 
 def enroll(driver, name: str, path: Path) -> str:
     """Enroll through the form; the new speaker's id, or raises with the page's error."""
-    count = len(driver.find_elements("css selector", "#speakers li"))
+    def listed(d):  # one script: the list is re-rendered while the page reloads it
+        return d.execute_script("return [...document.querySelectorAll('#speakers li')].map(e => e.dataset.id);")
+
+    count = len(listed(driver))
     driver.find_element("id", "enroll-name").clear()
     driver.find_element("id", "enroll-name").send_keys(name)
     driver.find_element("id", "enroll-file").send_keys(str(Path(path).resolve()))
     driver.find_element("id", "enroll-submit").click()
-    wait_for(driver, lambda d: len(d.find_elements("css selector", "#speakers li")) > count or error_text(d),
-             what="the enrollment")
+    wait_for(driver, lambda d: len(listed(d)) > count or error_text(d), what="the enrollment")
     if error_text(driver):
         raise RuntimeError(error_text(driver))
-    return driver.find_elements("css selector", "#speakers li")[-1].get_attribute("data-id")
+    return listed(driver)[-1]
 
 
 def transcribe(driver, speaker_id: str, path: Path, timeout: float = 300.0) -> dict:

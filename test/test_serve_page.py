@@ -71,7 +71,9 @@ def page(driver, server):
 
 
 def speaker_names(driver):
-    return [e.text for e in driver.find_elements("css selector", "#speakers li .name")]
+    # read in one script: the list is re-rendered while the page reloads it
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#speakers li .name')].map(e => e.textContent);")
 
 
 def shown_error(driver, sentence_part):
@@ -133,8 +135,8 @@ def test_bad_files_are_sentences_and_nothing_enrolled_is_lost(page, server, file
         bench.enroll(page, "notes", files["notes"])
     with pytest.raises(RuntimeError, match="silent"):
         bench.enroll(page, "nobody", files["silent"])
-    bob = [e.get_attribute("data-id") for e in page.find_elements("css selector", "#speakers li")
-           if e.find_element("css selector", ".name").text == "bob"][0]
+    bob = page.execute_script("return [...document.querySelectorAll('#speakers li')]"
+                              ".find(e => e.querySelector('.name').textContent === 'bob').dataset.id;")
     with pytest.raises(RuntimeError, match="Too large: the audio lasts 2[0-9] s, over the server's limit of 20 s"):
         bench.transcribe(page, bob, files["overlong"])
     with pytest.raises(RuntimeError, match=r"Too large: the upload is \d\.\d MB, over the server's limit of 1 MB"):
