@@ -27,7 +27,7 @@ import soundfile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conditioning_step_cost import batch_for  # noqa: E402
+from conditioning_step_cost import _pad, batch_for  # noqa: E402
 
 from diffasr.datadir import read_jsonl, read_kv  # noqa: E402
 from diffasr.espnet2.task import DiffASRTask  # noqa: E402
@@ -43,13 +43,6 @@ def timed(function, repeats: int) -> float:
         function()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
-
-
-def padded(arrays):
-    out = np.zeros((len(arrays), max(map(len, arrays))), np.float32)
-    for b, a in enumerate(arrays):
-        out[b, : len(a)] = a
-    return torch.from_numpy(out), torch.tensor([len(a) for a in arrays])
 
 
 def main(argv=None):
@@ -81,8 +74,8 @@ def main(argv=None):
         target = records[u]["target"]
         targets.append(placed_source(target["path"], target["offset_samples"], target["gain"], len(m))
                        if target.get("utt") else np.zeros(len(m), np.float32))
-    mix_audio, mix_lengths = padded(mixtures)
-    target_audio, target_lengths = padded(targets)
+    mix_audio, mix_lengths = _pad(mixtures)
+    target_audio, target_lengths = _pad(targets)
     with torch.no_grad():
         frozen_seconds = timed(lambda: frozen.frozen(mix_audio, mix_lengths), args.repeats)
         teacher_seconds = timed(lambda: complete.frozen(target_audio, target_lengths), args.repeats)
