@@ -19,7 +19,7 @@ from pathlib import Path
 from sklearn.metrics import roc_auc_score
 
 from diffasr.datadir import read_kv, target_absent_utts
-from diffasr.speaker.audio import read_audio
+from diffasr.audio import read_listed as read_audio
 from diffasr.speaker.model import load_trained_encoder
 from diffasr.speaker.presence import choose_threshold, presence_score, window_embeddings
 

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -30,20 +31,18 @@ import torch
 import yaml
 
 from diffasr import longform
-from diffasr.espnet2.enrollment import Enrollment, prepare
-from diffasr.audio import check_enrollment, check_finite, check_wav_file
+from diffasr.audio import CheckedAudio, Role, read_audio
+from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import DecodeOptions, Recognition, Speech2Text
-from diffasr.speaker.audio import read_audio
 from diffasr.speaker.presence import PRESENCE_FILE, PresenceCheck, PresenceGate
 
 logger = logging.getLogger(__name__)
 
-Audio = Union[str, os.PathLike, np.ndarray]
+# A path, samples at the model's rate, or audio already checked (``diffasr.audio.read_audio``).
+Audio = Union[str, os.PathLike, np.ndarray, CheckedAudio]
 # A call's decode options: a DecodeOptions, a mapping of the options it changes (flat names of
 # conf/decode/*.yaml, e.g. {"steps": 4, "seed": 1}), or None: the model's own.
 Options = Union[None, DecodeOptions, Mapping[str, Any]]
-MIN_ENROLLMENT_SECONDS = 1.0  # shorter enrollments say too little about the voice
-MIN_AUDIO_SECONDS = 0.1  # below this the encoder has no frame to give
 # Decode-config keys that belong to the batch loop, not to Speech2Text.
 LOOP_OPTIONS = ("batch_size", "ngpu", "num_workers")
 
@@ -108,13 +107,10 @@ class TargetSpeakerASR:
         # config.yaml names its files (token list, BPE model, statistics) relative to the
         # recipe (or the unpacked zip): load from there.
         with contextlib.chdir(recipe):
-            self.speech2text = Speech2Text(str(config.resolve()), str(checkpoint.resolve()), device=device,
-                                           **decode_options)
-        self.fs = self.speech2text.fs
-        self._vad = None  # silero-vad, loaded on the first long recording
-        self.speaker_encoder, self.presence = None, None
+            speech2text = Speech2Text(str(config.resolve()), str(checkpoint.resolve()), device=device,
+                                      **decode_options)
+        self._use(speech2text)
         needs_embedding = getattr(self.speech2text.model, "spk_conditioner", None) is not None
-        self._takes_enrollment = needs_embedding or self.speech2text.model.needs_enrollment_audio()
         if presence_gate and not self._takes_enrollment:
             raise ValueError(f"{model} takes no speaker input: there is no enrolled voice to gate on")
         if needs_embedding or (presence_gate is not False and self._takes_enrollment):
@@ -133,6 +129,21 @@ class TargetSpeakerASR:
             if use_gate:
                 self.presence = PresenceCheck(PresenceGate.load(gate_file), self.speaker_encoder, self.fs)
                 logger.info("presence gate %s: threshold %.3f", gate_file, self.presence.gate.threshold)
+
+    @classmethod
+    def from_speech2text(cls, speech2text: Speech2Text) -> "TargetSpeakerASR":
+        """Around a loaded ``Speech2Text``, without a speaker encoder or presence gate (stage 6's
+        long form: the enrollment embeddings are stage 4's)."""
+        asr = cls.__new__(cls)
+        asr._use(speech2text)
+        return asr
+
+    def _use(self, speech2text: Speech2Text) -> None:
+        self.speech2text, self.fs = speech2text, speech2text.fs
+        self._vad, self._vad_lock = None, threading.Lock()  # silero-vad, loaded on the first long recording
+        self.speaker_encoder, self.presence = None, None
+        model = speech2text.model
+        self._takes_enrollment = getattr(model, "spk_conditioner", None) is not None or model.needs_enrollment_audio()
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -175,44 +186,48 @@ class TargetSpeakerASR:
         return None
 
     # ------------------------------------------------------------------ use
-    def read(self, audio: Audio, what: str) -> np.ndarray:
-        """Float32 mono samples of a wav path (checked: exists, mono, model rate) or an array."""
-        if isinstance(audio, np.ndarray):
-            if audio.ndim != 1 or audio.size == 0:
-                raise ValueError(f"{what}: expected a non-empty 1-D sample array, got shape {audio.shape}")
-            return audio.astype(np.float32)
-        samples = read_audio(str(audio), Path(audio).stem, self.fs, what)
-        if samples.size == 0:
-            raise ValueError(f"{what} {audio} is empty")
-        check_wav_file(audio)
-        check_finite(samples, f"{what} {audio}")
-        if samples.size < MIN_AUDIO_SECONDS * self.fs:
-            raise ValueError(f"{what} {audio} lasts {samples.size / self.fs:.3f} s; at least "
-                             f"{MIN_AUDIO_SECONDS} s is needed (a truncated file?)")
-        return samples
+    @property
+    def max_audio_seconds(self) -> float:
+        """The longest audio decoded in one piece (``max_audio_seconds``, Whisper's 30 s)."""
+        return self.speech2text.max_audio_seconds
 
     @property
     def max_enrollment_seconds(self) -> float:
         """The longest enrollment the model reads (Whisper's position table, or the audio limit)."""
-        return float(getattr(self.speech2text.model.encoder, "max_seconds", self.speech2text.max_audio_seconds))
+        return self.speech2text.max_enrollment_seconds
+
+    def role(self, name: str) -> Role:
+        """What this model takes as a ``mixture`` (decoded in one piece), a ``recording`` (any
+        length, split at its pauses) or an ``enrollment``."""
+        roles = dict(mixture=lambda: Role.mixture(self.max_audio_seconds), recording=Role.recording,
+                     enrollment=lambda: Role.enrollment(self.max_enrollment_seconds))
+        if name not in roles:
+            raise ValueError(f"role must be one of {sorted(roles)}, got {name!r}")
+        return roles[name]()
+
+    def read(self, audio: Audio, role: str = "mixture") -> CheckedAudio:
+        """``audio`` checked once for ``role`` (``diffasr.audio.read_audio``): a wav path (16 kHz
+        mono; a recording's samples are read again block by block when decoded) or samples at
+        the model's rate.  Audio checked already (for this role, or a mixture taken as a
+        recording) is returned as it is."""
+        if isinstance(audio, CheckedAudio):
+            if audio.role != role and (audio.role, role) != ("mixture", "recording"):  # a caller's slip
+                raise ValueError(f"{audio.name} was read as the {audio.role}, not as the {role}")
+            return audio
+        return read_audio(audio, self.role(role), self.fs, keep=role != "recording")
 
     @property
     def takes_enrollment(self) -> bool:
         """Whether the model is told whose speech to transcribe."""
         return self._takes_enrollment
 
-    def enroll(self, enrollment: Audio) -> Enrollment:
-        """What the model needs of an enrollment, computed once: the speaker embedding
-        and/or (models that read the enrollment audio) the frozen encoder's frames."""
-        model = self.speech2text.model
+    def enroll(self, enrollment: Audio, embed: Optional[np.ndarray] = None) -> Enrollment:
+        """What the model needs of an enrollment, computed once (``Enrollment.from_audio``):
+        the speaker embedding (``embed``, or the speaker encoder's) and/or (models that read
+        the enrollment audio) the frozen encoder's frames."""
         if not self.takes_enrollment:
             raise ValueError("this model takes no speaker input; it needs no enrollment")
-        what = "the enrollment" if isinstance(enrollment, np.ndarray) else f"the enrollment {enrollment}"
-        samples = check_enrollment(self.read(enrollment, "enrollment audio"), what, self.fs,
-                                   MIN_ENROLLMENT_SECONDS, self.max_enrollment_seconds)
-        embed = self.speaker_encoder.embed(samples) if self.speaker_encoder is not None else None
-        speech = samples if model.needs_enrollment_audio() else None
-        return prepare(model, embed, speech)
+        return Enrollment.from_audio(enrollment, self.speech2text, self.speaker_encoder, embed)
 
     def resolve_options(self, options: Options = None) -> DecodeOptions:
         """The ``DecodeOptions`` of a call: ``options`` as given, the model's own with the
@@ -296,48 +311,52 @@ class TargetSpeakerASR:
         batch_size: int = 8,
         vad_options: Optional[longform.VADOptions] = None,
         progress: bool = False,
-        whole: bool = False,
+        whole: Optional[bool] = False,
         max_batch_seconds: float = 40.0,
         options: Options = None,
+        decode_batch: Optional[longform.DecodeBatch] = None,
     ) -> longform.LongFormResult:
         """Transcribe a recording of any length: silero-vad segments decoded in batches.
 
-        A path is read in blocks (16 kHz mono, as the model); an array is taken as is.
-        The enrollment is computed once for the whole recording.  ``whole``: decode the
-        recording as one segment, without VAD (it must fit the model's maximum).
-        ``options``: the decode options (see ``resolve_options``; default: the model's own).
+        The one long-form driver (the CLI, the server and stage 6 call it).  A path is
+        checked once and read in blocks (16 kHz mono, as the model); an array is taken at
+        the model's rate.  The enrollment is computed once for the whole recording.
+        ``whole``: decode the recording as one segment, without VAD (it must fit the model's
+        maximum); None: so when it fits, else segmented.  ``options``: the decode options
+        (see ``resolve_options``; default: the model's own).  ``decode_batch``: how a list
+        of segments is decoded (the server's batching queue, which carries the enrollment and
+        options; default: ``decode`` with ``enrolled`` and ``options``).
         """
-        options = self.resolve_options(options)
-        if enrolled is None and enrollment is not None:
-            enrolled = self.enroll(enrollment)
-
-        def decode(segments):
-            return self.decode(segments, enrolled, options=options)
-
+        if decode_batch is None:
+            options = self.resolve_options(options)
+            if enrolled is None and enrollment is not None:
+                enrolled = self.enroll(enrollment)
+            decode_batch = lambda segments: self.decode(segments, enrolled, options=options)  # noqa: E731
+        checked = self.read(recording, "mixture" if whole else "recording")
+        if whole is None:
+            whole = checked.seconds <= self.max_audio_seconds
+            if not whole:
+                logger.info(f"{checked.name}: {checked.seconds:.1f} s, longer than the model's "
+                            f"{self.max_audio_seconds:g} s: segmenting it with silero-vad")
         if whole:
-            samples = self.read(recording, "mixture audio")
-            name = str(recording) if not isinstance(recording, np.ndarray) else "the mixture"
-            self.speech2text.check_duration(torch.tensor([samples.size]), [name])
-            return longform.transcribe_long(samples, decode, what=name, whole=True)
-        if isinstance(recording, np.ndarray):
-            source, what = np.asarray(recording, dtype=np.float32), "the recording"
-            if source.ndim != 1 or source.size == 0:
-                raise ValueError(f"expected a non-empty 1-D sample array, got shape {source.shape}")
-        else:
-            longform.check_recording(recording, self.fs)
-            source, what = str(recording), str(recording)
+            return longform.transcribe_long(checked, decode_batch, whole=True)
         if self.fs != longform.VAD_RATE:
             raise ValueError(f"long-form decoding runs silero-vad at {longform.VAD_RATE} Hz; "
                              f"this model takes {self.fs} Hz")
-        if self._vad is None:
-            self._vad = longform.SpeechActivity()
         vad = vad_options or longform.VADOptions()
-        if vad.max_segment > self.speech2text.max_audio_seconds:
-            vad = dataclasses.replace(vad, max_segment=self.speech2text.max_audio_seconds)
+        if vad.max_segment > self.max_audio_seconds:  # the one place a segment is held to the model
+            vad = dataclasses.replace(vad, max_segment=self.max_audio_seconds)
         return longform.transcribe_long(
-            source, decode, self._vad, vad,
-            batch_size=batch_size, what=what, progress=progress, max_batch_seconds=max_batch_seconds,
+            checked, decode_batch, self.speech_activity(), vad,
+            batch_size=batch_size, progress=progress, max_batch_seconds=max_batch_seconds,
         )
+
+    def speech_activity(self) -> longform.SpeechActivity:
+        """silero-vad, loaded once (on the first long recording), shared by every caller."""
+        with self._vad_lock:
+            if self._vad is None:
+                self._vad = longform.SpeechActivity()
+            return self._vad
 
     def transcribe(
         self,
@@ -355,21 +374,17 @@ class TargetSpeakerASR:
         default: the model's own).
         """
         options = self.resolve_options(options)
-        speech = self.read(mixture, "mixture audio")
-        name = str(mixture) if not isinstance(mixture, np.ndarray) else "the mixture"
-        self.speech2text.check_duration(torch.tensor([speech.size]), [name])
+        speech = self.read(mixture, "mixture")
+        name = str(mixture) if isinstance(mixture, (str, os.PathLike)) else "the mixture"
         enrolled = None
         if not self.takes_enrollment:
             if enrollment is not None:
-                self.read(enrollment, "enrollment audio")  # a bad path is an error
+                self.read(enrollment, "enrollment")  # a bad file is an error
                 logger.warning("this model takes no speaker input: the enrollment is ignored")
         elif enrollment is not None:
-            enrolled = self.enroll(enrollment)
-            if enroll_embed is not None:
-                enrolled = dataclasses.replace(enrolled, embed=torch.as_tensor(
-                    np.asarray(enroll_embed, dtype=np.float32))[None])
+            enrolled = self.enroll(enrollment, enroll_embed)
         elif enroll_embed is not None and not self.speech2text.model.needs_enrollment_audio():
             enrolled = Enrollment.of_one(embed=torch.as_tensor(np.asarray(enroll_embed, dtype=np.float32)))
         else:
             raise ValueError("this model is speaker-conditioned: give an enrollment recording")
-        return self.decode([speech], enrolled, [name], options)[0]
+        return self.decode([speech.samples()], enrolled, [name], options)[0]

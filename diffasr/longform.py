@@ -32,7 +32,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import soundfile as sf
 
-from diffasr.audio import check_finite, check_wav_file
+from diffasr.audio import CheckedAudio
 from diffasr.scoring.uncertainty import words_with_confidence
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ VAD_RATE = 16000
 VAD_WINDOW = 512  # samples silero-vad takes per call at 16 kHz (32 ms)
 WINDOW_SECONDS = VAD_WINDOW / VAD_RATE
 
-Source = Union[str, os.PathLike, np.ndarray]
+# A checked recording (``diffasr.audio.read_audio``), or samples already checked; a plain
+# path is read as it is (the tests' VAD alone).
+Source = Union[CheckedAudio, np.ndarray, str, os.PathLike]
 
 
 @dataclass
@@ -91,6 +93,7 @@ class LongFormResult:
     segments: List[Segment]
     audio_seconds: float
     decode_seconds: float
+    segmented: bool = True  # split at its pauses by silero-vad (False: decoded whole)
 
     @property
     def rtfx(self) -> float:
@@ -104,28 +107,11 @@ class LongFormResult:
 
 
 # ---------------------------------------------------------------------- reading
-def check_recording(path: Union[str, os.PathLike], sample_rate: int) -> sf._SoundFileInfo:
-    """soundfile info of a recording, refusing what long-form decoding cannot take."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such recording")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # LibsndfileError, RuntimeError
-        raise ValueError(f"{path}: not a readable audio file ({e})") from None
-    if info.samplerate != sample_rate:
-        raise ValueError(f"{path}: {info.samplerate} Hz; the model takes {sample_rate} Hz "
-                         f"(convert with: sox {path} -r {sample_rate} out.wav)")
-    if info.channels != 1:
-        raise ValueError(f"{path}: {info.channels} channels; the model takes mono "
-                         f"(down-mix with: sox {path} -c 1 out.wav)")
-    if info.frames == 0:
-        raise ValueError(f"{path}: no samples")
-    check_wav_file(path)
-    return info
-
-
 def iter_blocks(source: Source, block_samples: int) -> Iterator[np.ndarray]:
-    """Float32 blocks of a mono recording (a path, read block by block, or an array)."""
+    """Float32 blocks of a mono recording (a file is read block by block)."""
+    if isinstance(source, CheckedAudio):
+        yield from source.blocks(block_samples)
+        return
     if isinstance(source, np.ndarray):
         for start in range(0, len(source), block_samples):
             yield source[start:start + block_samples]
@@ -135,7 +121,9 @@ def iter_blocks(source: Source, block_samples: int) -> Iterator[np.ndarray]:
 
 
 def read_span(source: Source, start: int, stop: int) -> np.ndarray:
-    """Samples ``start:stop`` of a path (only those are read) or an array."""
+    """Samples ``start:stop`` of a recording (of a file only those are read)."""
+    if isinstance(source, CheckedAudio):
+        return source.span(start, stop)
     if isinstance(source, np.ndarray):
         return source[start:stop]
     return sf.read(str(source), start=start, stop=stop, dtype="float32", always_2d=True)[0][:, 0]
@@ -157,13 +145,13 @@ class SpeechActivity:
         self.model = load_silero_vad(onnx=True)
         self._lock = threading.Lock()  # the model carries state from window to window
 
-    def __call__(self, blocks: Iterator[np.ndarray], what: str = "the recording"
-                 ) -> Tuple[np.ndarray, np.ndarray, int]:
-        """Per-window probabilities, RMS levels, and the number of samples read."""
+    def __call__(self, blocks: Iterator[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, int]:
+        """Per-window probabilities, RMS levels, and the number of samples read (checked
+        samples: ``diffasr.audio``)."""
         with self._lock:
-            return self._run(blocks, what)
+            return self._run(blocks)
 
-    def _run(self, blocks: Iterator[np.ndarray], what: str) -> Tuple[np.ndarray, np.ndarray, int]:
+    def _run(self, blocks: Iterator[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, int]:
         import torch
 
         self.model.reset_states()
@@ -171,7 +159,6 @@ class SpeechActivity:
         carry = np.zeros(0, dtype=np.float32)
         total = 0
         for block in blocks:
-            check_finite(block, what, total / VAD_RATE)
             total += len(block)
             samples = np.concatenate([carry, block]) if carry.size else block
             usable = len(samples) // VAD_WINDOW * VAD_WINDOW
@@ -306,34 +293,36 @@ def transcribe_long(
     vad: Optional[SpeechActivity] = None,
     options: Optional[VADOptions] = None,
     batch_size: int = 8,
-    what: str = "the recording",
+    what: Optional[str] = None,
     progress: bool = False,
     whole: bool = False,
     max_batch_seconds: float = 40.0,
 ) -> LongFormResult:
-    """Segment ``source`` (a 16 kHz mono path or array) and decode its speech segments.
+    """Segment ``source`` (a checked 16 kHz recording, or samples) and decode its speech segments.
 
+    The driver is ``TargetSpeakerASR.transcribe_long``: it checks the recording (once, in
+    ``diffasr.audio``) and bounds ``options.max_segment`` by the model's maximum.
     ``decode_batch`` turns a list of sample arrays into results with ``tokens`` and
     ``confidences`` (``Speech2Text`` outputs); it carries the enrollment and options.
     A batch holds at most ``batch_size`` segments and ``max_batch_seconds`` of padded
     audio (segments x the longest): the decoder's memory grows with the padded batch,
     so a recording with long segments peaks no higher than one with short ones.
-    ``whole``: decode an array as one segment, without VAD (it fits the model).
+    ``whole``: decode it as one segment, without VAD (it fits the model).
     """
     import time
 
     options = options or VADOptions()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    what = what or getattr(source, "name", "the recording")
     started = time.perf_counter()
     if whole:
-        if not isinstance(source, np.ndarray):
-            raise ValueError("whole: decoding without VAD takes an array")
-        check_finite(source, what)
+        if isinstance(source, CheckedAudio):
+            source = source.samples()
         total, segments_s = len(source), [(0.0, len(source) / VAD_RATE)]
     else:
         vad = vad or SpeechActivity()
-        probabilities, levels, total = vad(iter_blocks(source, int(options.block * VAD_RATE)), what)
+        probabilities, levels, total = vad(iter_blocks(source, int(options.block * VAD_RATE)))
         segments_s = segment(probabilities, levels, total, options)
         logger.info(f"{what}: {total / VAD_RATE:.1f} s, {len(segments_s)} speech segments")
         if not segments_s:
@@ -357,5 +346,5 @@ def transcribe_long(
     words = [w for s in segments for w in s.words]
     return LongFormResult(
         text=" ".join(s.text for s in segments if s.text), words=words, segments=segments,
-        audio_seconds=total / VAD_RATE, decode_seconds=time.perf_counter() - started,
+        audio_seconds=total / VAD_RATE, decode_seconds=time.perf_counter() - started, segmented=not whole,
     )

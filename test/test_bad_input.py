@@ -21,7 +21,7 @@ import pytest
 import soundfile
 import yaml
 
-from diffasr.bin import asr_inference, prepare_asr_data, spk_embed
+from diffasr.bin import asr_inference, prepare_single_speaker_data, spk_embed
 from diffasr.datadir import read_kv
 from librispeech_fixture import ALL_SUBSETS, make_librispeech
 
@@ -85,7 +85,7 @@ def librispeech(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input_libri")
     corpus = make_librispeech(root / "LibriSpeech", ALL_SUBSETS)
     out = root / "data"
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(corpus), "--nj", "1"]) == 0
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(corpus), "--nj", "1"]) == 0
     return corpus, out
 
 
@@ -137,7 +137,7 @@ def test_stage1_librispeech_bad_input(case, librispeech, tmp_path, capsys):
     spoil, message = STAGE1_ERRORS[case]
     bad_file = spoil(broken)
     before = checksums(out)
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 1
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 1
     expected = message.format(f=re.escape(str(bad_file)), corpus=re.escape(str(broken)))
     assert re.search(expected, capsys.readouterr().err), expected
     assert checksums(out) == before
@@ -169,7 +169,7 @@ def test_stage1_librispeech_logged_repairs(case, librispeech, tmp_path, caplog):
     trans.write_text("".join(lines), encoding="utf-8")
     out = tmp_path / "data"
     with caplog.at_level(logging.WARNING):
-        assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 0
+        assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 0
     assert expected_log in caplog.text
     assert read_kv(out / "dev_clean/text")["84-100-0001"] == expected_text
 
@@ -295,7 +295,7 @@ def test_stage4_enrollment_bad_input(case, decode_set, tmp_path, caplog):
         expected = rf"{re.escape(str(scp))}: no enrollment audio for utterance 'spk0-0002' of .*wav.scp:2"
     elif case == "enrollment_file_missing":
         scp.write_text(scp.read_text().splitlines(keepends=True)[0] + "spk0-0002 /nowhere/spk0-0002_enroll.wav\n")
-        expected = rf"{re.escape(str(scp))}:2: enrollment audio of utterance 'spk0-0002' does not exist"
+        expected = rf"{re.escape(str(scp))}:2: enrollment audio of utterance 'spk0-0002' \(/nowhere/spk0-0002_enroll.wav\) does not exist"
     else:
         writer, what = BAD_AUDIO[case]
         wav = Path(read_kv(scp)["spk0-0002"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from diffasr.bin import prepare_data
+from diffasr.bin import prepare_target_speaker_data
 from diffasr.data.corpus import HELDOUT_SET, SourceUtt, plan_mixtures, set_names
 from diffasr.data.embedded import SCALES, heldout_voices
 from diffasr.data.mixing import MAX_AMP, MIX_SETTINGS, mix, power
@@ -21,7 +21,7 @@ SOURCE_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur")
 
 
 def _build(out: Path, corpus: Path, *extra: str) -> int:
-    return prepare_data.main(["--output_dir", str(out), "--corpus_dir", str(corpus), "--scale", "tiny",
+    return prepare_target_speaker_data.main(["--output_dir", str(out), "--corpus_dir", str(corpus), "--scale", "tiny",
                               "--seed", "7", *extra])
 
 
@@ -223,7 +223,7 @@ def test_rerun_is_cheap_and_changes_nothing(built):
 
 
 def test_unknown_scale_names_the_valid_ones(built, capsys):
-    assert prepare_data.main(["--output_dir", str(built / "data"), "--scale", "huge"]) == 1
+    assert prepare_target_speaker_data.main(["--output_dir", str(built / "data"), "--scale", "huge"]) == 1
     assert "unknown --scale 'huge'; valid scales: tiny, default, large" in capsys.readouterr().err
 
 
@@ -260,7 +260,7 @@ def test_train_mixtures_draws_more_training_mixtures_from_the_same_sources(built
     assert len(mixtures) == 30 and SCALES["tiny"].mixtures[0] == 12
     sources = set(read_kv(tmp_path / "data" / "sources_train" / "wav.scp"))
     assert {r["target"]["utt"] for r in records.values() if r["target"]["utt"]} <= sources
-    assert prepare_data.main(["--output_dir", str(tmp_path / "bad"), "--corpus_dir", str(built / "corpus"),
+    assert prepare_target_speaker_data.main(["--output_dir", str(tmp_path / "bad"), "--corpus_dir", str(built / "corpus"),
                               "--scale", "tiny", "--train_mixtures", "0"]) == 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from diffasr.bin import prepare_asr_data, prepare_data
+from diffasr.bin import prepare_single_speaker_data, prepare_target_speaker_data
 from diffasr.data.mixing import power
 from diffasr.datadir import read_jsonl, read_kv, validate_data_dir
 from librispeech_fixture import ALL_SUBSETS, SUBSETS, make_librispeech
@@ -19,7 +19,7 @@ def libri(tmp_path_factory):
 
 
 def _run(out, libri_root, *extra):
-    return prepare_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_root),
+    return prepare_target_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_root),
                               "--seed", "3", "--nj", "1", *extra])
 
 
@@ -223,7 +223,7 @@ def libri_all(tmp_path_factory):
 
 def test_single_speaker_sets_in_espnet_librispeech_format(libri_all, tmp_path, capsys):
     out = tmp_path / "data"
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
     for subset in ALL_SUBSETS:
         data_dir = out / subset.replace("-", "_")
         validate_data_dir(data_dir, require=("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur"))
@@ -240,13 +240,13 @@ def test_single_speaker_sets_in_espnet_librispeech_format(libri_all, tmp_path, c
     assert read_kv(out / "test_other" / "utt2spk")["831-100-0002"] == "831-100"
     # A rerun with the same options reads nothing and rewrites nothing.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_single_speaker_bad_subset_names_the_file_and_keeps_earlier_sets(libri_all, tmp_path, capsys):
     out = tmp_path / "data"
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(libri_all), "--nj", "1"]) == 0
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     broken = tmp_path / "LibriSpeech"
     shutil.copytree(libri_all, broken)
@@ -254,6 +254,6 @@ def test_single_speaker_bad_subset_names_the_file_and_keeps_earlier_sets(libri_a
     lines = trans.read_text().splitlines(keepends=True)
     lines[1] = "831-100-0001 ?!\n"
     trans.write_text("".join(lines))
-    assert prepare_asr_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 1
+    assert prepare_single_speaker_data.main(["--output_dir", str(out), "--librispeech_root", str(broken), "--nj", "1"]) == 1
     assert f"{trans}:2: transcript of '831-100-0001' is empty" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before

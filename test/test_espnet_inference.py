@@ -14,6 +14,7 @@ from diffasr.bin import asr_inference, asr_train
 from diffasr.espnet2.enrollment import Enrollment
 from diffasr.inference import PartnerEnrollment, Speech2Text
 from diffasr.scoring.uncertainty import words_with_confidence
+from tiny_configs import tiny
 
 CONF = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf"
 SENTENCES = ["HELLO WORLD", "GOOD MORNING", "THE CAT SAT", "A DOG RAN HOME", "HELLO CAT", "GOOD DOG"]
@@ -59,13 +60,13 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _train(corpus: Path, config: str, exp: Path) -> Path:
+def _train(corpus: Path, config: str, exp: Path) -> Path:  # config: a shipped one, trained at the tiny size
     data = [
         f"{corpus}/wav.scp,speech,sound",
         f"{corpus}/text,text,text",
         f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark",
     ]
-    args = ["--config", str(CONF / "tuning" / config), "--output_dir", str(exp),
+    args = ["--config", str(tiny(CONF / "tuning" / config)), "--output_dir", str(exp),
             "--token_list", f"{corpus}/tokens.txt", "--token_type", "bpe",
             "--bpemodel", f"{corpus}/bpe.model", "--max_epoch", "1", "--ngpu", "0",
             "--num_workers", "0", "--use_tensorboard", "false", "--seed", "0",
@@ -81,7 +82,7 @@ def _train(corpus: Path, config: str, exp: Path) -> Path:
 
 @pytest.mark.parametrize(
     "config",
-    ["train_diffusion_conformer_tiny.yaml", "train_ar_conformer_tiny.yaml", "train_maskctc_conformer_tiny.yaml"],
+    ["train_diffusion_conformer.yaml", "train_ar_conformer.yaml", "train_maskctc_conformer.yaml"],
 )
 def test_trained_checkpoint_decodes_to_all_output_files(corpus, tmp_path, config):
     exp = _train(corpus, config, tmp_path / "exp")
@@ -188,7 +189,7 @@ def test_rotation_gives_every_utterance_another_speakers_enrollment(corpus):
 def test_collect_stats_runs_with_enroll_embed(corpus, tmp_path):
     data = [f"{corpus}/wav.scp,speech,sound", f"{corpus}/text,text,text",
             f"{corpus}/enroll_embed.scp,enroll_embed,kaldi_ark"]
-    args = ["--collect_stats", "true", "--config", str(CONF / "tuning" / "train_diffusion_conformer_tiny.yaml"),
+    args = ["--collect_stats", "true", "--config", str(tiny(CONF / "tuning" / "train_diffusion_conformer.yaml")),
             "--output_dir", str(tmp_path / "stats"), "--token_list", f"{corpus}/tokens.txt",
             "--token_type", "bpe", "--bpemodel", f"{corpus}/bpe.model", "--ngpu", "0", "--num_workers", "0",
             "--train_shape_file", f"{corpus}/speech_shape", "--valid_shape_file", f"{corpus}/speech_shape"]
@@ -203,7 +204,7 @@ def test_collect_stats_runs_with_enroll_embed(corpus, tmp_path):
 
 @pytest.fixture(scope="module")
 def diffusion_exp(corpus, tmp_path_factory):
-    return _train(corpus, "train_diffusion_conformer_tiny.yaml", tmp_path_factory.mktemp("exp") / "exp")
+    return _train(corpus, "train_diffusion_conformer.yaml", tmp_path_factory.mktemp("exp") / "exp")
 
 
 def _decode(corpus, exp, out, *options):
@@ -319,7 +320,7 @@ def test_a_whisper_model_decodes_without_espnets_task_registry(tmp_path):
     from diffasr.whisper.tokenizer import whisper_token_list
 
     args = DiffASRTask.get_parser().parse_args(
-        ["--config", str(CONF / "tuning/train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+        ["--config", str(tiny(CONF / "tuning/train_diffusion_whisper.yaml")), "--token_list", "x"])
     args.token_list = whisper_token_list()
     torch.manual_seed(0)
     model = DiffASRTask.build_model(args)

@@ -15,6 +15,7 @@ from diffasr.espnet2.target_speaker import TargetSpeakerESPnetModel, TargetSpeak
 from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_decoder import WhisperARDecoder, WhisperDiffusionDecoder
 from diffasr.whisper.tokenizer import whisper_token_list
+from tiny_configs import tiny
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1"
 TUNING = RECIPE / "conf/tuning"
@@ -38,7 +39,7 @@ VARIANTS = read_variants(RECIPE / "conf/variants.txt")
 SYSTEMS = {config[len("train_"):-len(".yaml")]: ["--config", str(TUNING / config)] for config in CONFIGS}
 SYSTEMS.update({tag: ["--config", str(RECIPE / config), *overrides] for tag, (config, overrides) in VARIANTS.items()})
 # system: (model class, speaker conditioner class, reads the enrollment audio)
-EXPECTED = {  # each with a _tiny version
+EXPECTED = {  # each also at the CI size (conf/tiny.yaml over it: exp/asr_<name>_tiny)
     "diffusion_conformer": (DiffusionASRModel, FiLMConditioner, False),
     "diffusion_conformer_nospk": (DiffusionASRModel, type(None), False),
     "ar_conformer": (TargetSpeakerESPnetModel, FiLMConditioner, False),
@@ -47,13 +48,16 @@ EXPECTED = {  # each with a _tiny version
     "diffusion_whisper_nospk": (DiffusionASRModel, type(None), False),
     "ar_whisper": (TargetSpeakerESPnetModel, type(None), True),
 }
-MEASURED_ONCE = {  # no tiny version
+MEASURED_ONCE = {  # not run at the CI size
     "diffusion_whisper_film": (DiffusionASRModel, FiLMConditioner, False),
     "diffusion_whisper_memory": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_randinit": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_smalldec": (DiffusionASRModel, type(None), True),
 }
-# variant (and its _tiny version): what it changes in its config, as training parses the options
+# The CI size of each expected system: its config with the tiny overlay, its overrides kept.
+SYSTEMS.update({f"{system}_tiny": ["--config", str(tiny(Path(SYSTEMS[system][1]))), *SYSTEMS[system][2:]]
+                for system in EXPECTED})
+# variant: what it changes in its config, as training parses the options
 # The previous default's conditioning (the enrollment after all four frozen Whisper layers),
 # which the variants measured once keep.
 PREVIOUS_DEFAULT = {"encoder_conf.frozen_layers": 4, "model_conf.teacher_weight": 0.0,
@@ -96,21 +100,23 @@ def test_every_system_has_a_default_and_a_tiny_version():
     for system in EXPECTED:
         assert system in SYSTEMS and f"{system}_tiny" in SYSTEMS
     assert {system.removesuffix("_tiny") for system in SYSTEMS} == set(EXPECTED) | set(MEASURED_ONCE)
+    # The tiny overlay shrinks the model and the run, and changes nothing that defines the system.
+    for system in EXPECTED:
+        full, small = flat(vars(parse(SYSTEMS[system]))), flat(vars(parse(SYSTEMS[f"{system}_tiny"])))
+        assert small["batch_size"] < full["batch_size"] and small["max_epoch"] < full["max_epoch"], system
+        for key in ("model", "encoder", "decoder", "spk_conditioner", "token_type", "encoder_conf.enrollment"):
+            assert small.get(key) == full.get(key), (system, key)
 
 
-def test_a_variant_names_its_own_experiment_and_its_tiny_version_has_its_overrides():
+def test_a_variant_names_its_own_experiment():
     assert not set(VARIANTS) & {config[len("train_"):-len(".yaml")] for config in CONFIGS}
     for tag, (config, overrides) in VARIANTS.items():
         # A shipped training config (conf/tuning/train_<system>.yaml, relative to the recipe as
-        # asr.sh reads it), which the tag names: <system>_<what it varies>[_tiny].
+        # asr.sh reads it), which the tag names: <system>_<what it varies>.
         assert Path(config).parent == Path("conf/tuning") and Path(config).name in CONFIGS, f"{tag}: {config}"
         system = Path(config).stem[len("train_"):]
-        assert system.endswith("_tiny") == tag.endswith("_tiny"), f"{tag}: {config}"
-        assert tag.removesuffix("_tiny").startswith(system.removesuffix("_tiny") + "_"), f"{tag}: {config}"
+        assert tag.startswith(system + "_"), f"{tag}: {config}"
         assert overrides, f"{tag} overrides nothing of {config}"
-        if tag.endswith("_tiny"):
-            full_config, full_overrides = VARIANTS[tag.removesuffix("_tiny")]
-            assert (config, overrides) == (full_config.replace(".yaml", "_tiny.yaml"), full_overrides)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -119,7 +125,7 @@ def test_a_variant_is_its_config_but_for_what_defines_it(variant):
     base = flat(vars(parse(["--config", str(RECIPE / config)])))
     varied = flat(vars(parse(["--config", str(RECIPE / config), *overrides])))
     changed = {key: varied.get(key) for key in base.keys() | varied.keys() if base.get(key) != varied.get(key)}
-    assert changed == DEFINED_BY[variant.removesuffix("_tiny")]
+    assert changed == DEFINED_BY[variant]
 
 
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
@@ -243,7 +249,7 @@ def test_enrollment_inputs_are_optional_inputs():
 
 def test_diffusion_model_needs_the_diffusion_decoder():
     args = DiffASRTask.get_parser().parse_args(
-        ["--config", str(TUNING / "train_diffusion_conformer_tiny.yaml"), "--token_list", "x",
+        ["--config", str(tiny(TUNING / "train_diffusion_conformer.yaml")), "--token_list", "x",
          "--decoder", "transformer"]
     )
     args.token_list = list(TOKENS)
@@ -254,27 +260,30 @@ def test_diffusion_model_needs_the_diffusion_decoder():
 # ---- egs/librispeech/asr1: single-speaker configs
 LIBRISPEECH_TUNING = TUNING.parents[3] / "librispeech/asr1/conf/tuning"
 LIBRISPEECH_CONFIGS = sorted(p.name for p in LIBRISPEECH_TUNING.glob("train_*.yaml"))
+# Each also at the CI size (the tiny overlay), which trains a step on audio and text alone.
+LIBRISPEECH_SIZES = [(config, False) for config in LIBRISPEECH_CONFIGS] + [
+    (config, True) for config in LIBRISPEECH_CONFIGS if not config.endswith("_ls100.yaml")]
 
 
-@pytest.mark.parametrize("config", LIBRISPEECH_CONFIGS)
-def test_librispeech_configs_build_single_speaker_models(config):
-    path = LIBRISPEECH_TUNING / config
+@pytest.mark.parametrize("config,at_tiny_size", LIBRISPEECH_SIZES)
+def test_librispeech_configs_build_single_speaker_models(config, at_tiny_size):
+    path = tiny(LIBRISPEECH_TUNING / config) if at_tiny_size else LIBRISPEECH_TUNING / config
     args = DiffASRTask.get_parser().parse_args(["--config", str(path), "--token_list", "x"])
     with open(path) as f:
         whisper = yaml.safe_load(f).get("token_type") == "whisper_en"
     args.token_list = whisper_token_list() if whisper else list(TOKENS)
     model = DiffASRTask.build_model(args)
-    system = config[len("train_"):-len(".yaml")].removesuffix("_tiny").removesuffix("_ls100")
+    system = config[len("train_"):-len(".yaml")].removesuffix("_ls100")
     assert type(model) is (DiffusionASRModel if system.startswith("diffusion") else TargetSpeakerESPnetModel)
     assert model.spk_conditioner is None and not model.needs_enrollment_audio()
     if config.endswith("_ls100.yaml"):  # ESPnet's LibriSpeech-100 conformer size
         assert (args.encoder_conf["num_blocks"], model.encoder.output_size()) == (12, 256)
         assert args.max_epoch == 70 and args.use_amp
-    if config.endswith("_tiny.yaml"):  # trains a step on audio and text alone
+    if at_tiny_size:
         batch = {k: v for k, v in _step_batch(whisper).items() if not k.startswith("enroll")}
         loss, stats, _ = model(**batch)
         assert torch.isfinite(loss) and "loss" in stats
-    assert {c.removesuffix("_tiny.yaml").removesuffix("_ls100.yaml").removesuffix(".yaml")
+    assert {c.removesuffix("_ls100.yaml").removesuffix(".yaml")
             for c in LIBRISPEECH_CONFIGS} == {"train_ar_whisper", "train_diffusion_whisper", "train_ar_conformer",
                                               "train_diffusion_conformer"}
 

@@ -18,14 +18,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRISPEECH_CONF = ROOT / "egs" / "librispeech" / "asr1" / "conf"
-TRAIN_CONFIG = "conf/tuning/train_diffusion_whisper_tiny.yaml"
+TRAIN_CONFIG = "conf/tuning/train_diffusion_whisper.yaml"  # at the CI size: --overlay conf/tiny.yaml
 DECODE_CONFIG = "conf/decode/decode_diffusion_8step.yaml"
 
 RUN_SH = f"""#!/usr/bin/env bash
 # My corpus: plain single-speaker ASR with the template's stages.
 set -euo pipefail
 ./asr.sh --use_speaker false --train_set train --valid_set dev --test_sets test --nbpe 40 \\
-  --asr_configs {TRAIN_CONFIG} --inference_configs {DECODE_CONFIG} \\
+  --asr_configs {TRAIN_CONFIG} --overlay conf/tiny.yaml --inference_configs {DECODE_CONFIG} \\
   --inference_model valid.loss.ave.pth --calibrate false "$@"
 """
 
@@ -80,13 +80,16 @@ def test_setup_sh_plus_local_and_conf_is_a_working_recipe(top):
     assert sorted(p.name for p in recipe.iterdir()) == ["asr.sh", "cmd.sh", "conf", "db.sh", "local", "path.sh",
                                                         "utils"]
     assert (recipe / "asr.sh").resolve() == ROOT / "egs/TEMPLATE/asr1/asr.sh"
+    # The decode configs and the CI-size overlay are the template's, shared by every recipe.
+    assert (recipe / DECODE_CONFIG).resolve() == ROOT / "egs/TEMPLATE/asr1" / DECODE_CONFIG
+    assert (recipe / "conf/tiny.yaml").resolve() == ROOT / "egs/TEMPLATE/asr1/conf/tiny.yaml"
     # Step 1, run.sh. With nothing else, the stage script lists everything the recipe lacks.
     (recipe / "run.sh").write_text(RUN_SH)
     (recipe / "run.sh").chmod(0o755)
     out = _run(recipe, "--stage", "1", "--stop-stage", "7")
     assert out.returncode != 0
     for lacking in ("local/data.sh (executable; stage 1", f"{TRAIN_CONFIG} (a training config",
-                    f"{DECODE_CONFIG} (a decode config", "README: Adding a corpus"):
+                    "README: Adding a corpus"):
         assert lacking in out.stderr, out.stderr
     assert not (recipe / "data").exists()
 
@@ -100,8 +103,7 @@ def test_setup_sh_plus_local_and_conf_is_a_working_recipe(top):
     (recipe / "local/data.sh").write_text(broken)
     (recipe / "local/data.sh").chmod(0o755)
     shutil.copytree(LIBRISPEECH_CONF / "tuning", recipe / "conf/tuning")
-    (recipe / "conf/decode").mkdir()
-    shutil.copy(LIBRISPEECH_CONF / "decode" / Path(DECODE_CONFIG).name, recipe / DECODE_CONFIG)
+    # conf/decode and conf/tiny.yaml are the template's, linked by setup.sh
     out = _run(recipe, "--stage", "1", "--stop-stage", "7")
     assert out.returncode != 0
     assert ("data/test/utt2spk: no line for utterance 'spkb-test-01' of data/test/wav.scp:4"

@@ -26,17 +26,18 @@ pytestmark = pytest.mark.integration  # make test-full (pytest.ini)
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librimix_target" / "asr1"
 TINY = [
     "--local_data_opts", "--scale tiny",
-    "--spk_config", "conf/spk/ecapa_aam_tiny.yaml",
+    "--overlay", "conf/tiny.yaml",  # every config at the CI size, each exp dir with _tiny
+    "--spk_config", "conf/spk/ecapa_aam.yaml",
     # The AR baseline first: a diffusion config deliberates its output.
-    "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
+    "--asr_configs", "conf/tuning/train_ar_whisper.yaml conf/tuning/train_diffusion_whisper.yaml",
     "--ar_exp", "exp/asr_ar_whisper_tiny",
     "--inference_configs", "",  # every decode config (run.sh's default is a subset)
     "--teacher_phase_args", "",  # phase 1 at the tiny config's own epochs (run.sh's are the demo's)
 ]
 # The nospk ablation, as run.sh --with_ablation adds it: a variant of the diffusion config
 # (conf/variants.txt), trained, decoded and scored after the configs.
-ABLATION = ["--asr_variants", "diffusion_whisper_nospk_tiny"]
-CONFORMER = ["--asr_configs", "conf/tuning/train_ar_conformer_tiny.yaml conf/tuning/train_diffusion_conformer_tiny.yaml",
+ABLATION = ["--asr_variants", "diffusion_whisper_nospk"]
+CONFORMER = ["--asr_configs", "conf/tuning/train_ar_conformer.yaml conf/tuning/train_diffusion_conformer.yaml",
              "--ar_exp", "exp/asr_ar_conformer_tiny"]
 DECODE_CONFIGS = sorted(p.stem for p in (RECIPE / "conf/decode").glob("decode_*.yaml"))
 
@@ -136,7 +137,7 @@ def test_stages_3_to_4_train_speaker_encoder_and_write_embeddings(recipe):
     run_recipe(recipe, "--stage", "3", "--stop-stage", "3")
     assert "resumed from" in (spk_exp / "train.log").read_text()
     spk_inputs = json.loads((spk_exp / "inputs.json").read_text())["inputs"]
-    assert set(spk_inputs) == {"conf/spk/ecapa_aam_tiny.yaml", "data/sources_train/wav.scp", "data/sources_train/utt2spk",
+    assert set(spk_inputs) == {"dump/configs/overlay/ecapa_aam_tiny.yaml", "data/sources_train/wav.scp", "data/sources_train/utt2spk",
                                "data/sources_dev/wav.scp", "data/sources_dev/utt2spk"}
     # Killed once the first set's embeddings are written; the rerun writes every set whole.
     kill_run_when(recipe, lambda: (spk_exp / "embed/train/enroll_embed.scp").is_file(),
@@ -243,7 +244,7 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     # (a rerun resumes phase 1 as finished and rewrites its train.log: its reporter keeps every epoch)
     import torch
 
-    phase1 = torch.load(recipe / "exp/asr_teacher_phase/checkpoint.pth", map_location="cpu",
+    phase1 = torch.load(recipe / "exp/asr_teacher_phase_tiny/checkpoint.pth", map_location="cpu",
                         weights_only=False)["reporter"]["stats"]
     for epoch_stats in phase1.values():
         assert {"feature_follows", "loss_teacher"} <= set(epoch_stats["valid"])
@@ -254,9 +255,9 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
     assert not (teachers[0] / "train/teacher_others.scp").exists()
     for exp in ("asr_ar_whisper_tiny", "asr_diffusion_whisper_tiny"):
         trained = yaml.safe_load((recipe / "exp" / exp / "config.yaml").read_text())
-        assert trained["init_param"] == ["exp/asr_teacher_phase/valid.loss.best.pth:encoder:encoder"]
+        assert trained["init_param"] == ["exp/asr_teacher_phase_tiny/valid.loss.best.pth:encoder:encoder"]
         log_text = (recipe / "exp" / exp / "train.log").read_text()
-        assert "Loading pretrained params from exp/asr_teacher_phase/valid.loss.best.pth:encoder:encoder" in log_text
+        assert "Loading pretrained params from exp/asr_teacher_phase_tiny/valid.loss.best.pth:encoder:encoder" in log_text
         assert validated.search(log_text)
     # the variant alone (no --asr_configs entry to make phase 1 from) starts from Whisper
     assert "no --asr_configs entry has model_conf teacher_weight > 0: no phase 1" in variant_log
@@ -291,7 +292,7 @@ def test_slurm_backend_decodes_as_the_local_one(recipe, slurm_cluster):
     decodes = ("decode_ar_beam1", "decode_diffusion_8step")
     run_recipe(recipe, "--stage", "6", "--stop-stage", "7", "--test_sets", "test", "--calibrate", "false",
                "--rotate_configs", "", "--inference_suffix", "_slurm", "--inference_configs", " ".join(f"conf/decode/{d}.yaml" for d in decodes),
-               "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
+               "--asr_configs", "conf/tuning/train_ar_whisper.yaml conf/tuning/train_diffusion_whisper.yaml",
                DIFFASR_CMD_BACKEND="slurm")
     assert len(finished_tasks.findall(slurmctld_log.read_text())) >= finished + 2 * 2  # 2 steps x 2 tasks
     for exp, decode in (("asr_ar_whisper_tiny", decodes[0]), ("asr_diffusion_whisper_tiny", decodes[1])):
@@ -314,12 +315,12 @@ def test_two_training_processes_match_one(recipe):
     each process taking half of every batch; the per-epoch losses match one process's."""
     through_stage(recipe, 8)
     tuning = recipe / "conf/tuning"
-    shutil.copy(tuning / "train_ar_whisper_tiny.yaml", tuning / "train_ar_whisper_tiny_2procs.yaml")
+    shutil.copy(tuning / "train_ar_whisper.yaml", tuning / "train_ar_whisper_2procs.yaml")
     # from the same phase-1 encoder as the one-process system (phase 1 itself not trained again)
     run_recipe(recipe, "--stage", "5", "--stop-stage", "5", "--train_procs", "2", "--teacher_phase", "false",
-               "--asr_args", "--init_param exp/asr_teacher_phase/valid.loss.best.pth:encoder:encoder",
-               "--asr_configs", "conf/tuning/train_ar_whisper_tiny_2procs.yaml")
-    two = recipe / "exp/asr_ar_whisper_tiny_2procs"
+               "--asr_args", "--init_param exp/asr_teacher_phase_tiny/valid.loss.best.pth:encoder:encoder",
+               "--asr_configs", "conf/tuning/train_ar_whisper_2procs.yaml")
+    two = recipe / "exp/asr_ar_whisper_2procs_tiny"
     log = (two / "train.log").read_text()
     assert "torch.distributed.run --standalone --nproc_per_node 2" in log and "--dist_backend gloo" in log
     assert ":0/2]" in log  # ESPnet's [host:rank/world size] log prefix
@@ -363,7 +364,7 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
     # The training-step profile of a tiny system, from the recipe's own cache.
     out = subprocess.run(
         [sys.executable, str(RECIPE.parents[2] / "bench/train_step_profile.py"), "--threads", "1",
-         "--system", "ar tiny=conf/tuning/train_ar_whisper_tiny.yaml", "--batch_size", "4", "--steps", "2",
+         "--system", "ar tiny=dump/configs/overlay/train_ar_whisper_tiny.yaml", "--batch_size", "4", "--steps", "2",
          "--warmup", "1", "--output", "exp/train_step_profile"], cwd=recipe, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     (row,) = json.loads((recipe / "exp/train_step_profile/train_step_profile.json").read_text())
@@ -375,7 +376,7 @@ def test_benchmark_runs_every_system_on_the_tiny_models(recipe):
     # What dynamic mixing would add per step: the mixtures it timed are the set's first four.
     out = subprocess.run(
         [sys.executable, str(RECIPE.parents[2] / "bench/dynamic_mixing_cost.py"), "--threads", "1",
-         "--config", "conf/tuning/train_ar_whisper_tiny.yaml", "--step_overrides", "--model_conf teacher_only=true",
+         "--config", "dump/configs/overlay/train_ar_whisper_tiny.yaml", "--step_overrides", "--model_conf teacher_only=true",
          "--batch_size", "4", "--repeats", "1", "--output_dir", "exp/dynamic_mixing_cost"],
         cwd=recipe, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -400,7 +401,7 @@ def test_deliberating_a_missing_first_pass_stops_with_a_message(recipe):
         "decode_mode: deliberation\ndeliberation_hyp: exp/nowhere/decode_x/{test_set}/text\n")
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
                              "--inference_configs", "conf/decode/decode_diffusion_delib_missing.yaml",
-                             "--asr_configs", "conf/tuning/train_diffusion_whisper_tiny.yaml")
+                             "--asr_configs", "conf/tuning/train_diffusion_whisper.yaml")
     assert out.returncode != 0
     assert "exp/nowhere/decode_x/test/text, which does not exist" in out.stdout + out.stderr
 
@@ -410,7 +411,7 @@ def test_stage_6_killed_then_rerun_with_fewer_jobs(recipe):
     # Stage 6 is killed while its 2 jobs decode; the rerun, with one job, must neither keep
     # a half-written output nor merge the old second job's.
     args = ["--inference_configs", "conf/decode/decode_ar_beam1.yaml", "--rotate_configs", "",
-            "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml", "--calibrate", "false"]
+            "--asr_configs", "conf/tuning/train_ar_whisper.yaml", "--calibrate", "false"]
     decode_dir = recipe / "exp/asr_ar_whisper_tiny/decode_ar_beam1/test"
     (decode_dir / "text").unlink()
     job_log = decode_dir / "logdir/asr_inference.1.log"
@@ -427,7 +428,7 @@ def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
     through_stage(recipe, 8)
     out = run_recipe_process(recipe, "--stage", "6", "--stop-stage", "6",
                              "--inference_configs", "conf/decode/decode_ar_beam1.yaml",
-                             "--asr_configs", "conf/tuning/train_diffusion_whisper_tiny.yaml")
+                             "--asr_configs", "conf/tuning/train_diffusion_whisper.yaml")
     assert out.returncode != 0
     assert "no decode config for model type 'diffusion'" in out.stderr
     assert "Stage 6: Decoding" not in out.stdout + out.stderr
@@ -436,12 +437,12 @@ def test_a_model_without_a_matching_decode_config_stops_stage_6(recipe):
 def test_stage_6_long_form_option(recipe):
     """--long_form true: the same utterances through silero-vad segments, with words.ctm."""
     through_stage(recipe, 8)
-    for config, decode in (("train_diffusion_whisper_tiny.yaml", "decode_diffusion_8step"),
-                           ("train_ar_whisper_tiny.yaml", "decode_ar_beam1")):
+    for config, decode in (("train_diffusion_whisper.yaml", "decode_diffusion_8step"),
+                           ("train_ar_whisper.yaml", "decode_ar_beam1")):
         log = run_recipe(recipe, "--stage", "6", "--stop-stage", "6", "--long_form", "true",
                          "--inference_suffix", "_longform", "--inference_configs", f"conf/decode/{decode}.yaml",
                          "--asr_configs", f"conf/tuning/{config}", "--calibrate", "false")
-        exp = recipe / "exp" / config.replace("train_", "asr_").replace(".yaml", "")
+        exp = recipe / "exp" / config.replace("train_", "asr_").replace(".yaml", "_tiny")
         # run.sh rotates its decode configs' enrollments; long form has no rotated enrollment audio
         assert "no rotated-enrollment decodes" in log and not (exp / f"{decode}_longform_rotate").exists()
         decode_dir = exp / f"{decode}_longform/test"
@@ -471,8 +472,8 @@ def test_librispeech_recipe_on_the_librispeech_layout_fixture(tmp_path):
     env = {**os.environ, "LIBRISPEECH": str(corpus)}
     out = subprocess.run(
         ["./run.sh", "--stage", "1", "--stop-stage", "7", "--nbpe", "30", "--calibrate", "false",
-         "--asr_configs", "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml",
-         "--ar_exp", "exp/asr_ar_whisper_tiny",
+         "--overlay", "conf/tiny.yaml",
+         "--asr_configs", "conf/tuning/train_ar_whisper.yaml conf/tuning/train_diffusion_whisper.yaml",
          "--inference_configs", " ".join(f"conf/decode/decode_{d}.yaml" for d in decodes)],
         cwd=work, env=env, capture_output=True, text=True)
     log = out.stdout + out.stderr

@@ -16,6 +16,7 @@ from diffasr.speaker.data import SpeakerSet
 from diffasr.speaker.embed import embed_scp
 from diffasr.speaker.losses import batch_hard_triplet_loss, mine_batch_hard
 from diffasr.speaker.train import train
+from tiny_configs import tiny_speaker
 
 torch.set_num_threads(1)
 
@@ -134,7 +135,7 @@ def test_single_utterance_speaker_excluded_with_message(tmp_path, caplog):
 
 def test_training_runs_without_the_single_utterance_speaker(tmp_path):
     data = make_source_dir(tmp_path / "src", ["a", "b", "c"], [2, 2, 1], seconds=0.3)
-    conf = dict(load_config(CONF_DIR / "ecapa_aam_tiny.yaml"), epochs=1)
+    conf = dict(load_config(tiny_speaker(CONF_DIR / "ecapa_aam.yaml")), epochs=1)
     info = train(conf, data, tmp_path / "exp")
     assert info["excluded_speakers"] == ["c"] and info["num_speakers"] == 2
     assert info["num_utterances"] == 4
@@ -155,7 +156,7 @@ def _weights(model_dir):
 @pytest.mark.parametrize("loss", ["aam", "triplet"])
 def test_resume_matches_uninterrupted_training(corpus, tmp_path, loss, caplog):
     train_dir, dev_dir = corpus
-    conf = load_config(CONF_DIR / f"ecapa_{loss}_tiny.yaml")
+    conf = load_config(tiny_speaker(CONF_DIR / f"ecapa_{loss}.yaml"))
     assert conf["epochs"] == 2
     full = train(conf, train_dir, tmp_path / "full", valid_dir=dev_dir)
 
@@ -195,7 +196,7 @@ def test_resume_matches_uninterrupted_training(corpus, tmp_path, loss, caplog):
 
 def test_resume_with_changed_epochs_is_refused(corpus, tmp_path):
     train_dir, _ = corpus
-    conf = load_config(CONF_DIR / "ecapa_aam_tiny.yaml")
+    conf = load_config(tiny_speaker(CONF_DIR / "ecapa_aam.yaml"))
     train(conf, train_dir, tmp_path / "exp", max_epochs_this_run=1)
     with pytest.raises(ValueError, match="resume false"):
         train(dict(conf, epochs=3), train_dir, tmp_path / "exp")
@@ -211,7 +212,7 @@ def trained_model(corpus, tmp_path_factory):
     train_dir, _ = corpus
     out = tmp_path_factory.mktemp("exp") / "spk_tiny"
     from diffasr.bin.spk_train import main as spk_train
-    assert spk_train(["--config", str(CONF_DIR / "ecapa_aam_tiny.yaml"), "--train_dir", str(train_dir),
+    assert spk_train(["--config", str(tiny_speaker(CONF_DIR / "ecapa_aam.yaml")), "--train_dir", str(train_dir),
                       "--output_dir", str(out)]) == 0
     return out
 

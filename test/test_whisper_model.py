@@ -11,6 +11,7 @@ from diffasr.espnet2.task import DiffASRTask
 from diffasr.espnet2.whisper_decoder import WhisperDiffusionDecoder
 from diffasr.inference.options import DecodeOptions
 from diffasr.whisper.tokenizer import WhisperTextTokenizer, whisper_token_list
+from tiny_configs import tiny
 
 TUNING = Path(__file__).resolve().parents[1] / "egs/librimix_target/asr1/conf/tuning"
 VOCAB = 51865
@@ -77,7 +78,7 @@ def test_length_head_learns_lengths_from_the_frames():
 
 def _model(**model_conf):
     args = DiffASRTask.get_parser().parse_args(
-        ["--config", str(TUNING / "train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+        ["--config", str(tiny(TUNING / "train_diffusion_whisper.yaml")), "--token_list", "x"])
     args.token_list = whisper_token_list()
     args.model_conf.update(model_conf)
     torch.manual_seed(0)
@@ -131,7 +132,7 @@ def test_subword_ctc_units_are_the_recipes_sentencepiece_pieces(tmp_path):
     sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "bpe"), vocab_size=20,
                                              model_type="unigram", character_coverage=1.0)
     args = DiffASRTask.get_parser().parse_args(
-        ["--config", str(TUNING / "train_diffusion_whisper_tiny.yaml"), "--token_list", "x"])
+        ["--config", str(tiny(TUNING / "train_diffusion_whisper.yaml")), "--token_list", "x"])
     args.token_list = whisper_token_list()
     args.model_conf.update(ctc_units="bpe")
     args.bpemodel = str(tmp_path / "bpe.model")
@@ -157,7 +158,7 @@ def test_ar_model_trains_a_character_ctc_on_the_conditioned_output_and_searches_
     from diffasr.inference.speech2text import Speech2Text
 
     args = DiffASRTask.get_parser().parse_args(
-        ["--config", str(TUNING / "train_ar_whisper_tiny.yaml"), "--token_list", "x"])
+        ["--config", str(tiny(TUNING / "train_ar_whisper.yaml")), "--token_list", "x"])
     args.token_list = whisper_token_list()
     args.model_conf.update(activity_weight=0.0, teacher_weight=0.0)  # these batches carry no frame targets
     args.model_conf.update(ctc_weight=0.3, ctc_units="chars")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from diffasr.datadir import DataDirError
-from diffasr.speaker.audio import SpeakerDataError
+from diffasr.speaker.data import SpeakerDataError
 from diffasr.speaker.embed import embed_scp, write_embeddings
 from diffasr.speaker.model import device_for, load_trained_encoder
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from diffasr.datadir import DataDirError
-from diffasr.speaker.audio import SpeakerDataError
+from diffasr.speaker.data import SpeakerDataError
 from diffasr.speaker.evaluate import (embed_trial_utts, plot_score_distributions, score_set,
                                       set_name, trials_for, write_results_md, write_scores)
 from diffasr.speaker.model import device_for, load_trained_encoder

@@ -18,7 +18,8 @@ import kaldiio
 
 from diffasr.espnet2.enrollment import ENROLL_EMBED
 from diffasr.datadir import DataDirError, read_kv, target_absent_utts, write_kv
-from diffasr.speaker.audio import SpeakerDataError, read_audio
+from diffasr.audio import read_listed
+from diffasr.speaker.data import SpeakerDataError
 from diffasr.speaker.embed import write_embeddings
 from diffasr.speaker.model import device_for, load_trained_encoder
 from diffasr.speaker.presence import (PRESENCE_FILE, WINDOW_EMBED, PresenceGate, choose_threshold, presence_score,
@@ -67,7 +68,7 @@ def embed_windows(encoder, sample_rate: int, data_dir: Path, output_dir, window_
         raise FileNotFoundError(f"{wav_scp}: missing (stage 1 writes it)")
     embeds = {}
     for utt, path in read_kv(wav_scp).items():
-        samples = read_audio(path, utt, sample_rate, "mixture audio", wav_scp)
+        samples = read_listed(path, utt, sample_rate, "mixture audio", wav_scp)
         embeds[utt] = window_embeddings(encoder, samples, sample_rate, window_seconds, hop_seconds)
         if len(embeds) % 100 == 0:
             logging.info("%s: %d of the mixtures embedded", wav_scp, len(embeds))

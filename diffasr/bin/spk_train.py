@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from diffasr.datadir import DataDirError
-from diffasr.speaker.audio import SpeakerDataError
+from diffasr.speaker.data import SpeakerDataError
 from diffasr.speaker.model import device_for, load_config
 from diffasr.speaker.train import train
 

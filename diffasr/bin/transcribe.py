@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)  # before the heavy imports: --help answers at once
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     from diffasr.api import TargetSpeakerASR, load_decode_config
-    from diffasr.longform import check_recording
 
     try:
         asr = TargetSpeakerASR(
@@ -62,26 +61,22 @@ def main(argv=None) -> int:
             device="cuda" if args.ngpu > 0 else "cpu", unpack_dir=args.unpack_dir,
             **load_decode_config(args.decode_config),
         )
-        # The enrollment is checked once, where it is read (asr.enroll); for a model that
-        # takes none, a bad path is still an error.
+        # Each file is checked once, where it is read (asr.enroll, asr.read); for a model that
+        # takes no enrollment, a bad one is still an error.
         enrolled = asr.enroll(args.enrollment) if args.enrollment and asr.takes_enrollment else None
         if args.enrollment and not asr.takes_enrollment:
-            check_recording(args.enrollment, asr.fs)
+            asr.read(args.enrollment, "enrollment")
             logging.warning("this model takes no speaker input: the enrollment is ignored")
         records, ctm = [], []
         for mixture in args.mixture:
-            info = check_recording(mixture, asr.fs)
-            long_form = args.long_form or info.duration > asr.speech2text.max_audio_seconds
-            if long_form and not args.long_form:
-                logging.info(f"{mixture}: {info.duration:.1f} s, longer than the model's "
-                             f"{asr.speech2text.max_audio_seconds:g} s: segmenting it with silero-vad")
-            result = asr.transcribe_long(mixture, enrolled=enrolled, batch_size=args.batch_size,
-                                         whole=not long_form, progress=long_form)
+            recording = asr.read(mixture, "recording")
+            result = asr.transcribe_long(recording, enrolled=enrolled, batch_size=args.batch_size,
+                                         whole=False if args.long_form else None, progress=True)
             print(f"{mixture} {result.text}".rstrip(), flush=True)
             if enrolled is not None and not result.text:
                 logging.warning(f"{mixture}: the enrolled speaker was not found (empty transcript)")
             records.append({
-                "mixture": mixture, "text": result.text, "long_form": long_form,
+                "mixture": mixture, "text": result.text, "long_form": result.segmented,
                 "target_found": bool(result.text) if enrolled is not None else None,
                 "audio_seconds": result.audio_seconds, "rtfx": round(result.rtfx, 2),
                 "words": [asdict(w) for w in result.words],

@@ -174,7 +174,7 @@ def build_heldout_pool(corpus_dir: os.PathLike, scale: Scale, seed: int, nj: int
 
 
 
-# ---- the options every stage-1 entry point shares (prepare_data, prepare_asr_data)
+# ---- the options every stage-1 entry point shares (prepare_target_speaker_data, prepare_single_speaker_data)
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the data dirs go and where the audio comes from: the embedded corpus or LibriSpeech."""
     parser.add_argument("--output_dir", default="data", help="where the data dirs are written")

@@ -4,7 +4,7 @@ Deliberately free of ESPnet imports so it can be tested and reused on its own.
 """
 
 from diffasr.diffusion.canvas import CanvasPolicy, build_canvas, canvas_lengths_from_predicted, check_schedule
-from diffasr.diffusion.forward import commit_drafts, forward_mask
+from diffasr.diffusion.masking import commit_drafts, forward_mask
 from diffasr.diffusion.options import DeliberationOptions, DiffusionOptions
 from diffasr.diffusion.loss import scaled_loss, scaled_masked_cross_entropy
 from diffasr.diffusion.sampler import (

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from diffasr.datadir import read_kv
-from diffasr.speaker.audio import read_audio
+from diffasr.audio import read_listed
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _encode_part(args) -> List[Tuple[str, str]]:
     encoder = WhisperEncoder(**{k: v for k, v in encoder_conf.items() if k in FROZEN_KEYS})
     with kaldiio.WriteHelper(f"ark,scp:{ark},{ark}.scp") as writer:
         for index, (utt, path) in enumerate(items):
-            audio = torch.from_numpy(read_audio(path, utt, SAMPLE_RATE, what, scp_source))
+            audio = torch.from_numpy(read_listed(path, utt, SAMPLE_RATE, what, scp_source))
             frames, lengths = encoder.frozen(audio[None], torch.tensor([audio.numel()]))
             writer(f"f{index}", frames[0, : int(lengths[0])].numpy().astype(np.float32))
     locations = read_kv(f"{ark}.scp")

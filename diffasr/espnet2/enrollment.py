@@ -1,8 +1,9 @@
 """Whose speech to transcribe: the enrollment of a batch, one explicit value.
 
 An ``Enrollment`` is built once where a batch enters the model (ESPnet's data loader
-batch in ``forward``, ``Speech2Text``, the API and the server) and handed to the encoder
-as an argument; no module keeps it between calls.
+batch in ``forward``, ``Speech2Text``; the API, the server and stage 6's long form build
+one recording's with ``Enrollment.from_audio``, which reads and checks it once) and handed
+to the encoder as an argument; no module keeps it between calls.
 
 - ``embed`` [B, E]: a speaker embedding (ECAPA) per utterance, for a ``spk_conditioner``;
 - ``speech`` [B, T'] raw 16-kHz audio, or [B, F, D] the frozen encoder's cached frames
@@ -76,6 +77,28 @@ class Enrollment:
         """The enrollment of one utterance: ``embed`` [E]; ``speech`` [T] audio or [F, D] frames."""
         return cls(embed=None if embed is None else embed.unsqueeze(0),
                    speech=None if speech is None else speech.unsqueeze(0))
+
+    @classmethod
+    def from_audio(cls, audio, speech2text, speaker_encoder=None, embed=None) -> "Enrollment":
+        """The enrollment of one recording of the target speaker alone, built and checked once.
+
+        ``audio``: a path, samples at the model's rate, or a ``CheckedAudio`` read for the
+        enrollment role (an upload, a data set's entry: trusted as it is); anything else is
+        read by ``diffasr.audio.read_audio`` (under 1 s, silent or NaN refused, over the
+        model's maximum cut).  ``speech2text``: the loaded model (its rate and limits).
+        ``embed``: a ready speaker embedding (stage 4's) instead of ``speaker_encoder``'s.
+        Then ``prepare``: the embedding, and the frozen encoder's frames of the audio.
+        """
+        from diffasr.audio import CheckedAudio, Role, read_audio
+
+        if not isinstance(audio, CheckedAudio):
+            audio = read_audio(audio, Role.enrollment(speech2text.max_enrollment_seconds), speech2text.fs)
+        elif audio.role != "enrollment":  # an internal contract, not user input
+            raise TypeError(f"{audio.name} was read as the {audio.role}, not as an enrollment")
+        samples = audio.samples()
+        if embed is None and speaker_encoder is not None:
+            embed = speaker_encoder.embed(samples)
+        return prepare(speech2text.model, embed, samples)
 
     @classmethod
     def stack(cls, enrollments: Sequence["Enrollment"], utt_ids: Optional[Sequence[str]] = None) -> "Enrollment":

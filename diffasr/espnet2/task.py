@@ -44,7 +44,7 @@ from diffasr.espnet2.builder import DIFFASR_CLASSES, build_token_id_converter, c
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
-from diffasr.espnet2.streaming import build_streaming_iterator
+from diffasr.espnet2.empty_transcripts import build_streaming_iterator
 from diffasr.espnet2.teacher import DATA_NAMES as TEACHER_DATA_NAMES
 from diffasr.espnet2.teacher import check_teacher_cache
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
@@ -166,7 +166,7 @@ class DiffASRTask(ASRTask):
                                  key_file=None, batch_size=1, dtype=np.float32, num_workers=1,
                                  allow_variable_data_keys=False, ngpu=0, inference=False, mode=None,
                                  multi_task_dataset=False):
-        """ESPnet's, but a target-absent example's empty transcript is read (diffasr.espnet2.streaming)."""
+        """ESPnet's, but a target-absent example's empty transcript is read (diffasr.espnet2.empty_transcripts)."""
         if multi_task_dataset:
             raise ValueError("diffasr has no multi-task datasets")
         return build_streaming_iterator(cls, data_path_and_name_and_type, preprocess_fn, collate_fn, key_file,

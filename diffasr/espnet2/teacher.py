@@ -144,11 +144,11 @@ def _placement(record: dict, role: str, utt: str, meta_path: Path, length: int) 
 def placed_source(path: str, offset: int, gain: float, length: int) -> np.ndarray:
     """The source as it is in the mixture: ``gain`` times its audio at ``offset``, in
     ``length`` samples of silence."""
-    from diffasr.speaker.audio import read_audio
+    from diffasr.audio import read_listed
 
     out = np.zeros(length, dtype=np.float32)
     if path:
-        audio = read_audio(path, Path(path).stem, SAMPLE_RATE, "teacher source")
+        audio = read_listed(path, Path(path).stem, SAMPLE_RATE, "teacher source")
         out[offset:offset + len(audio)] = gain * audio
     return out
 

@@ -208,6 +208,8 @@ class WhisperEncoder(AbsEncoder):
 
     # ------------------------------------------------------------------ frozen part
     def check_duration(self, samples: torch.Tensor, what: str = "audio") -> None:
+        """Guard of the position table (30 s): training and the frozen-encoder cache read data
+        sets here; a decode's audio was held within it where it entered (``diffasr.audio``)."""
         longest = float(samples.max()) / SAMPLE_RATE if samples.numel() else 0.0
         if longest > self.max_seconds + 1e-6:
             raise ValueError(f"{what} of {longest:.1f} s is longer than the {self.max_seconds:g} s that "

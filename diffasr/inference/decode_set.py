@@ -28,6 +28,7 @@ import diffasr.espnet2  # noqa: F401  (first: it drops ESPnet's flash-attn impor
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
+from diffasr.audio import DATA, CheckedAudio, Role, listed, read_audio
 from diffasr.espnet2.enrollment import ENROLL_EMBED, ENROLL_SPEECH, Enrollment, prepare
 from diffasr.scoring.uncertainty import words_with_confidence
 from diffasr.speaker.presence import PresenceGate, check_window_shape, presence_score
@@ -38,16 +39,22 @@ from diffasr.inference.speech2text import Recognition, Speech2Text
 
 
 def check_inputs(data_path_and_name_and_type: Sequence[Tuple[str, str, str]], key_file: Optional[str],
-                 fs: int) -> None:
-    """Every utterance to decode has a line in every input, and its audio is usable (exists,
-    whole, ``fs`` Hz, mono, finite) and its embedding finite; else an error naming the file
-    and line.  ESPnet's loader would fail mid-set with a traceback, or decode NaN to nothing."""
+                 speech2text: Speech2Text, long_form: bool = False) -> Dict[str, Dict[str, CheckedAudio]]:
+    """Every utterance to decode has a line in every input, its audio is checked once
+    (``diffasr.audio``: exists, format, whole, mono, ``fs`` Hz, length, finite; an enrollment
+    also at least 1 s and not silent) and its embedding is finite; else an error naming the
+    file and line.  ESPnet's loader would fail mid-set with a traceback, or decode NaN to
+    nothing.  Returns the checked audio of each ``sound`` input by utterance (not held in
+    memory).  The speech is held to the model's maximum unless ``long_form``; an enrollment
+    over its maximum is cut in long form, refused otherwise (the loader reads it whole)."""
     from diffasr.datadir import read_kv
-    from diffasr.speaker.audio import read_audio
 
     speech = next((path for path, name, _ in data_path_and_name_and_type if name == "speech"), None)
     listing = key_file or speech
     keys = list(read_kv(listing)) if listing else []
+    roles = {"speech": Role.recording() if long_form else Role.mixture(speech2text.max_audio_seconds),
+             ENROLL_SPEECH: Role.enrollment(speech2text.max_enrollment_seconds, cut=long_form)}
+    checked: Dict[str, Dict[str, CheckedAudio]] = {}
     for path, name, kind in data_path_and_name_and_type:
         table = read_kv(path)
         for lineno, key in enumerate(keys, 1):
@@ -55,13 +62,14 @@ def check_inputs(data_path_and_name_and_type: Sequence[Tuple[str, str, str]], ke
                 raise ValueError(f"{path}: no line for utterance '{key}' ({listing}:{lineno})")
         if kind == "sound":
             what = "enrollment audio" if name == ENROLL_SPEECH else "audio"
-            for key in keys:
-                read_audio(table[key], key, fs, what, path)
+            checked[name] = {key: read_audio(table[key], roles.get(name, DATA), speech2text.fs,
+                                             listed(path, key, what, table[key]), keep=False) for key in keys}
         elif kind == "kaldi_ark":
             vectors, wanted = kaldiio.load_scp(path), set(keys)
             for lineno, key in enumerate(table, 1):
                 if key in wanted and not np.isfinite(np.asarray(vectors[key])).all():
                     raise ValueError(f"{path}:{lineno}: {name} of utterance '{key}' has NaN/inf values")
+    return checked
 
 
 def rotation_partners(utts: Sequence[str], utt2spk: str) -> Dict[str, str]:
@@ -194,7 +202,7 @@ def inference(
     set_all_random_seed(options.recognizer.seed)
     device = "cuda" if ngpu > 0 else "cpu"
     speech2text = Speech2Text(asr_train_config, asr_model_file, device=device, options=options)
-    check_inputs(data_path_and_name_and_type, key_file, speech2text.fs)
+    checked = check_inputs(data_path_and_name_and_type, key_file, speech2text, long_form)
     if (presence_gate is None) != (window_embed is None):
         raise ValueError("--presence_gate and --window_embed go together")
     if long_form:
@@ -203,7 +211,7 @@ def inference(
                              "embeddings of their segments (the API, diffasr.bin.transcribe, gates each)")
         if enrollment_override is not None:
             raise ValueError("--long_form does not take --enrollment_override")
-        results = long_form_inference(speech2text, data_path_and_name_and_type, key_file, batch_size,
+        results = long_form_inference(speech2text, data_path_and_name_and_type, checked, batch_size,
                                       Path(output_dir))
         write_outputs(Path(output_dir), results)
         logging.info(f"wrote {len(results)} recordings to {output_dir}")
@@ -261,12 +269,13 @@ def inference(
 
 
 def long_form_inference(speech2text: Speech2Text, data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
-                        key_file: Optional[str], batch_size: int,
+                        checked: Dict[str, Dict[str, CheckedAudio]], batch_size: int,
                         output_dir: Path) -> Dict[str, Tuple[Recognition, float, float]]:
-    """Each recording split by silero-vad and decoded in segments (``diffasr.longform``);
-    one Recognition per recording, and ``words.ctm`` with times from its start."""
-    from diffasr import longform
-    from diffasr.datadir import read_kv
+    """Each recording (``checked``: ``check_inputs``'s, by data name and utterance) decoded
+    by the one long-form driver, ``TargetSpeakerASR.transcribe_long`` (split by silero-vad,
+    decoded in segments); one Recognition per recording, and ``words.ctm`` with times from
+    its start."""
+    from diffasr.api import TargetSpeakerASR
 
     sources = {name: (path, kind) for path, name, kind in data_path_and_name_and_type}
     path, kind = sources.get("speech", (None, None))
@@ -276,30 +285,22 @@ def long_form_inference(speech2text: Speech2Text, data_path_and_name_and_type: S
     if speech2text.hypotheses is not None:
         raise ValueError("--long_form cannot deliberate an external transcript: its words are not split "
                          "at the recording's pauses")
-    wavs = read_kv(path)
-    keys = list(read_kv(key_file)) if key_file else list(wavs)
-    embeds = kaldiio.load_scp(sources[ENROLL_EMBED][0]) if ENROLL_EMBED in sources else None
-    enroll_wavs = read_kv(sources[ENROLL_SPEECH][0]) if ENROLL_SPEECH in sources else None
-    if enroll_wavs is not None and sources[ENROLL_SPEECH][1] != "sound":
+    if ENROLL_SPEECH in sources and sources[ENROLL_SPEECH][1] != "sound":
         raise ValueError("--long_form takes the enrollment audio (enroll.scp, type sound)")
-    vad = longform.SpeechActivity()
-    options = longform.VADOptions(max_segment=min(longform.VADOptions.max_segment, speech2text.max_audio_seconds))
+    embeds = kaldiio.load_scp(sources[ENROLL_EMBED][0]) if ENROLL_EMBED in sources else None
+    recordings, enrollments = checked["speech"], checked.get(ENROLL_SPEECH)
+    asr = TargetSpeakerASR.from_speech2text(speech2text)
     results = {}
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "words.ctm").open("w", encoding="utf-8") as ctm:
-        for key in keys:
-            if key not in wavs:
-                raise ValueError(f"{key_file}: utterance {key} is not in {path}")
-            enrollment = None
-            if embeds is not None or enroll_wavs is not None:
-                audio = None
-                if enroll_wavs is not None:
-                    audio = longform.read_span(enroll_wavs[key], 0, None)
-                enrollment = prepare(speech2text.model, embeds[key] if embeds else None, audio)
-            result = longform.transcribe_long(
-                wavs[key], lambda segments: longform.decode_segments(speech2text, segments, enrollment),
-                vad, options, batch_size=batch_size, what=f"{wavs[key]} (utterance {key})",
-            )
+        for key, recording in recordings.items():
+            embed = None if embeds is None else embeds[key]
+            enrolled = None
+            if enrollments is not None:
+                enrolled = Enrollment.from_audio(enrollments[key], speech2text, embed=embed)
+            elif embed is not None:
+                enrolled = prepare(speech2text.model, embed)
+            result = asr.transcribe_long(recording, enrolled=enrolled, batch_size=batch_size)
             segments = [s for s in result.segments if s.tokens]
             tokens = [t for s in segments for t in s.tokens]
             recognition = Recognition(

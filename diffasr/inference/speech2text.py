@@ -257,20 +257,10 @@ class Speech2Text:
                 )
         return [hypotheses[k] for k in keys]
 
-    def check_duration(self, speech_lengths: torch.Tensor, keys: Optional[Sequence[str]] = None,
-                       what: str = "the audio") -> None:
-        """Refuse audio longer than the model's limit (``max_audio_seconds``, Whisper's 30 s)."""
-        seconds = speech_lengths.float() / self.fs
-        too_long = (seconds > self.max_audio_seconds).nonzero()
-        if too_long.numel() > 0:
-            index = int(too_long[0])
-            who = f"{what} of utterance {keys[index]}" if keys else what
-            raise ValueError(
-                f"{who} lasts {float(seconds[index]):.1f} s, longer than this model's maximum of "
-                f"{self.max_audio_seconds:g} s (max_audio_seconds in its config.yaml, or the "
-                "encoder's position table); cut it into shorter segments first: long-form "
-                "segmentation is not supported yet"
-            )
+    @property
+    def max_enrollment_seconds(self) -> float:
+        """The longest enrollment the model reads (Whisper's position table, or the audio limit)."""
+        return float(getattr(self.model.encoder, "max_seconds", self.max_audio_seconds))
 
     @torch.no_grad()
     def __call__(
@@ -284,6 +274,8 @@ class Speech2Text:
     ) -> List[Recognition]:
         """Decode a batch: speech [B, T] (or [T]), lengths [B], and whose speech to
         transcribe (an ``Enrollment`` of the batch: embedding and/or audio or frames).
+        The audio was checked where it entered (``diffasr.audio``: the API, the server,
+        stage 6's ``check_inputs``), within ``max_audio_seconds``; it is not checked again.
 
         ``keys`` (utterance ids) name utterances in errors and select external
         deliberation hypotheses.  ``options``: this call's decode options (default: this
@@ -300,9 +292,6 @@ class Speech2Text:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
         if generator is None:
             generator = self.generators(speech.size(0), options)
-        self.check_duration(speech_lengths, keys)
-        if enrollment.speech is not None and enrollment.speech.dim() == 2:  # raw audio, not frames
-            self.check_duration(enrollment.speech_lengths, keys, "the enrollment audio")
         dtype = next(self.model.parameters()).dtype
         speech = speech.to(self.device, dtype=dtype)
         speech_lengths = speech_lengths.to(self.device)

@@ -13,8 +13,10 @@ Endpoints (JSON answers; errors are ``{"detail": message}`` with a 4xx status):
   POST   /v1/transcribe          multipart: ``audio`` plus ``speaker_id`` or ``enrollment``,
                                  and ``mode``/``steps``/``block_length``
 
-Uploads are decoded in memory (never written under their file name).  Audio past
-the model's maximum goes through silero-vad segmentation (``diffasr.longform``).
+Uploads are decoded in memory (never written under their file name) and checked once
+(``diffasr.audio.read_audio``: stereo down-mixed, other rates resampled); every
+transcription goes through ``TargetSpeakerASR.transcribe_long``, which segments audio past
+the model's maximum with silero-vad.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from diffasr import longform
-from diffasr.api import MIN_AUDIO_SECONDS, TargetSpeakerASR
-from diffasr.audio import AudioError, decode_upload
+from diffasr.api import TargetSpeakerASR
+from diffasr.audio import AudioError, CheckedAudio, Role, read_audio
 from diffasr.serve.batcher import Batcher, ShuttingDown
 from diffasr.serve.speakers import SpeakerStore, UnknownSpeaker, WrongModel
 
@@ -112,7 +114,11 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
     store = SpeakerStore(options.db, model_fingerprint(asr))
     if asr.fs != longform.VAD_RATE:
         raise ValueError(f"the server runs silero-vad at {longform.VAD_RATE} Hz; the model takes {asr.fs} Hz")
-    vad = longform.SpeechActivity()
+    asr.speech_activity()  # loaded now, not on the first long upload
+    # What an upload is: audio of any length up to the server's limit, or an enrollment.
+    roles = dict(recording=Role.recording(options.max_audio_seconds, f"over the server's limit of "
+                                          f"{options.max_audio_seconds:g} s", 413),
+                 enrollment=asr.role("enrollment"))
 
     def decode(segments, enrollments, changes):
         # Each batch holds one request option set (the batcher groups by it); the options go
@@ -169,17 +175,14 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
             response.headers.update(PAGE_SECURITY)
         return response
 
-    async def read_upload(upload: UploadFile, what: str):
+    async def read_upload(upload: UploadFile, role: str) -> CheckedAudio:
+        """The upload checked once for ``role`` (converted to the model's rate and mono)."""
         data = await upload.read()  # the body size is bounded by the Content-Length check
+        name = f"the {roles[role].name} upload" + (f" {upload.filename[:100]!r}" if upload.filename else "")
         try:
-            samples, notes = await run_in_threadpool(decode_upload, data, asr.fs, what)
+            return await run_in_threadpool(read_audio, data, roles[role], asr.fs, name, True, True)
         except AudioError as e:
             raise HTTPException(e.status, str(e)) from None
-        seconds = len(samples) / asr.fs
-        if seconds > options.max_audio_seconds:
-            raise HTTPException(413, f"{what} lasts {seconds:.0f} s, over the server's limit of "
-                                     f"{options.max_audio_seconds:g} s")
-        return samples, notes
 
     async def on_model(function):
         """Run ``function`` on the model's thread."""
@@ -188,11 +191,11 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         except ShuttingDown as e:
             raise HTTPException(503, str(e)) from None
 
-    async def enroll(samples: np.ndarray, what: str):
-        try:  # asr.enroll refuses an enrollment under MIN_ENROLLMENT_SECONDS
-            return await on_model(lambda: asr.enroll(samples))
+    async def enroll(checked: CheckedAudio):
+        try:  # the audio was checked by read_upload
+            return await on_model(lambda: asr.enroll(checked))
         except ValueError as e:
-            raise HTTPException(400, f"{what}: {e}") from None
+            raise HTTPException(400, str(e)) from None
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -234,11 +237,11 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         await refuse_unknown_fields(request, SPEAKER_FIELDS)
         if not asr.takes_enrollment:
             raise HTTPException(400, "this model takes no speaker input; there is nothing to enroll")
-        samples, notes = await read_upload(audio, "the enrollment")
-        enrollment = await enroll(samples, "the enrollment")
-        seconds = len(samples) / asr.fs
-        speaker_id = await run_in_threadpool(store.add, name[:200], enrollment, seconds)
-        return dict(id=speaker_id, name=name[:200], enrollment_seconds=round(seconds, 3), notes=notes)
+        checked = await read_upload(audio, "enrollment")
+        enrollment = await enroll(checked)
+        speaker_id = await run_in_threadpool(store.add, name[:200], enrollment, checked.seconds)
+        return dict(id=speaker_id, name=name[:200], enrollment_seconds=round(checked.seconds, 3),
+                    notes=list(checked.notes))
 
     @app.get("/v1/speakers")
     async def list_speakers():
@@ -280,20 +283,13 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
                 except WrongModel as e:
                     raise HTTPException(409, str(e)) from None
             else:
-                enroll_samples, enroll_notes = await read_upload(enrollment, "the enrollment")
-                notes += enroll_notes
-                enrolled = await enroll(enroll_samples, "the enrollment")
+                checked_enrollment = await read_upload(enrollment, "enrollment")
+                notes += checked_enrollment.notes
+                enrolled = await enroll(checked_enrollment)
         elif speaker_id is not None or enrollment is not None:
             notes.append("this model takes no speaker input: the enrollment was ignored")
-        samples, audio_notes = await read_upload(audio, "the audio")
-        notes += audio_notes
-        whole = len(samples) / asr.fs <= asr.speech2text.max_audio_seconds
-        if whole and len(samples) < MIN_AUDIO_SECONDS * asr.fs:
-            raise HTTPException(400, f"the audio lasts {len(samples) / asr.fs:.3f} s; at least "
-                                     f"{MIN_AUDIO_SECONDS:g} s is needed")
-        if not whole:
-            notes.append(f"longer than the model's {asr.speech2text.max_audio_seconds:g} s: "
-                         "segmented with silero-vad")
+        recording = await read_upload(audio, "recording")
+        notes += recording.notes
 
         def decode_batch(segments):
             return [f.result() for f in batcher.submit(segments, enrolled, decode_options)]
@@ -301,12 +297,14 @@ def build_app(asr: TargetSpeakerASR, options: ServeOptions, model_name: str = "m
         try:
             # All segments go to the queue at once; the queue bounds the batches.
             result = await run_in_threadpool(
-                lambda: longform.transcribe_long(samples, decode_batch, vad, batch_size=1 << 16, what="the audio",
-                                                 whole=whole, max_batch_seconds=float("inf")))
+                lambda: asr.transcribe_long(recording, whole=None, decode_batch=decode_batch, batch_size=1 << 16,
+                                            max_batch_seconds=float("inf")))
         except ShuttingDown as e:
             raise HTTPException(503, str(e)) from None
         except ValueError as e:  # a decode option the sampler refuses for this canvas
             raise HTTPException(422, str(e)) from None
+        if result.segmented:
+            notes.append(f"longer than the model's {asr.max_audio_seconds:g} s: segmented with silero-vad")
         seconds = time.perf_counter() - started
         return dict(
             text=result.text,

@@ -1,13 +1,14 @@
 """Speaker encoder (recipe stages 3-4): SpeechBrain ECAPA-TDNN training with an
 AAM-softmax or triplet objective, enrollment embeddings, and EER/minDCF scoring.
 
-The submodules are imported on first use of a name (PEP 562), so that reading audio
-(``diffasr.speaker.audio``) does not load SpeechBrain."""
+The submodules are imported on first use of a name (PEP 562), so that reading a data
+dir (``diffasr.speaker.data``) does not load SpeechBrain.  Audio is read and checked by
+``diffasr.audio``."""
 
 import importlib
 
 _HOME = {
-    "SpeakerDataError": "audio", "read_audio": "audio",
+    "SpeakerDataError": "data",
     "compute_eer": "metrics", "compute_min_dcf": "metrics", "make_trials": "metrics",
     "SpeakerEncoder": "model", "build_encoder": "model", "load_config": "model", "load_trained_encoder": "model",
 }

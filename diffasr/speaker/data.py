@@ -15,10 +15,14 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from diffasr.audio import AudioError, listed_frames, read_listed
 from diffasr.datadir import read_kv
-from diffasr.speaker.audio import SpeakerDataError, audio_frames, read_audio
 
 logger = logging.getLogger(__name__)
+
+# Bad speaker data, its message naming the list file (and line, utterance): a list's own
+# faults, and its audio's (``diffasr.audio`` reads every file).
+SpeakerDataError = AudioError
 
 
 class SpeakerSet:
@@ -58,7 +62,7 @@ class SpeakerSet:
         self.spk2utts = spk2utts
         self.utt2spk = {u: s for s, us in spk2utts.items() for u in us}
         # Reading every header up front fails early, naming the bad utterance and file.
-        self.frames = {u: audio_frames(self.wav_scp[u], u, sample_rate, "audio",
+        self.frames = {u: listed_frames(self.wav_scp[u], u, sample_rate, "audio",
                                        self.data_dir / "wav.scp") for u in sorted(self.utt2spk)}
 
     @property
@@ -66,7 +70,7 @@ class SpeakerSet:
         return len(self.utt2spk)
 
     def read(self, utt: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return read_audio(self.wav_scp[utt], utt, self.sample_rate, "audio",
+        return read_listed(self.wav_scp[utt], utt, self.sample_rate, "audio",
                           self.data_dir / "wav.scp", start=start, stop=stop)
 
     def crop(self, utt: str, n_samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -16,8 +16,9 @@ from typing import Dict
 import kaldiio
 import numpy as np
 
+from diffasr.audio import listed_frames, read_listed
 from diffasr.datadir import read_kv, write_kv
-from diffasr.speaker.audio import SpeakerDataError, audio_frames, read_audio
+from diffasr.speaker.data import SpeakerDataError
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,12 @@ def embed_scp(encoder, sample_rate: int, scp_path: os.PathLike) -> Dict[str, np.
                 raise SpeakerDataError(f"{scp_path}: no {what} for utterance '{utt}' of {wav_scp}:{lineno}")
     # Check every file before spending time on the network.
     for utt, path in utt2path.items():
-        audio_frames(path, utt, sample_rate, what, scp_path)
+        listed_frames(path, utt, sample_rate, what, scp_path)
     cache: Dict[str, np.ndarray] = {}
     out = {}
     for utt, path in utt2path.items():
         if path not in cache:
-            cache[path] = encoder.embed(read_audio(path, utt, sample_rate, what, scp_path))
+            cache[path] = encoder.embed(read_listed(path, utt, sample_rate, what, scp_path))
         out[utt] = cache[path]
     logger.info("%s: %d utterances, %d distinct audio files embedded", scp_path,
                 len(out), len(cache))

@@ -11,7 +11,8 @@ import numpy as np
 
 from diffasr.datadir import read_kv
 from diffasr.fileio import write_text_atomic
-from diffasr.speaker.audio import SpeakerDataError, read_audio
+from diffasr.audio import read_listed
+from diffasr.speaker.data import SpeakerDataError
 from diffasr.speaker.metrics import (compute_eer, compute_min_dcf, cosine_scores, make_trials,
                                      read_trials, trial_scores, write_trials)
 
@@ -50,7 +51,7 @@ def embed_trial_utts(embed_fn, data_dir: os.PathLike, trials, sample_rate: int =
     for utt in needed:
         if utt not in wav_scp:
             raise SpeakerDataError(f"{Path(data_dir) / 'wav.scp'}: trial utterance '{utt}' is missing")
-        wav = read_audio(wav_scp[utt], utt, sample_rate, "audio", Path(data_dir) / "wav.scp")
+        wav = read_listed(wav_scp[utt], utt, sample_rate, "audio", Path(data_dir) / "wav.scp")
         out[utt] = embed_fn(wav, wav_scp[utt])
     return out
 

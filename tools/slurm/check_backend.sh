@@ -44,9 +44,8 @@ say "ok: the rerun completes"
 
 # ----------------------------------------------------------------- the tiny recipe, both backends
 recipe=${top}/egs/librimix_target/asr1
-args=(--stage 1 --stop-stage 7 --local_data_opts "--scale tiny" --spk_config conf/spk/ecapa_aam_tiny.yaml
-      --asr_configs "conf/tuning/train_ar_whisper_tiny.yaml conf/tuning/train_diffusion_whisper_tiny.yaml"
-      --ar_exp exp/asr_ar_whisper_tiny --calibrate false
+args=(--stage 1 --stop-stage 7 --local_data_opts "--scale tiny" --overlay conf/tiny.yaml
+      --asr_configs "conf/tuning/train_ar_whisper.yaml conf/tuning/train_diffusion_whisper.yaml" --calibrate false
       --inference_configs "conf/decode/decode_ar_beam10.yaml conf/decode/decode_diffusion_8step.yaml conf/decode/decode_diffusion_delib_ar_guided.yaml")
 for backend in local slurm; do
   dir=${work}/recipe_${backend}

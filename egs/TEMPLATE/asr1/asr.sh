@@ -54,6 +54,8 @@ asr_variants_file=conf/variants.txt  # lines '<tag> <config> <overrides>': a var
 asr_tag_prefix=asr      # experiment dirs are exp/<prefix>_<config name>
 asr_tag=                # with one --asr_configs entry: its experiment is exp/<prefix>_<tag> (ESPnet's --asr_tag)
 asr_args=               # extra arguments for every training run (after a variant's own overrides)
+overlay=                # a size merged over every training and speaker config (e.g. conf/tiny.yaml, the CI's:
+                        #   diffasr/overlay.py); each experiment dir gets the suffix _<overlay name>
 train_num_threads=2     # torch threads of a training job (path.sh sets 1 for parallel jobs)
 train_procs=1           # data-parallel training processes on CPU (torchrun, gloo); with --ngpu N>1, ESPnet starts one per GPU
 feats_type=extracted    # raw: train on audio; extracted: configs with encoder: whisper train on a cache of their frozen encoder's output
@@ -91,17 +93,19 @@ fi
 # The experiments of stages 5-8, in this order: each --asr_configs entry, then each
 # --asr_variants entry. Each is a dir, the config it trains and the overrides it trains with.
 missing=()
+overlay_suffix=
+[ -n "${overlay}" ] && overlay_suffix=_$(basename "${overlay}" .yaml)
 exp_dirs=() exp_configs=() exp_args=()
 for config in ${asr_configs}; do
   name=$(basename "${config}" .yaml)
-  exp_dirs+=("${expdir}/${asr_tag_prefix}_${asr_tag:-${name#train_}}") exp_configs+=("${config}") exp_args+=("${asr_args}")
+  exp_dirs+=("${expdir}/${asr_tag_prefix}_${asr_tag:-${name#train_}}${overlay_suffix}") exp_configs+=("${config}") exp_args+=("${asr_args}")
 done
 for variant in ${asr_variants}; do
   declared=false
   if [ -f "${asr_variants_file}" ]; then
     while read -r tag config overrides || [ -n "${tag}" ]; do
       [ "${tag}" = "${variant}" ] || continue
-      exp_dirs+=("${expdir}/${asr_tag_prefix}_${variant}") exp_configs+=("${config}")
+      exp_dirs+=("${expdir}/${asr_tag_prefix}_${variant}${overlay_suffix}") exp_configs+=("${config}")
       exp_args+=("${overrides}${asr_args:+ ${asr_args}}")
       declared=true
       break
@@ -137,6 +141,9 @@ fi
 if [ -n "${asr_tag}" ] && [ "$(echo ${asr_configs} | wc -w)" -ne 1 ]; then
   missing+=("one --asr_configs entry for --asr_tag ${asr_tag} (got: ${asr_configs})")
 fi
+if [ -n "${overlay}" ] && [ ! -f "${overlay}" ]; then
+  missing+=("${overlay} (the overlay named by --overlay, e.g. conf/tiny.yaml)")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "This recipe ($(pwd)) lacks what stages ${stage}-${stop_stage} need:" >&2
   printf '  - %s\n' "${missing[@]}" >&2
@@ -144,11 +151,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
+# With --overlay, every config is used as overlaid: written once per run under ${dumpdir}/configs/overlay.
+sized() {  # sized <config> [train|speaker]: the config, or its overlaid copy
+  [ -z "${overlay}" ] && { echo "$1"; return; }
+  local out=${dumpdir}/configs/overlay/$(basename "$1" .yaml)${overlay_suffix}.yaml
+  ${python} -m diffasr.bin.overlay_config --config "$1" --overlay "${overlay}" --output "${out}" --kind "${2:-train}" \
+    || return 1
+  echo "${out}"
+}
+if [ -n "${overlay}" ]; then
+  for i in "${!exp_configs[@]}"; do
+    exp_configs[i]=$(sized "${exp_configs[i]}") || exit 1
+  done
+  if ${use_speaker} && [ -f "${spk_config}" ]; then
+    spk_config=$(sized "${spk_config}" speaker) || exit 1
+  fi
+fi
+
 bpe_listdir=data/token_list/bpe_${bpemode}${nbpe}
 whisper_listdir=data/token_list/whisper_en
 bpemodel=${bpe_listdir}/bpe.model
 [ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
-[ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper
+[ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper${overlay_suffix}
 
 training_config_of() {  # training_config_of <config> <exp> <overrides>: the config stage 5 trains:
   # the file, or with overrides ESPnet's merge of both
@@ -444,10 +468,10 @@ train_experiment() {
 }
 
 # Phase 1 (--teacher_phase true): the conditioned encoder alone, on the teacher loss.
-teacher_exp=${expdir}/${asr_tag_prefix}_teacher_phase
+teacher_exp=${expdir}/${asr_tag_prefix}_teacher_phase${overlay_suffix}
 teacher_base=
 if ${teacher_phase}; then
-  for config in ${asr_configs}; do
+  for config in "${exp_configs[@]:0:$(echo ${asr_configs} | wc -w)}"; do
     trains_teacher "${config}" && { teacher_base=${config}; break; }
   done
   [ -z "${teacher_base}" ] && log "--teacher_phase true, but no --asr_configs entry has model_conf teacher_weight > 0: no phase 1"
@@ -491,19 +515,15 @@ inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) tha
   echo "${configs}"
 }
 
-# A decode config may name a per-set file with {test_set} and {ar_exp} (e.g. the
-# first-pass hypotheses that deliberation revises); it is rendered once per set.
+# A decode config may name a per-set file with {test_set} and {ar_exp} in a string value (e.g.
+# the first-pass hypotheses that deliberation revises); it is rendered once per set.
 render_inference_config() {  # render_inference_config <config> <set> <output>
-  if grep -q '{test_set}\|{ar_exp}' "$1"; then
-    sed -e "s|{test_set}|$2|g" -e "s|{ar_exp}|${ar_exp}|g" "$1" >"$3"
-    local hyp
-    hyp=$(${python} utils/yaml_get.py "$3" deliberation_hyp "")
-    if [ -n "${hyp}" ] && [ "${hyp}" != ctc ] && [ "${hyp}" != none ] && [ ! -f "${hyp}" ]; then
-      log "$1 deliberates ${hyp}, which does not exist: decode that system first (list its config earlier in --asr_configs)"
-      exit 1
-    fi
-  else
-    cp "$1" "$3"
+  ${python} utils/render_decode_config.py "$1" "$3" "test_set=$2" "ar_exp=${ar_exp}" || exit 1
+  local hyp
+  hyp=$(${python} utils/yaml_get.py "$3" deliberation_hyp "")
+  if [ -n "${hyp}" ] && [ "${hyp}" != ctc ] && [ "${hyp}" != none ] && [ ! -f "${hyp}" ]; then
+    log "$1 deliberates ${hyp}, which does not exist: decode that system first (list its config earlier in --asr_configs)"
+    exit 1
   fi
 }
 
@@ -550,9 +570,11 @@ decode_set() {
       --config "${logdir}/decode.yaml" --output_dir "${logdir}/output.JOB" \
       --utt2spk "data/${dset}/utt2spk" --long_form "${long_form}" "${gate_args[@]}" "$@"
   ${python} utils/merge_decode_outputs.py --output_dir "${decode_dir}" "${logdir}"/output.*
+  # the options given over the decode config (--inference_args, --enrollment_override), beside its results
+  echo "$*" >"${decode_dir}/overrides.txt"
   # shellcheck disable=SC2046
   ${python} utils/stage_inputs.py record "${decode_dir}/inputs.json" "${asr_exp}/config.yaml" \
-    "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" \
+    "${asr_exp}/${inference_model}" "${logdir}/decode.yaml" "${decode_dir}/overrides.txt" \
     $(ls "data/${dset}"/{wav,enroll,enroll_embed,window_embed}.scp 2>/dev/null) \
     $(gated "${dset}" && echo "${spk_exp}/presence.yaml")
   stage_end 6

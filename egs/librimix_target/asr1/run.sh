@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Target-speaker ASR on LibriMix-style mixtures (embedded synthetic corpus by default;
 # set LIBRISPEECH in db.sh for the real one). Demo: ./run.sh ; CI scale:
-#   ./run.sh --local_data_opts "--scale tiny" --asr_configs "..._tiny.yaml" ...
+#   ./run.sh --local_data_opts "--scale tiny" --overlay conf/tiny.yaml
 # The default systems sit on a frozen Whisper tiny.en encoder and train from a cache of
 # its output (feats_type extracted); the from-scratch conformer systems
 # (conf/tuning/train_*_conformer.yaml) are for a GPU or a real corpus.

@@ -3,7 +3,7 @@
 # test-clean and test-other (set LIBRISPEECH in db.sh). With LIBRISPEECH empty, the
 # embedded synthetic corpus stands in under the same set names. No speaker encoder and no
 # enrollment: stages 3-4 are skipped (--use_speaker false). CI scale:
-#   ./run.sh --local_data_opts "--scale tiny" --asr_configs "conf/tuning/train_ar_whisper_tiny.yaml ..."
+#   ./run.sh --local_data_opts "--scale tiny" --overlay conf/tiny.yaml
 # A GPU run on the real corpus (conf/tuning/*_ls100.yaml: ESPnet's LibriSpeech-100 size):
 #   ./run.sh --ngpu 1 --asr_configs "conf/tuning/train_ar_conformer_ls100.yaml conf/tuning/train_diffusion_conformer_ls100.yaml"
 set -euo pipefail

@@ -30,8 +30,8 @@ for name in text_file librispeech_root librimix_metadata noise_root train_mixtur
   [ -n "${!name}" ] && opts+=("--${name}" "${!name}")
 done
 
-log "python -m diffasr.bin.prepare_data --scale ${scale} --mix_setting ${mix_setting} ${opts[*]}"
-python -m diffasr.bin.prepare_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
+log "python -m diffasr.bin.prepare_target_speaker_data --scale ${scale} --mix_setting ${mix_setting} ${opts[*]}"
+python -m diffasr.bin.prepare_target_speaker_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
   --scale "${scale}" --mix_setting "${mix_setting}" --seed "${seed}" --nj "${nj}" "${opts[@]}"
 
 mixture_sets=("${output_dir}"/{train,dev,test,test_clean})

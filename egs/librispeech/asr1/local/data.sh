@@ -25,7 +25,7 @@ opts=()
 [ -n "${text_file}" ] && opts+=(--text_file "${text_file}")
 [ -n "${librispeech_root}" ] && opts+=(--librispeech_root "${librispeech_root}")
 
-log "python -m diffasr.bin.prepare_asr_data --scale ${scale} ${opts[*]}"
-python -m diffasr.bin.prepare_asr_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
+log "python -m diffasr.bin.prepare_single_speaker_data --scale ${scale} ${opts[*]}"
+python -m diffasr.bin.prepare_single_speaker_data --output_dir "${output_dir}" --corpus_dir "${corpus_dir}" \
   --scale "${scale}" --seed "${seed}" --nj "${nj}" "${opts[@]}"
 log "done: ${output_dir}/corpus_stats.json"
