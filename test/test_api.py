@@ -185,6 +185,8 @@ def test_a_calls_options_and_seed_alone_decide_its_result(packed, tmp_path):
     assert asr.transcribe(mixture, enrollment=enroll).text == TARGET_TEXT
     with pytest.raises(ValueError, match="request: unknown decode option 'stepz'"):
         asr.transcribe(mixture, enrollment=enroll, options=dict(stepz=4))
+    with pytest.raises(ValueError, match="request: decode option 'canvas_margin' was renamed 'canvas_decode_margin'"):
+        asr.transcribe(mixture, enrollment=enroll, options=dict(canvas_margin=2))
     with pytest.raises(ValueError, match=r"request: remasking must be one of \('low_confidence', 'random'\)"):
         asr.transcribe(mixture, enrollment=enroll, options=dict(remasking="lowest"))
     with pytest.raises(ValueError, match=r"\['dtype'\] are set when the model is loaded"):

@@ -2,11 +2,14 @@
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from diffasr.api import load_decode_config
+from diffasr.bin import asr_inference
 from diffasr.bin.asr_inference import get_parser
 from diffasr.diffusion import DeliberationOptions, DiffusionOptions
 from diffasr.espnet2.model import DiffusionASRModel
@@ -20,8 +23,8 @@ DECODE_CONFIGS = sorted(ROOT.glob("egs/*/asr1/conf/decode/*.yaml"))
 def test_every_option_is_declared_by_exactly_one_dataclass():
     declared = [f.name for cls, _ in GROUPS.values() for f in own_fields(cls)]
     assert len(declared) == len(set(declared)), sorted(n for n in declared if declared.count(n) > 1)
-    # steps and canvas_margin are the sampler's: both diffusion modes inherit them.
-    assert {"steps", "canvas_margin"} <= {f.name for f in dataclasses.fields(DeliberationOptions)}
+    # steps and canvas_decode_margin are the sampler's: both diffusion modes inherit them.
+    assert {"steps", "canvas_decode_margin"} <= {f.name for f in dataclasses.fields(DeliberationOptions)}
     assert option_names()["steps"].__name__ == "SamplerOptions"
 
 
@@ -78,6 +81,43 @@ def test_a_misspelt_option_names_the_file_and_the_close_names(tmp_path):
         DecodeOptions.from_flat({"masking": "confidence_guided"}, "req")
 
 
+RENAMED_MESSAGE = ("decode option 'canvas_margin' was renamed 'canvas_decode_margin' (the decode margin; "
+                   "model_conf canvas_train_margin is the training one)")
+
+
+def test_the_old_name_canvas_margin_is_refused_naming_the_file_and_the_new_name(tmp_path, capsys):
+    decode_yaml = tmp_path / "decode_x.yaml"
+    decode_yaml.write_text("steps: 4\ncanvas_margin: 2\n")
+    # a decode config read by the API (and the benchmarks)
+    with pytest.raises(ValueError, match=re.escape(f"{decode_yaml}: {RENAMED_MESSAGE}")):
+        load_decode_config(decode_yaml)
+    # the same config given to stage 6 (--config), where ESPnet's parser reads it; a null
+    # value too (the key alone says that the file was written for the old name)
+    required = ["--output_dir", str(tmp_path / "o"), "--data_path_and_name_and_type", "w.scp,speech,sound",
+                "--asr_train_config", "c"]
+    for text in ("steps: 4\ncanvas_margin: 2\n", "canvas_margin: null\n"):
+        decode_yaml.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{decode_yaml}: {RENAMED_MESSAGE}")):
+            asr_inference.main(required + ["--config", str(decode_yaml)])
+    # the old flag on stage 6's command line (--inference_args)
+    with pytest.raises(SystemExit):
+        get_parser().parse_args(required + ["--canvas_margin", "2"])
+    assert "--canvas_margin was renamed --canvas_decode_margin (the decode margin" in capsys.readouterr().err
+    # a request (API keywords)
+    with pytest.raises(ValueError, match=re.escape(f"request: {RENAMED_MESSAGE}")):
+        DecodeOptions.from_flat({"canvas_margin": 2}, "request")
+
+
+def test_the_new_name_canvas_decode_margin_reaches_both_diffusion_modes(tmp_path):
+    decode_yaml = tmp_path / "decode_x.yaml"
+    decode_yaml.write_text("canvas_decode_margin: 2\n")
+    args = vars(get_parser().parse_args(["--output_dir", "o", "--data_path_and_name_and_type", "w.scp,speech,sound",
+                                         "--asr_train_config", "c", "--config", str(decode_yaml)]))
+    options = pop_decode_options(args, args.pop("config"))
+    assert (options.diffusion.canvas_decode_margin, options.deliberation.canvas_decode_margin) == (2, 2)
+    assert "canvas_margin" not in args  # the hidden old name does not reach inference()
+
+
 def test_flat_round_trip_keeps_every_value():
     options = DecodeOptions(diffusion=DiffusionOptions(steps=3, remasking="random", canvas="fixed"),
                             deliberation=DeliberationOptions(steps=3, mask_ratio=0.5))
@@ -85,7 +125,7 @@ def test_flat_round_trip_keeps_every_value():
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(canvas_margin=-1), "canvas_margin must be >= 0"),
+    (dict(canvas_decode_margin=-1), "canvas_decode_margin must be >= 0"),
     (dict(candidates=0), "candidates must be >= 1"),
     (dict(canvas_length=0), "canvas_length must be >= 1"),
     (dict(block_length=0), "block_length must be >= 1"),

@@ -224,7 +224,7 @@ def test_deliberation_with_nothing_masked_returns_the_external_hypothesis(corpus
             for line in (corpus / "text").read_text().splitlines()}
     (tmp_path / "hyp").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()))
     out = _decode(corpus, diffusion_exp, tmp_path / "out", "--decode_mode", "deliberation",
-                  "--deliberation_hyp", str(tmp_path / "hyp"), "--mask_ratio", "0", "--canvas_margin", "0")
+                  "--deliberation_hyp", str(tmp_path / "hyp"), "--mask_ratio", "0", "--canvas_decode_margin", "0")
     assert out == hyps
     remasked = [line.split() for line in (tmp_path / "out/remasked").read_text().splitlines()]
     assert [int(n) for _, n, _ in remasked] == [0] * len(hyps)
@@ -387,7 +387,7 @@ def _presence_inputs(corpus, tmp_path, present):
     (tmp_path / "hyp").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()))
     return hyps, ["--presence_gate", str(tmp_path / "presence.yaml"), "--window_embed", str(data / "window_embed.scp"),
                   "--decode_mode", "deliberation", "--deliberation_hyp", str(tmp_path / "hyp"), "--mask_ratio", "0",
-                  "--canvas_margin", "0"]
+                  "--canvas_decode_margin", "0"]
 
 
 @pytest.mark.parametrize("batch_size", ["1", "3"])

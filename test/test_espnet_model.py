@@ -2,13 +2,16 @@
 
 
 import dataclasses
+import re
 
 import pytest
 import torch
+import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 import diffasr.espnet2.model as model_module
 from diffasr.diffusion import CanvasPolicy, DiffusionOptions
+from diffasr.espnet2.builder import build_model_from_file
 from diffasr.espnet2.decoder import DiffusionTransformerDecoder
 from diffasr.espnet2.enrollment import Enrollment
 from diffasr.espnet2.precision import check_train_autocast, cpu_has_bf16
@@ -36,8 +39,8 @@ def tiny_model(spk_conditioner="film", canvas="fixed", canvas_length=6, ar_weigh
     args.spk_conditioner = spk_conditioner
     args.spk_conditioner_conf = dict(embed_dim=EMBED_DIM) if spk_conditioner else {}
     args.model = "diffusion"
-    args.model_conf = dict(canvas=canvas, canvas_length=canvas_length, canvas_margin=2,
-                           ar_weight=ar_weight, ctc_weight=ctc_weight, **model_conf)
+    args.model_conf = dict(dict(canvas=canvas, canvas_length=canvas_length, canvas_train_margin=2,
+                                ar_weight=ar_weight, ctc_weight=ctc_weight), **model_conf)
     return DiffASRTask.build_model(args)
 
 
@@ -157,6 +160,26 @@ def test_errors_name_the_utterance():
         model(**{**b, "text": torch.tensor([[2, 99, 4], [5, 2, -1]])})
     with pytest.raises(ValueError, match="'spk1-a' has 3 tokens, more than canvas_length=2"):
         tiny_model("film", canvas_length=2)(**b)
+
+
+def test_the_old_model_conf_name_canvas_margin_is_refused_with_the_new_names(tmp_path):
+    """canvas_margin meant the training margin in model_conf and the decode margin in a decode
+    config: in model_conf (a training config, --model_conf, a trained experiment's config.yaml)
+    it is refused, naming canvas_train_margin and canvas_decode_margin."""
+    message = ("model_conf: canvas_margin was renamed canvas_train_margin (the training margin); "
+               "the decode margin is canvas_decode_margin")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tiny_model("film", canvas_margin=2)  # as a training config's model_conf gives it
+    args = DiffASRTask.get_parser().parse_args(["--token_list", "unused", "--model_conf", "canvas_margin=6"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DiffASRTask.build_model(args)
+    config = tmp_path / "config.yaml"  # an experiment trained before the rename
+    config.write_text(yaml.safe_dump(dict(model="diffusion", model_conf=dict(canvas_margin=2))))
+    with pytest.raises(ValueError, match=re.escape(f"{config}: {message}")):
+        build_model_from_file(config)
+    # the new name is the training margin: the sized canvas is the transcript + 3 end tokens
+    model = tiny_model("film", canvas="dynamic", canvas_length=12, canvas_train_margin=3)
+    assert (model.canvas_policy.margin, model.canvas_policy.inference_margin) == (3, 3)
 
 
 def test_missing_special_token_is_reported():
@@ -301,7 +324,7 @@ def test_canvas_longer_than_the_position_table_is_refused():
 
 
 def test_a_dynamic_canvas_is_decoded_in_whole_blocks_with_the_steps_raised_to_match():
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_train_margin 2
     monkeypatch_lengths = torch.full((2,), 5)
     model.ctc_lengths = lambda out, lens: monkeypatch_lengths[: out.size(0)]
     speech, speech_lengths, *_ = batch().values()
@@ -316,7 +339,7 @@ def test_candidate_lengths_in_one_batch_match_separate_decodes_and_keep_the_best
     """candidates: 3 decodes L-1, L, L+1 as rows of one batch; each row equals the decode
     of that length alone, and the kept one is the row the model scores highest."""
     torch.manual_seed(0)
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_train_margin 2
     speech, speech_lengths, *_ = batch().values()
     enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
     predicted = torch.tensor([3, 5])
@@ -326,7 +349,7 @@ def test_candidate_lengths_in_one_batch_match_separate_decodes_and_keep_the_best
     separate = {}
     for offset in (-1, 0, 1):  # the same lengths one at a time: margin 2 + offset
         separate[offset] = model.diffusion_decode(speech, speech_lengths, enroll,
-                                                  DiffusionOptions(steps=2, canvas_margin=2 + offset))
+                                                  DiffusionOptions(steps=2, canvas_decode_margin=2 + offset))
     for b in range(2):
         scores = {}
         for offset, (s_ids, s_conf, s_out) in separate.items():
@@ -349,7 +372,7 @@ def test_random_remasking_draws_from_each_utterances_own_generator_in_every_cand
     alone with a fresh generator of the same seed; torch's global generator plays no part
     (ESPnet's layer stacks draw from it even in eval mode, without using the draw)."""
     torch.manual_seed(0)
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_train_margin 2
     speech, speech_lengths, *_ = batch().values()
     enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))
     model.ctc_lengths = lambda out, lens: torch.tensor([3, 5])
@@ -368,7 +391,7 @@ def test_random_remasking_draws_from_each_utterances_own_generator_in_every_cand
     for b in range(2):
         margin = int(out.canvas_lengths[b]) - [3, 5][b]
         _, _, alone = model.diffusion_decode(speech, speech_lengths, enroll,
-                                             DiffusionOptions(canvas_margin=margin, **options), generator=seeded())
+                                             DiffusionOptions(canvas_decode_margin=margin, **options), generator=seeded())
         n = int(out.canvas_lengths[b])
         assert out.commit_step[b, :n].tolist() == alone.commit_step[b, :n].tolist()
         assert out.tokens[b, :n].tolist() == alone.tokens[b, :n].tolist()
@@ -477,9 +500,10 @@ def test_train_autocast_is_checked():
 
 def test_the_ctc_prior_canvas_is_the_ctc_greedy_hypothesis_before_the_first_step(monkeypatch):
     """Mask-CTC's start (issue #20's CTC prior): with no first pass given, the canvas the
-    sampler starts from is this model's CTC greedy tokens, then canvas_margin end tokens."""
+    sampler starts from is this model's CTC greedy tokens, then the decode margin of end
+    tokens (here the training one, 2)."""
     torch.manual_seed(0)
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_train_margin 2
     greedy = [[2, 3, 4], [5]]
     model.ctc_greedy = lambda encoder_out, encoder_out_lens: [list(h) for h in greedy]
     started_from = {}
@@ -503,7 +527,7 @@ def test_the_ctc_prior_canvas_is_the_ctc_greedy_hypothesis_before_the_first_step
 
 def test_a_predicted_canvas_beyond_the_maximum_is_decoded_at_the_maximum_with_a_warning(caplog):
     torch.manual_seed(0)
-    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_margin 2
+    model = tiny_model("film", canvas="dynamic", canvas_length=12).eval()  # canvas_train_margin 2
     model.ctc_lengths = lambda out, lens: torch.tensor([30, 3])
     speech, speech_lengths, *_ = batch().values()
     enroll = Enrollment(embed=torch.randn(speech.size(0), EMBED_DIM))

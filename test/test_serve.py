@@ -249,6 +249,7 @@ def test_identical_requests_interleaved_with_others_get_identical_answers(packed
         defaults = httpx.get(f"{server.url}/v1/models").json()["data"][0]["decode_defaults"]
         assert (defaults["mode"], defaults["steps"], defaults["remasking"], defaults["temperature"]) == \
             ("diffusion", 8, "random", 5.0)
+        assert "canvas_decode_margin" in defaults and "canvas_margin" not in defaults  # the decode option's name
     finally:
         server.stop()
 

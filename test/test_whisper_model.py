@@ -95,12 +95,12 @@ def test_training_canvases_by_mode():
     speech = torch.zeros(2, 3 * 16000)
     speech_lengths = torch.tensor([3 * 16000, 2 * 16000])
 
-    exact = _model(canvas_margin=1, canvas_margin_draw="fixed")  # canvas: length, one end token
+    exact = _model(canvas_train_margin=1, canvas_margin_draw="fixed")  # canvas: length, one end token
     canvas, canvas_lengths = exact.canvas_policy.training_canvas(text, lengths, exact.end_id)
     assert canvas_lengths.tolist() == (lengths + 1).tolist()
     assert canvas[0, len(ids[0])] == exact.end_id
 
-    by_duration = _model(canvas="duration", canvas_rate=4.0, canvas_margin=3, length_weight=0.0)
+    by_duration = _model(canvas="duration", canvas_rate=4.0, canvas_train_margin=3, length_weight=0.0)
     seconds = by_duration._input_seconds(speech, speech_lengths)  # Whisper's encoder knows its input
     canvas, canvas_lengths = by_duration.canvas_policy.training_canvas(text, lengths, by_duration.end_id, seconds,
                                                                        by_duration.max_hypothesis_length)

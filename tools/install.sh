@@ -24,8 +24,10 @@ log() { echo "[$(date +%H:%M:%S)] tools/install.sh: $*"; }
 # Debian packages. sctk gives sclite; espeak-ng/flite are the voices of the embedded
 # corpus; fortunes/wordnet give its sentences; sox resamples and
 # measures; ffmpeg-free audio I/O is done with soundfile (libsndfile ships in its wheel);
-# slurm-wlm and munge make a one-node Slurm cluster (tools/slurm/) for the Slurm backend's tests.
-apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base slurm-wlm munge chromium chromium-driver"
+# slurm-wlm and munge make a one-node Slurm cluster (tools/slurm/) for the Slurm backend's tests;
+# asterisk-core-sounds-en(-g722) and pocketsphinx-testdata are recordings of real people (test_real).
+apt_packages="sctk espeak-ng flite sox libsndfile1 fortunes fortunes-min wordnet-base slurm-wlm munge chromium chromium-driver
+  asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata"
 if $do_apt; then
   missing=""
   for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

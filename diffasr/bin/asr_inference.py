@@ -57,13 +57,13 @@ def get_parser() -> config_argparse.ArgumentParser:
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
     kwargs = vars(args)
-    kwargs.pop("config", None)
+    config = kwargs.pop("config", None)
     logging.basicConfig(
         level=kwargs.pop("log_level"),
         format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
     )
     logging.info(" ".join(sys.argv))
-    inference(options=pop_decode_options(kwargs), **kwargs)
+    inference(options=pop_decode_options(kwargs, config), **kwargs)
 
 
 if __name__ == "__main__":

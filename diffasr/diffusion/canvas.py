@@ -144,7 +144,8 @@ class CanvasPolicy:
     whatever surplus an over-allocated canvas has at inference (Whisfusion's and Drax's
     end-filled canvases).  ``decode_margin`` is the inference margin when it differs from
     the training one (a drawn surplus of 0..6 decodes best with a margin chosen on dev);
-    None: ``margin``.  A decode's ``canvas_margin`` overrides it.
+    None: ``margin``.  A decode's ``canvas_decode_margin`` overrides it.  (In ``model_conf``
+    these are ``canvas_train_margin``, ``canvas_margin_draw`` and ``canvas_decode_margin``.)
 
     >>> policy = CanvasPolicy("dynamic", length=10, margin=2)
     >>> policy.decoding_lengths(predicted=torch.tensor([0, 3, 50])).tolist()
@@ -166,7 +167,7 @@ class CanvasPolicy:
         if self.length < 1:
             raise ValueError(f"canvas_length must be >= 1, got {self.length}")
         if self.margin < 0:
-            raise ValueError(f"canvas_margin must be >= 0, got {self.margin}")
+            raise ValueError(f"canvas_train_margin must be >= 0, got {self.margin}")
         if self.rate <= 0:
             raise ValueError(f"canvas_rate must be > 0, got {self.rate}")
         if self.margin_draw not in MARGIN_DRAWS:

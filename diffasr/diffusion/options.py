@@ -33,14 +33,17 @@ class SamplerOptions:
     """What every sampler mode shares."""
 
     steps: int = option(8, "denoising steps (deliberation: in all, over its chunks)")
-    canvas_margin: Optional[int] = option(None, "end-filled positions after the transcript "
-                                          "(default: the training value)")
+    # model_conf's canvas_train_margin is the training canvas's; this is the decode's, over
+    # the model's default (model_conf canvas_decode_margin, else the training margin)
+    canvas_decode_margin: Optional[int] = option(
+        None, "end-filled positions after the transcript at inference (default: the model's "
+        "canvas_decode_margin, else its canvas_train_margin)")
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.canvas_margin is not None and self.canvas_margin < 0:
-            raise ValueError(f"canvas_margin must be >= 0, got {self.canvas_margin}")
+        if self.canvas_decode_margin is not None and self.canvas_decode_margin < 0:
+            raise ValueError(f"canvas_decode_margin must be >= 0, got {self.canvas_decode_margin}")
 
 
 @dataclass

@@ -23,6 +23,12 @@ from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 
 DEFAULT_MAX_AUDIO_SECONDS = 40.0
 CTC_UNITS = ("tokens", "chars", "bpe")
+# Renamed model_conf keys, old name -> what to say: a config (a trained experiment's
+# config.yaml too) that still has the old name is refused with the new one.
+RENAMED_MODEL_CONF = dict(
+    canvas_margin="canvas_margin was renamed canvas_train_margin (the training margin); "
+                  "the decode margin is canvas_decode_margin",
+)
 DIFFUSION_DECODERS = ("diffusion", "whisper_diffusion")
 
 # kind -> name -> "module:Class".  diffasr's own classes, and the ESPnet classes that
@@ -141,10 +147,14 @@ def build_encoder_stack(args: argparse.Namespace) -> dict:
                 preencoder=preencoder, encoder=encoder, postencoder=postencoder)
 
 
-def build_model(args: argparse.Namespace) -> torch.nn.Module:
-    """The model that the training options ``args`` describe (ESPnet's ``build_model``)."""
+def build_model(args: argparse.Namespace, source: str = "model_conf") -> torch.nn.Module:
+    """The model that the training options ``args`` describe (ESPnet's ``build_model``);
+    ``source`` names their ``model_conf`` in an error."""
     from espnet2.asr.ctc import CTC
 
+    renamed = [key for key in RENAMED_MODEL_CONF if key in args.model_conf]
+    if renamed:
+        raise ValueError(f"{source}: {RENAMED_MODEL_CONF[renamed[0]]}")
     token_list = read_token_list(args)
     vocab_size = len(token_list)
     logging.info(f"Vocabulary size: {vocab_size}")
@@ -234,7 +244,7 @@ def build_model_from_file(config_file: Union[str, Path, None], model_file: Union
     args = argparse.Namespace(**read_config(config_file))
     if model_file is not None:
         args.init = None  # the checkpoint overwrites whatever an initialisation would set
-    model = build_model(args).to(device)
+    model = build_model(args, f"{config_file}: model_conf").to(device)
     if model_file is not None:
         state = torch.load(model_file, map_location=device, weights_only=True)
         # Non-strict as ESPnet's (extra keys of older versions pass), but a checkpoint that

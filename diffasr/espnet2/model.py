@@ -70,8 +70,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     most confident predictions fill part of the masks (``commit_drafts``), with a revision
     loss that takes every committed draft back to the clean token.
 
-    Canvas (``canvas``, ``canvas_length``, ``canvas_margin``, ``canvas_rate``,
-    ``canvas_margin_draw``, ``canvas_decode_margin``): the
+    Canvas (``canvas``, ``canvas_length``, ``canvas_train_margin`` and its draw
+    ``canvas_margin_draw``, ``canvas_rate``, ``canvas_decode_margin``): the
     ``CanvasPolicy`` of ``diffasr.diffusion.canvas`` (its modes are described there),
     filled with ``sym_end``.  ``dynamic`` sizes it at inference with the CTC head,
     ``length`` with a length head (``LengthPredictor``, trained with weight
@@ -107,7 +107,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         length_normalized_loss: bool = False,
         canvas: str = "dynamic",
         canvas_length: int = 64,
-        canvas_margin: int = 4,
+        canvas_train_margin: int = 4,
         canvas_rate: float = 5.0,
         canvas_margin_draw: str = "fixed",
         canvas_decode_margin: Optional[int] = None,
@@ -129,8 +129,8 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         extract_feats_in_collect_stats: bool = True,
     ):
         try:
-            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_margin, canvas_rate, canvas_margin_draw,
-                                         canvas_decode_margin)
+            canvas_policy = CanvasPolicy(canvas, canvas_length, canvas_train_margin, canvas_rate,
+                                         canvas_margin_draw, canvas_decode_margin)
         except ValueError as e:
             raise ValueError(f"model_conf: {e}") from None
         if not 0.0 <= ctc_weight < 1.0:
@@ -404,7 +404,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         from its own copy of it); None: torch's global generator.
         """
         options = options or DiffusionOptions()
-        policy = self.canvas_policy.overridden(options.canvas, options.canvas_length, options.canvas_margin)
+        policy = self.canvas_policy.overridden(options.canvas, options.canvas_length, options.canvas_decode_margin)
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths, enrollment)
         predicted, seconds = None, None
         if policy.length_source == "length_head":
@@ -520,7 +520,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     ) -> Tuple[List[List[int]], List[List[float]], SamplerOutput]:
         """Revise first-pass hypotheses (token ids; None: this model's CTC greedy).
 
-        Each hypothesis goes on a canvas with ``canvas_margin`` end-filled positions
+        Each hypothesis goes on a canvas with ``canvas_decode_margin`` end-filled positions
         (room for a missed word), part of it is masked (``masking``) and denoised in
         ``steps`` steps, over ``num_chunks`` chunks left to right.  The model scores
         the unmasked hypothesis once; ``confidence_temperature`` calibrates that
@@ -538,7 +538,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             hypotheses = self.ctc_greedy(encoder_out, encoder_out_lens)
         if len(hypotheses) != encoder_out.size(0):
             raise ValueError(f"{len(hypotheses)} hypotheses for a batch of {encoder_out.size(0)}")
-        margin = self.canvas_policy.overridden(margin=options.canvas_margin).inference_margin
+        margin = self.canvas_policy.overridden(margin=options.canvas_decode_margin).inference_margin
         canvas, lengths = self._hypothesis_canvas(hypotheses, margin)
 
         def denoise(tokens: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ the ESPnet baselines' and the recognizer's are here.  ``DecodeOptions`` groups t
 ``add_arguments`` generates the stage-6 command line from the fields, and
 ``DecodeOptions.from_flat`` reads the flat mapping that the command line, a
 ``conf/decode/*.yaml`` file or an API call gives, refusing a key that no dataclass
-declares.
+declares (and an option's old name, ``RENAMED``, with its new one).
 """
 
 import argparse
@@ -19,6 +19,14 @@ from diffasr.diffusion.options import DeliberationOptions, DiffusionOptions, Sam
 
 DECODE_MODES = ("diffusion", "deliberation", "ctc_greedy")
 DTYPES = ("float16", "float32", "float64")
+# Renamed decode options, old name -> (new name, what it is): the old name is refused with the new one.
+RENAMED = dict(canvas_margin=("canvas_decode_margin", "the decode margin; model_conf canvas_train_margin "
+                              "is the training one"))
+
+
+def renamed_message(old: str) -> str:
+    new, what = RENAMED[old]
+    return f"decode option {old!r} was renamed {new!r} ({what})"
 
 
 @dataclass
@@ -99,9 +107,12 @@ class DecodeOptions:
         """From ``{name: value}`` (a decode YAML, the command line, API keywords).
 
         A name that no dataclass declares is an error naming ``source`` and the
-        closest declared names; the sampler's shared options (``steps``,
-        ``canvas_margin``) go to both diffusion modes.
+        closest declared names (an old name: the new one); the sampler's shared options
+        (``steps``, ``canvas_decode_margin``) go to both diffusion modes.
         """
+        renamed = [k for k in options if k in RENAMED]
+        if renamed:
+            raise ValueError(f"{source}: {renamed_message(renamed[0])}")
         names = option_names()
         unknown = [k for k in options if k not in names]
         if unknown:
@@ -139,8 +150,17 @@ def _argument_type(annotation):
     return {int: int_or_none, float: float_or_none, str: str_or_none}[inner[0]]
 
 
+class RenamedOption(argparse.Action):
+    """An old option name on the command line: an error that gives the new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new, what = RENAMED[self.dest]
+        parser.error(f"{option_string} was renamed --{new} ({what})")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Command-line options generated from the dataclasses, one group each."""
+    """Command-line options generated from the dataclasses, one group each; the old
+    names (``RENAMED``), hidden, so that they are refused with their new ones."""
     for cls, title in GROUPS.values():
         group = parser.add_argument_group(title)
         hints = typing.get_type_hints(cls)
@@ -149,10 +169,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if f.metadata.get("choices"):
                 kwargs["choices"] = list(f.metadata["choices"]) + ([None] if f.default is None else [])
             group.add_argument(f"--{f.name}", **kwargs)
+    for old in RENAMED:
+        parser.add_argument(f"--{old}", action=RenamedOption, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def pop_decode_options(arguments: Dict[str, Any]) -> DecodeOptions:
-    """Take the decode options out of parsed arguments (``vars(args)``)."""
+def pop_decode_options(arguments: Dict[str, Any], config: Optional[str] = None) -> DecodeOptions:
+    """Take the decode options out of parsed arguments (``vars(args)``).  An old option
+    name among them came from ``config``, the ``--config`` file (on the command line
+    ``RenamedOption`` refuses it), and is refused naming that file."""
+    renamed = [k for k in RENAMED if k in arguments]
+    if renamed:
+        raise ValueError(f"{config}: {renamed_message(renamed[0])}")
     names = option_names()
     return DecodeOptions.from_flat({k: arguments.pop(k) for k in list(arguments) if k in names},
                                    "command line")

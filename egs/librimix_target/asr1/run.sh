@@ -7,13 +7,21 @@
 # (conf/tuning/train_*_conformer.yaml) are for a GPU or a real corpus.
 #   ./run.sh --with_ablation true   also trains the nospk control (no speaker input), the
 #                                   variant diffusion_whisper_nospk of conf/variants.txt
+#   ./run.sh --skip_real true       without test_real (real human speech: Debian packages
+#                                   asterisk-core-sounds-en-g722, pocketsphinx-testdata)
 set -euo pipefail
 
 with_ablation=false
+skip_real=false
 args=()
 while [ $# -gt 0 ]; do
-  if [ "$1" = --with_ablation ]; then with_ablation=$2; shift 2; else args+=("$1"); shift; fi
+  case "$1" in
+    --with_ablation) with_ablation=$2; shift 2 ;;
+    --skip_real) skip_real=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
 done
+export SKIP_REAL=${skip_real}  # local/data.sh (stage 1)
 
 # The AR baseline comes first: a diffusion decode config deliberates its output.
 asr_configs="conf/tuning/train_ar_whisper.yaml conf/tuning/train_diffusion_whisper.yaml"
@@ -38,6 +46,7 @@ swap_sets=test
 . ./db.sh
 test_sets="test test_clean test_absent"
 [ -z "${LIBRISPEECH}" ] && test_sets+=" test_heldout"
+${skip_real} || test_sets+=" test_real"  # real people: is Whisper's skill kept?
 ./asr.sh \
   --nbpe 100 \
   --bpemode unigram \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stage 1: target-speaker data dirs (train dev test test_clean test_absent sources_{train,dev,test}).
+# Stage 1: target-speaker data dirs (train dev test test_clean test_absent sources_{train,dev,test},
+# test_real).
 # With db.sh's LIBRISPEECH empty, builds the embedded synthetic corpus offline (and
 # test_heldout: clean speech of voices no scale trains or tests on);
 # otherwise mixes LibriSpeech (+ LIBRIMIX metadata, NOISE_ROOT noise when set).
@@ -22,6 +23,7 @@ librispeech_root=${LIBRISPEECH:-}        # LibriSpeech root; empty: embedded cor
 librimix_metadata=${LIBRIMIX:-}          # LibriMix metadata CSV dir (pairs and gains); optional
 noise_root=${NOISE_ROOT:-}               # dir of noise wavs (e.g. WHAM!); empty: synthesized noise
 train_mixtures=                          # embedded corpus: training mixtures instead of the scale's (same sources)
+skip_real=${SKIP_REAL:-false}            # true: no test_real (real human speech from Debian packages; run.sh --skip_real)
 
 . utils/parse_options.sh
 
@@ -41,4 +43,17 @@ python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur
   "${mixture_sets[@]}"
 python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur -- \
   "${output_dir}"/sources_{train,dev,test}
+
+# test_real: recordings of real people (Asterisk's prompts, CMU Sphinx's test data), each
+# enrolled with another recording of the same person: does training keep Whisper's skill?
+if ${skip_real}; then
+  log "--skip_real true: no ${output_dir}/test_real"
+else
+  real_opts=()
+  [ "${scale}" = tiny ] && real_opts+=(--max_per_speaker 2)
+  python -m diffasr.bin.prepare_real_speech --output_dir "${output_dir}" --corpus_dir downloads/real \
+    --seed "${seed}" "${real_opts[@]}"
+  python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur enroll.scp mixture.jsonl -- \
+    "${output_dir}/test_real"
+fi
 log "done: ${output_dir}/corpus_stats.json"
