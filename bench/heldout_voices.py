@@ -82,7 +82,7 @@ def row(system: str, metrics: dict) -> dict:
 
 def table(rows: List[dict], data_dir: Path, voices: int, command: str) -> str:
     percent = lambda n, r: 100.0 * n / r["words"] if r["words"] else 0.0  # noqa: E731
-    lines = [f"Clean speech of {voices} voices held out from every split ({data_dir}, "
+    lines = [f"Clean speech of {voices} voices that no training split has ({data_dir}, "
              f"{rows[0]['utterances']} utterances, {rows[0]['words']} words); WER by sclite.", "",
              "| system | WER (%) | sub / del / ins (%) | utterances |", "|---|---:|---:|---:|"]
     lines += [f"| {r['system']} | {r['wer']:.2f} | {percent(r['sub'], r):.2f} / {percent(r['del'], r):.2f} / "
