@@ -389,10 +389,13 @@ def test_local_data_sh_builds_and_validates(built, tmp_path):
     import subprocess
     env = {"PATH": "/usr/bin:/bin", "LIBRISPEECH": "", "HOME": str(tmp_path)}
     cmd = ["local/data.sh", "--scale", "tiny", "--seed", "7", "--nj", "1", "--output_dir", str(tmp_path / "data"),
-           "--corpus_dir", str(built / "corpus")]  # the module's pool: no synthesis
+           "--corpus_dir", str(built / "corpus"),  # the module's pool: no synthesis
+           "--real_dir", str(tmp_path / "real")]
     done = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count(": OK (") == 9  # with test_absent and test_heldout
+    assert done.stdout.count(": OK (") == 10  # with test_absent, test_heldout and test_real
+    # test_real at the tiny scale: 2 recordings of each of its 3 people
+    assert len((tmp_path / "data/test_real/utt2spk").read_text().splitlines()) == 6
     assert (tmp_path / "data" / "train" / "text").read_text() == (built / "data" / "train" / "text").read_text()
     bad = subprocess.run(cmd[:2] + ["huge"] + cmd[3:], cwd=RECIPE, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "valid scales: tiny, default, large" in bad.stderr

@@ -24,6 +24,7 @@ librimix_metadata=${LIBRIMIX:-}          # LibriMix metadata CSV dir (pairs and 
 noise_root=${NOISE_ROOT:-}               # dir of noise wavs (e.g. WHAM!); empty: synthesized noise
 train_mixtures=                          # embedded corpus: training mixtures instead of the scale's (same sources)
 skip_real=${SKIP_REAL:-false}            # true: no test_real (real human speech from Debian packages; run.sh --skip_real)
+real_dir=downloads/real                  # test_real's recordings, converted to 16-kHz WAV
 
 . utils/parse_options.sh
 
@@ -51,7 +52,7 @@ if ${skip_real}; then
 else
   real_opts=()
   [ "${scale}" = tiny ] && real_opts+=(--max_per_speaker 2)
-  python -m diffasr.bin.prepare_real_speech --output_dir "${output_dir}" --corpus_dir downloads/real \
+  python -m diffasr.bin.prepare_real_speech --output_dir "${output_dir}" --corpus_dir "${real_dir}" \
     --seed "${seed}" "${real_opts[@]}"
   python utils/validate_data_dir.py --require wav.scp text utt2spk spk2utt utt2dur enroll.scp mixture.jsonl -- \
     "${output_dir}/test_real"
