@@ -29,9 +29,9 @@ import numpy as np
 import soundfile as sf
 
 from diffasr.data.corpus import SourceUtt
+from diffasr.data.mixing import SAMPLE_RATE
 
 REAL_SET = "test_real"
-SAMPLE_RATE = 16000
 MIN_WORDS = 8  # sentences, not menu words
 MAX_SECONDS = 20.0  # one window of Whisper (30 s) with room: a longer prompt is left out
 ASTERISK_SPEAKER = "allison"
@@ -93,10 +93,8 @@ def decode_g722(path: Path) -> np.ndarray:
 
     with av.open(str(path), format="g722") as container:
         frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
-    samples = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
-    if samples.dtype == np.int16:
-        return samples.astype(np.float32) / 32768.0
-    return samples.astype(np.float32)
+    samples = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)  # libavcodec's G.722: s16
+    return samples.astype(np.float32) / 32768.0
 
 
 def sphinx_transcripts(path: Path) -> List[Tuple[str, str]]:
