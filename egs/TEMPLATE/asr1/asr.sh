@@ -471,7 +471,7 @@ train_experiment() {
 teacher_exp=${expdir}/${asr_tag_prefix}_teacher_phase${overlay_suffix}
 teacher_base=
 if ${teacher_phase}; then
-  for config in "${exp_configs[@]:0:$(echo ${asr_configs} | wc -w)}"; do
+  for config in "${exp_configs[@]:0:$(echo ${asr_configs} | wc -w)}"; do  # the --asr_configs entries, as sized
     trains_teacher "${config}" && { teacher_base=${config}; break; }
   done
   [ -z "${teacher_base}" ] && log "--teacher_phase true, but no --asr_configs entry has model_conf teacher_weight > 0: no phase 1"
@@ -518,6 +518,7 @@ inference_configs_for() {  # the decode configs (decode_<model type>_*.yaml) tha
 # A decode config may name a per-set file with {test_set} and {ar_exp} in a string value (e.g.
 # the first-pass hypotheses that deliberation revises); it is rendered once per set.
 render_inference_config() {  # render_inference_config <config> <set> <output>
+  if ! grep -q '{test_set}\|{ar_exp}' "$1"; then cp "$1" "$3"; return; fi  # nothing to fill in
   ${python} utils/render_decode_config.py "$1" "$3" "test_set=$2" "ar_exp=${ar_exp}" || exit 1
   local hyp
   hyp=$(${python} utils/yaml_get.py "$3" deliberation_hyp "")
