@@ -39,7 +39,7 @@ rotate_configs=${inference_configs}
 # to reproduce Whisper's output on the clean target (docs/DESIGN.md "The clean-target teacher"), the
 # systems start from it; each test mixture is decoded again with its other talker's enrollment.
 teacher_phase=true
-teacher_phase_args="--num_iters_per_epoch 46 --max_epoch 9"  # 414 updates, validated (feature follows) every 46
+teacher_phase_args="--num_iters_per_epoch 46 --max_epoch 27"  # 1,242 updates, validated (feature follows) every 46
 swap_sets=test
 
 # test_heldout (clean speech of voices no split has) is the embedded corpus's only.
