@@ -25,10 +25,13 @@ import torch
 
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.maskctc_model import MaskCTCModel
+from espnet2.legacy.nets.pytorch_backend.nets_utils import th_accuracy
+from espnet2.legacy.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from diffasr.datadir import TARGET_ACTIVITY as ACTIVITY
 from diffasr.espnet2.ctc_units import CTCUnits
+from diffasr.espnet2.decoder_teacher import build_decoder_teacher, decoder_teacher_kl
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 from diffasr.espnet2.teacher import FORMS as TEACHER_FORMS
@@ -197,17 +200,24 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
     ``activity_weight``: weight of the frame-level target-activity loss (``activity_loss``);
     ``train_autocast``: precision of the forward pass on CPU (``diffasr.espnet2.precision``);
     ``ctc_units`` (characters): CTC's output classes instead of the token list, for a token
-    list too large for a CTC head (Whisper's); the beam search then decodes without CTC.
+    list too large for a CTC head (Whisper's); the beam search then decodes without CTC;
+    ``decoder_teacher_weight``: weight of the KL to zero-shot Whisper's next-token
+    distributions on the clean target (``diffasr.espnet2.decoder_teacher``), next to the
+    references' cross-entropy.
     """
 
     def __init__(self, *args, spk_conditioner: Optional[torch.nn.Module] = None, activity_weight: float = 0.0,
                  teacher_weight: float = 0.0, teacher_form: str = "mse", teacher_only: bool = False,
-                 train_autocast: str = "none", ctc_units: Optional[CTCUnits] = None, **kwargs):
+                 decoder_teacher_weight: float = 0.0, train_autocast: str = "none",
+                 ctc_units: Optional[CTCUnits] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ctc_units = ctc_units
         self.spk_conditioner = spk_conditioner
         self.activity_weight = activity_weight
         self.set_teacher(teacher_weight, teacher_form, teacher_only)
+        self.decoder_teacher_weight = decoder_teacher_weight
+        self.decoder_teacher = build_decoder_teacher(decoder_teacher_weight, self.decoder, self.token_list,
+                                                     teacher_only)
         self.train_autocast = check_train_autocast(train_autocast)
         self._check_single_output_branch()
         if self.use_transducer_decoder:
@@ -216,11 +226,29 @@ class TargetSpeakerESPnetModel(TargetSpeakerMixin, ESPnetASRModel):
         self.fill_ids = {self.sos, self.eos} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"), "<mask>")
 
-    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats):
-        loss, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
-            encoder_out, encoder_out_lens, text, text_lengths)
-        stats["loss_att"] = loss.detach()
-        return loss
+    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats, teacher=(None, None)):
+        if self.decoder_teacher is None:
+            loss, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
+                encoder_out, encoder_out_lens, text, text_lengths)
+            stats["loss_att"] = loss.detach()
+            return loss
+        # ESPnet's attention loss (_calc_att_loss), keeping the decoder's output for the KL
+        teacher_feats, teacher_lengths = teacher
+        if teacher_feats is None:
+            raise ValueError("model_conf decoder_teacher_weight > 0 reads the clean-target teacher: it needs the "
+                             f"data '<cache>/{TEACHER}.scp,{TEACHER},kaldi_ark' (asr.sh stage 5 writes it)")
+        ys_in, ys_out = add_sos_eos(text, self.sos, self.eos, self.ignore_id)
+        ys_in_lens = text_lengths + 1
+        decoder_out, _ = self.decoder(encoder_out, encoder_out_lens, ys_in, ys_in_lens)
+        loss = self.criterion_att(decoder_out, ys_out)
+        stats["acc"] = th_accuracy(decoder_out.view(-1, self.vocab_size), ys_out, ignore_label=self.ignore_id)
+        stats["cer"], stats["wer"] = (None, None) if self.training or self.error_calculator is None else \
+            self.error_calculator(decoder_out.argmax(dim=-1).cpu(), text.cpu())
+        soft = self.decoder_teacher.soft_targets(teacher_feats[:, : int(teacher_lengths.max())].to(encoder_out),
+                                                 teacher_lengths, ys_in, ys_in_lens)
+        loss_teacher = decoder_teacher_kl(decoder_out, soft, ys_out, self.ignore_id)
+        stats["loss_att"], stats["loss_decoder_teacher"] = loss.detach(), loss_teacher.detach()
+        return loss + self.decoder_teacher_weight * loss_teacher
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
         """ESPnet's CTC + attention losses on the output encoded with the batch's enrollment."""
@@ -242,7 +270,7 @@ class TargetSpeakerMaskCTCModel(TargetSpeakerMixin, MaskCTCModel):
         self.fill_ids = {self.sos, self.eos, self.mask_token} | special_ids(
             self.token_list, kwargs.get("sym_blank", "<blank>"))
 
-    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats):
+    def _decoder_loss(self, encoder_out, encoder_out_lens, text, text_lengths, stats, teacher=(None, None)):
         loss, stats["acc_mlm"] = self._calc_mlm_loss(encoder_out, encoder_out_lens, text, text_lengths)
         stats["loss_mlm"] = loss.detach()
         return loss
@@ -260,6 +288,7 @@ def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
     enrollment = Enrollment.from_batch(batch, utt_ids)
     text = text[:, : int(text_lengths.max())]
     stats, loss_ctc, loss_decoder = {}, None, None
+    teacher = batch.get(TEACHER), batch.get(f"{TEACHER}_lengths")  # teacher_loss takes them out of batch
     with forward_autocast(model.train_autocast, speech):
         encoder_out, encoder_out_lens, states = model.encode_with_states(speech, speech_lengths, enrollment)
         loss_activity = model.activity_loss(states, batch, stats)
@@ -275,7 +304,7 @@ def _baseline_forward(model, speech, speech_lengths, text, text_lengths, batch):
                 loss_ctc = model.ctc(encoder_out, encoder_out_lens, chars, char_lengths)
             stats["loss_ctc"] = loss_ctc.detach()
         if model.ctc_weight != 1.0:
-            loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats)
+            loss_decoder = model._decoder_loss(encoder_out, encoder_out_lens, text, text_lengths, stats, teacher)
     loss = _weighted(model.ctc_weight, loss_ctc, loss_decoder).float()
     for extra in (loss_activity, loss_teacher):
         if extra is not None:

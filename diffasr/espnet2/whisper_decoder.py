@@ -60,6 +60,7 @@ class WhisperTextDecoder(AbsDecoder):
         dropout_rate: float = 0.0,
     ):
         super().__init__()
+        self.whisper_model = whisper_model
         decoder = load_whisper(whisper_model).decoder
         if not pretrained:
             _random_init(decoder)

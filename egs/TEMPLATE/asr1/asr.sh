@@ -211,6 +211,9 @@ token_args_of() {  # the token options of a training config
   esac
 }
 trains_teacher() { awk "BEGIN { exit !($(config_get "$1" model_conf.teacher_weight 0) > 0) }"; }
+reads_teacher() {  # the encoder's teacher loss or the decoder's (model_conf decoder_teacher_weight) reads the cache
+  trains_teacher "$1" || awk "BEGIN { exit !($(config_get "$1" model_conf.decoder_teacher_weight 0) > 0) }"
+}
 same_encoder() {  # same_encoder <config> <config>: the same encoder class and options (compare configs
   # as training resolves them, defaults filled in: resolved_config_of)
   [ "$(config_get "$1" encoder none)" = "$(config_get "$2" encoder none)" ] \
@@ -409,10 +412,10 @@ train_experiment() {
       done
       stats_dir+=_extracted
     fi
-    # The clean-target teacher (model_conf teacher_weight): one cache per data dir, shared
+    # The clean-target teacher (model_conf teacher_weight, decoder_teacher_weight): one cache per data dir, shared
     # by every config with the same Whisper (dump/teacher_cache/<fingerprint>/<set>).
     local train_teacher= valid_teacher=
-    if trains_teacher "${train_config}"; then
+    if reads_teacher "${train_config}"; then
       teacher_root=${dumpdir}/teacher_cache/$(${python} -m diffasr.bin.extract_teachers --config "${train_config}" --print_fingerprint) || exit 1
       train_teacher=${teacher_root}/${train_set} valid_teacher=${teacher_root}/${valid_set}
       for dset in ${train_set} ${valid_set}; do
