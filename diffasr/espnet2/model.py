@@ -44,6 +44,7 @@ from diffasr.diffusion import (
 )
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
 from diffasr.espnet2.ctc_units import CTCUnits
+from diffasr.espnet2.distillation import MAKE_IT, TEXT_DISTILL, distilled_targets
 from diffasr.espnet2.length import LengthPredictor
 from diffasr.espnet2.precision import check_train_autocast, forward_autocast
 from diffasr.espnet2.enrollment import NO_ENROLLMENT, Enrollment
@@ -69,6 +70,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
     ``self_draft``: that share of the utterances is trained on a canvas where the model's own
     most confident predictions fill part of the masks (``commit_drafts``), with a revision
     loss that takes every committed draft back to the clean token.
+    ``distill_share``: in training, that share of the examples (drawn per example) has the
+    AR system's output (data ``text_distill``, ``diffasr.espnet2.distillation``) in place of
+    its reference, for every loss; validation reads the references.
 
     Canvas (``canvas``, ``canvas_length``, ``canvas_train_margin`` and its draw
     ``canvas_margin_draw``, ``canvas_rate``, ``canvas_decode_margin``): the
@@ -120,6 +124,7 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         mask_eps: float = 1e-3,
         mask_time_power: float = 1.0,
         self_draft: float = 0.0,
+        distill_share: float = 0.0,
         report_cer: bool = True,
         report_wer: bool = True,
         sym_space: str = "<space>",
@@ -193,6 +198,9 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
         if not 0.0 <= self_draft <= 1.0:
             raise ValueError(f"model_conf self_draft must be in [0, 1], got {self_draft}")
         self.self_draft = self_draft
+        if not 0.0 <= distill_share <= 1.0:
+            raise ValueError(f"model_conf distill_share must be in [0, 1], got {distill_share}")
+        self.distill_share = distill_share
         if ar_weight == 0.0:
             del self.criterion_att  # ESPnet's label-smoothed CE serves only the AR loss
 
@@ -223,9 +231,10 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
 
     def _losses(self, speech, speech_lengths, text, text_lengths, utt_id, kwargs):
         """The total loss and the statistics to report (``forward``'s arguments)."""
+        stats = dict()
+        text, text_lengths = self._training_targets(text, text_lengths, kwargs, stats)
         text = text[:, : int(text_lengths.max())]
         self._check_transcripts(text, text_lengths, utt_id)
-        stats = dict()
 
         # 1. Encoder with the enrollment, its frame-level losses (phase 1: only those)
         encoder_out, encoder_out_lens, states = self.encode_with_states(
@@ -309,6 +318,22 @@ class DiffusionASRModel(TargetSpeakerMixin, ESPnetASRModel):
             loss = loss + self.ar_weight * loss_ar
 
         return loss, stats
+
+    def _training_targets(self, text, text_lengths, batch, stats):
+        """The references, in training each replaced by the AR system's output with probability
+        ``distill_share`` (``distilled_targets``); unchanged, and nothing drawn, at share 0 (and
+        in phase 1, ``teacher_only``, which reads no transcript)."""
+        if self.distill_share == 0.0 or not self.training or self.teacher_only:
+            return text, text_lengths
+        if TEXT_DISTILL not in batch:
+            raise ValueError(f"model_conf distill_share {self.distill_share} trains on the AR system's outputs, "
+                             f"but the batch has no {TEXT_DISTILL}: make them with {MAKE_IT} and add "
+                             f"--train_data_path_and_name_and_type <dir>/text,{TEXT_DISTILL},text")
+        text, text_lengths, chosen = distilled_targets(text, text_lengths, batch[TEXT_DISTILL],
+                                                       batch[f"{TEXT_DISTILL}_lengths"], self.distill_share,
+                                                       pad=self.ignore_id)
+        stats["distilled"] = chosen.float().mean()
+        return text, text_lengths
 
     def _self_drafted(self, encoder_out, encoder_out_lens, canvas, canvas_lengths, noisy, is_masked, p, stats):
         """``self_draft`` of the utterances on a canvas where the model's own most confident

@@ -13,7 +13,8 @@ ESPnet's registries are extended, never patched:
 Optional data names: ``enroll_embed`` (one float vector per utterance,
 ``<dir>/enroll_embed.scp,enroll_embed,kaldi_ark``) and ``enroll_speech`` (the enrollment
 audio, ``<dir>/enroll.scp,enroll_speech,sound``, or its cached frozen-encoder frames as
-``kaldi_ark``).  ``token_type: whisper_en`` is Whisper's tokenizer
+``kaldi_ark``); in training ``text_distill`` (the AR system's outputs, tokenized like ``text``:
+``diffasr.espnet2.distillation``).  ``token_type: whisper_en`` is Whisper's tokenizer
 (``diffasr.whisper.tokenizer``).
 
 The model itself is built by ``diffasr.espnet2.builder``, which decoding uses without
@@ -42,6 +43,7 @@ from diffasr.datadir import TARGET_ACTIVITY, read_kv
 from diffasr.espnet2 import builder
 from diffasr.espnet2.builder import DIFFASR_CLASSES, build_token_id_converter, choice, class_of
 from diffasr.espnet2.conditioning import AbsSpeakerConditioner
+from diffasr.espnet2.distillation import TEXT_DISTILL, check_distillation, data_part, tokens_part
 from diffasr.espnet2.encoder_cache import check_cache
 from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
 from diffasr.espnet2.empty_transcripts import build_streaming_iterator
@@ -218,7 +220,8 @@ class DiffASRTask(ASRTask):
 
     @classmethod
     def check_encoder_caches(cls, args: argparse.Namespace) -> None:
-        """Refuse cached encoder frames from another frozen encoder or another set."""
+        """Refuse cached encoder frames from another frozen encoder or another set, teachers made
+        from other mixtures, and AR outputs in other tokens, of other data or lacking an utterance."""
         for option in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
             entries = getattr(args, option, None) or []
             texts = [path for path, name, _ in entries if name == "text"]
@@ -234,15 +237,29 @@ class DiffASRTask(ASRTask):
                     data_dir = Path(texts[0]).parent if texts else None
                     keys = read_kv(texts[0], allow_empty_value=True).keys() if texts else None
                     check_teacher_cache(path, args.encoder_conf, data_dir, keys)
+                if name == TEXT_DISTILL and texts:
+                    # what training knows of what made them: the tokens, and the data (the text's dir)
+                    expected = dict(tokens=tokens_part(args.token_type, args.token_list),
+                                    data=data_part(Path(texts[0]).parent))
+                    check_distillation(path, expected, read_kv(texts[0], allow_empty_value=True), texts[0])
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        # training targets: stage 1's labels (model_conf activity_weight), the teachers (teacher_weight)
-        extra = () if inference else (TARGET_ACTIVITY,) + TEACHER_DATA_NAMES
+        # training targets: stage 1's labels (model_conf activity_weight), the teachers (teacher_weight),
+        # the AR system's outputs (distill_share)
+        extra = () if inference else (TARGET_ACTIVITY,) + TEACHER_DATA_NAMES + (TEXT_DISTILL,)
         return tuple(super().optional_data_names(train, inference)) + DATA_NAMES + extra
 
     @classmethod
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        preprocessor = cls._text_preprocessor(args, train)
+        if preprocessor is not None:
+            # ESPnet tokenizes its auxiliary texts as it does text: so are the AR system's outputs
+            preprocessor.aux_task_names = list(preprocessor.aux_task_names or []) + [TEXT_DISTILL]
+        return preprocessor
+
+    @classmethod
+    def _text_preprocessor(cls, args: argparse.Namespace, train: bool):
         if getattr(args, "token_type", None) != WHISPER_TOKEN_TYPE:
             return super().build_preprocess_fn(args, train)
         # ESPnet's whisper_en tokenizer needs an openai-whisper older than the one that

@@ -15,6 +15,10 @@ before the canvas, as Whisper's decoder always saw one; it is attended to, never
   is ``<|notimestamps|>`` and ``eos`` is ``<|endoftext|>``, so the sequence is exactly
   Whisper's.  Implements ESPnet's ``BatchScorerInterface`` with a per-layer cache, so
   ESPnet's beam search runs it one new position per step.
+
+Both have the same parameters and read the same token list (``<mask>`` included), so one
+starts from the other with ESPnet's ``--init_param <exp>/<model>.pth:decoder:decoder`` (the
+diffusion system from the AR system's decoder: asr.sh ``--init_from_ar``).
 """
 
 from typing import Any, List, Optional, Tuple

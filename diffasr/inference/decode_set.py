@@ -18,7 +18,7 @@ Writes, sorted by utterance, into the output dir:
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
@@ -190,12 +190,15 @@ def inference(
     long_form: bool = False,
     presence_gate: Optional[str] = None,
     window_embed: Optional[str] = None,
+    replace_speech: Optional[Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]] = None,
 ) -> None:
     """Decode every utterance of the data options and write the output files.
 
     With ``presence_gate`` (a ``presence.yaml``) and the set's ``window_embed`` scp, an
     utterance whose enrolled voice the gate does not find in the mixture is not decoded and
-    gets an empty hypothesis."""
+    gets an empty hypothesis.  ``replace_speech(keys, speech, speech_lengths)``: the audio
+    decoded in place of each batch's (of the same lengths), e.g. each example's clean target
+    (``diffasr.inference.distillation``)."""
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     options = options or DecodeOptions()
@@ -211,6 +214,8 @@ def inference(
                              "embeddings of their segments (the API, diffasr.bin.transcribe, gates each)")
         if enrollment_override is not None:
             raise ValueError("--long_form does not take --enrollment_override")
+        if replace_speech is not None:
+            raise ValueError("--long_form decodes the recordings themselves, not a replacement of their audio")
         results = long_form_inference(speech2text, data_path_and_name_and_type, checked, batch_size,
                                       Path(output_dir))
         write_outputs(Path(output_dir), results)
@@ -248,9 +253,12 @@ def inference(
             scores = gate.scores(keys, enrollment)
             found = [gate.gate.present(score) for score in scores]
             presence.update(zip(keys, zip(scores, found)))
+        speech = batch["speech"]
+        if replace_speech is not None:
+            speech = replace_speech(keys, speech, batch["speech_lengths"]).to(speech)
         tic = time.perf_counter()
         # A batch with a found target is decoded whole; the others' hypotheses are dropped.
-        recognitions = (speech2text(batch["speech"], batch["speech_lengths"], enrollment, keys)
+        recognitions = (speech2text(speech, batch["speech_lengths"], enrollment, keys)
                         if any(found) else [Recognition.nothing()] * len(keys))
         share = (time.perf_counter() - tic) / len(keys)  # batch time split evenly
         for key, recognition, samples, here in zip(keys, recognitions, batch["speech_lengths"].tolist(), found):

@@ -63,6 +63,14 @@ teacher_phase=false     # stage 5, phase 1: first train the conditioned encoder 
                         #   (the first --asr_configs entry with model_conf teacher_weight > 0, + teacher_only, into
                         #   exp/<prefix>_teacher_phase); phase 2: each system with the same encoder starts from it
 teacher_phase_args=     #   overrides of phase 1 only (e.g. "--max_epoch 4 --model_conf teacher_form=l1_cosine")
+init_from_ar=false      # stage 5: diffusion systems start from ${ar_exp}'s decoder, and its encoder where they train the
+                        #   same one (--init_param ${ar_exp}/${inference_model}:decoder:decoder ...)
+distill_exp=            # stage 5: configs with model_conf distill_share > 0 train on this AR experiment's outputs on
+                        #   ${train_set}, decoded once into ${dumpdir}/distill/<fingerprint>/ (default: ${ar_exp})
+distill_model=          #   its model file (default: ${inference_model})
+distill_config=conf/decode/decode_ar_beam10.yaml  # the decode config of those outputs
+distill_audio=clean_target  # clean_target: each example's target source alone (mixture.jsonl); mixture: the
+                        #   mixture itself (a target worth learning only once the AR system follows the target)
 speech_fold_length=80000  # batch_type folded: utterances longer than this (samples) shrink the batch
 cache_fold_length=500   # the same for cached encoder frames (20 ms each)
 text_fold_length=150    # the same for transcripts (tokens)
@@ -173,6 +181,8 @@ whisper_listdir=data/token_list/whisper_en
 bpemodel=${bpe_listdir}/bpe.model
 [ -z "${spk_exp}" ] && spk_exp=${expdir}/spk_$(basename "${spk_config}" .yaml)
 [ -z "${ar_exp}" ] && ar_exp=${expdir}/${asr_tag_prefix}_ar_whisper${overlay_suffix}
+[ -z "${distill_exp}" ] && distill_exp=${ar_exp}
+[ -z "${distill_model}" ] && distill_model=${inference_model}
 
 training_config_of() {  # training_config_of <config> <exp> <overrides>: the config stage 5 trains:
   # the file, or with overrides ESPnet's merge of both
@@ -210,6 +220,7 @@ token_args_of() {  # the token options of a training config
     *) log "$1: token_type ${tt} is not wired through the stages (bpe or whisper_en)" >&2; return 1 ;;
   esac
 }
+distills() { awk "BEGIN { exit !($(config_get "$1" model_conf.distill_share 0) > 0) }"; }
 trains_teacher() { awk "BEGIN { exit !($(config_get "$1" model_conf.teacher_weight 0) > 0) }"; }
 reads_teacher() {  # the encoder's teacher loss or the decoder's (model_conf decoder_teacher_weight) reads the cache
   trains_teacher "$1" || awk "BEGIN { exit !($(config_get "$1" model_conf.decoder_teacher_weight 0) > 0) }"
@@ -341,8 +352,8 @@ fi
 # Arguments naming the inputs of a set, as espnet2's data loader reads them: the audio
 # (or, with a cache dir, the frozen encoder's frames), the text, the enrollment
 # embedding and, for configs that read it, the enrollment audio (or its cached frames).
-data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir] [teacher cache dir]
-  local option=$1 dset=$2 config=$3 with_text=${4:-true} cache=${5:-} teacher=${6:-} args
+data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir] [teacher cache dir] [distillation dir]
+  local option=$1 dset=$2 config=$3 with_text=${4:-true} cache=${5:-} teacher=${6:-} distill=${7:-} args
   if [ -n "${cache}" ]; then
     args="${option} ${cache}/feats.scp,speech,kaldi_ark"
   else
@@ -368,6 +379,10 @@ data_args() {  # data_args <option> <set> <config> [with_text=true] [cache dir] 
     args+=" ${option} ${teacher}/teacher.scp,teacher,kaldi_ark"
     [ -f "${teacher}/teacher_others.scp" ] && args+=" ${option} ${teacher}/teacher_others.scp,teacher_others,kaldi_ark"
   fi
+  # the AR system's outputs, in place of the references where model_conf distill_share draws them
+  if [ -n "${distill}" ]; then
+    args+=" ${option} ${distill}/text,text_distill,text"
+  fi
   echo "${args}"
 }
 
@@ -385,9 +400,24 @@ train_experiment() {
     stage_begin 5 "ASR training: ${asr_config} ${train_args} -> ${asr_exp}"
     train_config=$(training_config_of "${asr_config}" "${asr_exp}" "${train_args}") || exit 1
     token_args=$(token_args_of "${train_config}") || exit 1
+    # Sequence-level distillation (model_conf distill_share > 0): the AR system's outputs on the training set,
+    # decoded once per AR model, decode config and audio (dump/distill/<fingerprint>/<set>), checked, and read
+    # by training as text_distill
+    local train_distill= distill_args
+    if distills "${train_config}"; then
+      distill_args="--ar_exp ${distill_exp} --ar_model ${distill_model} --decode_config ${distill_config} --audio ${distill_audio}"
+      # shellcheck disable=SC2086
+      train_distill=${dumpdir}/distill/$(${python} -m diffasr.bin.make_distillation ${distill_args} --print_fingerprint)/${train_set} \
+        || exit 1
+      log "The AR system's outputs on data/${train_set} (${distill_exp}/${distill_model}, ${distill_config}, ${distill_audio}) -> ${train_distill}"
+      # shellcheck disable=SC2086
+      ${python} -m diffasr.bin.make_distillation ${distill_args} --data_dir "data/${train_set}" \
+        --output_dir "${train_distill}" --nj "${nj}" --batch_size "${batch_size}" --ngpu "${ngpu}"
+    fi
     # What training reads; a rerun whose inputs changed since the experiment was trained
     # says so and trains again (the old experiment is moved to ${expdir}/stale/, not deleted).
     inputs="${train_config} $(echo "${token_args}" | sed 's/.*--token_list \([^ ]*\).*/\1/') ${more_inputs}"
+    [ -n "${train_distill}" ] && inputs+=" ${train_distill}/text"
     for dset in ${train_set} ${valid_set}; do
       for file in wav.scp text enroll_embed.scp enroll.scp; do
         [ -f "data/${dset}/${file}" ] && inputs+=" data/${dset}/${file}"
@@ -461,7 +491,7 @@ train_experiment() {
     # shellcheck disable=SC2046,SC2086
     OMP_NUM_THREADS=${train_num_threads} ${cuda_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
       ${train_launch} ${common_args} ${dist_args} \
-        $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}" "${train_teacher}") \
+        $(data_args --train_data_path_and_name_and_type "${train_set}" "${train_config}" true "${train_cache}" "${train_teacher}" "${train_distill}") \
         $(data_args --valid_data_path_and_name_and_type "${valid_set}" "${train_config}" true "${valid_cache}" "${valid_teacher}") \
         --train_shape_file "${stats_dir}/train/speech_shape" --train_shape_file "${stats_dir}/train/text_shape" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" --valid_shape_file "${stats_dir}/valid/text_shape" \
@@ -489,17 +519,35 @@ if want 5 && ! ${skip_train}; then
   for i in "${!exp_dirs[@]}"; do
     # Phase 2 starts from phase 1's encoder where the system trains the same encoder (as resolved
     # with its overrides: a variant may change it).
-    init_args=
+    init_params=  # ESPnet's <file>:<from>:<to> entries, all in one --init_param (a second would replace the first)
     if [ -n "${teacher_base}" ]; then
       system_config=$(resolved_config_of "${exp_configs[i]}" "${exp_dirs[i]}" "${exp_args[i]}") || exit 1
       if same_encoder "${system_config}" "${teacher_config}"; then
-        init_args="--init_param ${teacher_exp}/valid.loss.best.pth:encoder:encoder"
+        init_params="${teacher_exp}/valid.loss.best.pth:encoder:encoder"
       else
         log "${exp_dirs[i]} trains another encoder than phase 1's (${teacher_exp}): it does not start from phase 1"
       fi
     fi
-    train_experiment "${exp_dirs[i]}" "${exp_configs[i]}" "${exp_args[i]}${init_args:+ ${init_args}}" \
-      "$([ -n "${init_args}" ] && echo "${teacher_exp}/valid.loss.best.pth")"
+    # --init_from_ar: a diffusion system starts from the AR system's decoder, and from its encoder where it
+    # trains the same one (the AR system's, itself started from phase 1's; compared as resolved when the AR
+    # system is one of this run's experiments)
+    if ${init_from_ar} && [ "$(model_type_of "${exp_configs[i]}")" = diffusion ]; then
+      ar_model=${ar_exp}/${inference_model}
+      [ -f "${ar_model}" ] || { log "--init_from_ar: ${ar_model} does not exist: train the AR system first (its config earlier in --asr_configs)"; exit 1; }
+      system_config=$(resolved_config_of "${exp_configs[i]}" "${exp_dirs[i]}" "${exp_args[i]}") || exit 1
+      for j in "${!exp_dirs[@]}"; do
+        [ "${exp_dirs[j]}" = "${ar_exp}" ] || continue
+        ar_config=$(resolved_config_of "${exp_configs[j]}" "${exp_dirs[j]}" "${exp_args[j]}") || exit 1
+        if same_encoder "${system_config}" "${ar_config}"; then
+          init_params="${ar_model}:encoder:encoder"
+        fi
+      done
+      [[ ${init_params} == "${ar_model}":* ]] \
+        || log "${exp_dirs[i]} starts from ${ar_exp}'s decoder, not its encoder (another one, or not trained in this run)"
+      init_params="${ar_model}:decoder:decoder${init_params:+ ${init_params}}"
+    fi
+    train_experiment "${exp_dirs[i]}" "${exp_configs[i]}" "${exp_args[i]}${init_params:+ --init_param ${init_params}}" \
+      "$(echo "${init_params}" | sed 's/:[^ ]*//g')"
   done
 fi
 
