@@ -24,39 +24,21 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
-import soundfile as sf
 import torch
-from tqdm import tqdm
 
 from diffasr.api import load_decode_config
-from diffasr.datadir import read_kv, write_kv
+from diffasr.datadir import read_kv
 from diffasr.espnet2.builder import read_config
 from diffasr.inference import inference
 from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
-from diffasr.whisper.zero_shot import SAMPLE_RATE, ZeroShotWhisper
+from diffasr.whisper.zero_shot import decode_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wer_per_epoch import data_options  # noqa: E402
-
-
-def decode_zero_shot(data_dir: Path, decode_dir: Path, beam_size: int) -> None:
-    """Whisper tiny.en over every utterance of ``data_dir``: ``text`` and ``timing``."""
-    whisper = ZeroShotWhisper(beam_size=beam_size)
-    hyps, timing = {}, {}
-    for utt, path in tqdm(read_kv(data_dir / "wav.scp").items(), desc=f"whisper beam {beam_size}", leave=False):
-        audio, rate = sf.read(path, dtype="float32")
-        if rate != SAMPLE_RATE or audio.ndim != 1:
-            raise SystemExit(f"{path}: Whisper needs 16 kHz mono audio (utterance {utt})")
-        start = time.perf_counter()
-        hyps[utt] = whisper.transcribe(audio)
-        timing[utt] = f"{time.perf_counter() - start:.4f} {len(audio) / rate:.4f}"
-    write_kv(decode_dir / "text", hyps)  # an empty hypothesis stays as a bare key
-    write_kv(decode_dir / "timing", timing)
 
 
 def decode_experiment(data_dir: Path, decode_dir: Path, exp: Path, decode_config: Path, model: str,
@@ -121,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for beam in args.whisper_beam_sizes:
         name = "whisper_tiny_en_" + ("greedy" if beam == 1 else f"beam{beam}")
-        decode_zero_shot(args.data_dir, decode_root / name, beam)
+        decode_data_dir(args.data_dir, decode_root / name, beam)
         label = f"Whisper tiny.en zero-shot, {'greedy' if beam == 1 else f'beam {beam}'}"
         rows.append(row(label, score(args.data_dir, decode_root / name)))
         logging.info("%s: WER %.2f", label, rows[-1]["wer"])

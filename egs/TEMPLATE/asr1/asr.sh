@@ -82,6 +82,8 @@ rotate_sets=test        #   enrollment (--enrollment_override rotate) into decod
 swap_sets=              # sets whose decodes with --rotate_configs are repeated with the enrollment of each mixture's
                         #   other talker (--enrollment_override swap; needs mix_setting each_target) into
                         #   decode_<config>_swap: a model that selects moves to the other talker (Follows other)
+zero_shot_sets=         # sets that Whisper tiny.en as released also decodes (beam 5) and stage 7 scores, a RESULTS.md
+                        #   row beside the trained systems (exp/whisper_tiny.en_zeroshot/decode_beam5/<set>)
 long_form=false         # stage 6: split each recording at its pauses (silero-vad), decode the segments
 inference_model=valid.loss.ave.pth  # checkpoint to decode (the average of the best by validation loss)
 calibrate=true          # also decode the validation set; stage 7 fits the confidence temperature on it
@@ -665,6 +667,16 @@ if want 6; then
   done
 fi
 
+zero_shot_exp=${expdir}/whisper_tiny.en_zeroshot
+if want 6; then
+  for dset in ${zero_shot_sets}; do
+    stage_begin 6 "Decoding data/${dset} with Whisper tiny.en zero-shot, beam 5"
+    ${python} -m diffasr.bin.zero_shot_decode --data_dir "data/${dset}" --decode_dir "${zero_shot_exp}/decode_beam5/${dset}" \
+      --beam_size 5 --num_threads "${OMP_NUM_THREADS:-1}"
+    stage_end 6
+  done
+fi
+
 # ---------------------------------------------------------------------------
 if want 7; then
   stage_begin 7 "Scoring with sclite and writing ${expdir}/RESULTS.md"
@@ -693,6 +705,9 @@ if want 7; then
         done
       fi
     done
+  done
+  for dset in ${zero_shot_sets}; do
+    ${python} -m diffasr.bin.score --data_dir "data/${dset}" --decode_dir "${zero_shot_exp}/decode_beam5/${dset}"
   done
   ${python} -m diffasr.bin.make_results --exp_dir "${expdir}" --output "${expdir}/RESULTS.md"
   cat "${expdir}/RESULTS.md"

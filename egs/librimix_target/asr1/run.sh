@@ -46,7 +46,8 @@ swap_sets=test
 . ./db.sh
 test_sets="test test_clean test_absent"
 [ -z "${LIBRISPEECH}" ] && test_sets+=" test_heldout"
-${skip_real} || test_sets+=" test_real"  # real people: is Whisper's skill kept?
+zero_shot_sets=
+${skip_real} || { test_sets+=" test_real"; zero_shot_sets=test_real; }  # real people: is Whisper's skill kept?
 ./asr.sh \
   --nbpe 100 \
   --bpemode unigram \
@@ -58,6 +59,7 @@ ${skip_real} || test_sets+=" test_real"  # real people: is Whisper's skill kept?
   --teacher_phase "${teacher_phase}" \
   --teacher_phase_args "${teacher_phase_args}" \
   --swap_sets "${swap_sets}" \
+  --zero_shot_sets "${zero_shot_sets}" \
   --ar_exp exp/asr_ar_whisper \
   --inference_model valid.loss.ave_2best.pth \
   --test_sets "${test_sets}" \
