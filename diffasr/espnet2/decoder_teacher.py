@@ -65,14 +65,15 @@ class TranscriptFold:
 
 def decoder_teacher_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
                        targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
-    """KL(teacher || student) per token, averaged over the positions whose ``targets``
-    [B, L] are not ``ignore_id``: zero exactly when the student's distributions there
-    equal the teacher's."""
+    """KL(teacher || student) summed over each utterance's positions whose ``targets``
+    [B, L] are not ``ignore_id``, averaged over the utterances (ESPnet's attention loss is
+    normalised so, ``length_normalized_loss: false``: a weight of 1 puts both on one
+    scale); zero exactly when the student's distributions there equal the teacher's."""
     log_student = torch.log_softmax(student_logits.float(), dim=-1)
     teacher = teacher_probs.float()
     per_token = (teacher * (teacher.clamp(min=1e-12).log() - log_student)).sum(dim=-1)
     inside = (targets != ignore_id).to(per_token.dtype)
-    return (per_token * inside).sum() / inside.sum().clamp(min=1.0)
+    return (per_token * inside).sum() / targets.size(0)
 
 
 @lru_cache(maxsize=2)
