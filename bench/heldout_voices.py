@@ -33,12 +33,11 @@ from diffasr.api import load_decode_config
 from diffasr.datadir import read_kv
 from diffasr.espnet2.builder import read_config
 from diffasr.inference import inference
+from diffasr.inference.distillation import decode_inputs
 from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
 from diffasr.whisper.zero_shot import decode_data_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wer_per_epoch import data_options  # noqa: E402
 
 
 def decode_experiment(data_dir: Path, decode_dir: Path, exp: Path, decode_config: Path, model: str,
@@ -51,7 +50,7 @@ def decode_experiment(data_dir: Path, decode_dir: Path, exp: Path, decode_config
         raise SystemExit(f"{exp / model} does not exist (choose another with --inference_model)")
     config = read_config(exp / "config.yaml")
     options = DecodeOptions.from_flat(load_decode_config(decode_config), str(decode_config))
-    inference(str(decode_dir), data_options(data_dir, config), str(exp / "config.yaml"), str(exp / model),
+    inference(str(decode_dir), decode_inputs(data_dir, config), str(exp / "config.yaml"), str(exp / model),
               options=options, batch_size=batch_size)
 
 

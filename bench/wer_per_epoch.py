@@ -26,6 +26,7 @@ import torch
 from diffasr.api import load_decode_config
 from diffasr.espnet2.builder import read_config
 from diffasr.inference import inference
+from diffasr.inference.distillation import decode_inputs
 from diffasr.inference.options import DecodeOptions
 from diffasr.scoring.score import score
 
@@ -43,15 +44,6 @@ def epoch_minutes(train_log: Path) -> dict:
         total += (int(hours.group(1)) * 60 if hours else 0) + (int(mins.group(1)) if mins else 0) + secs / 60
         minutes[int(match.group(1))] = round(total, 2)
     return minutes
-
-
-def data_options(data_dir: Path, config: dict):
-    options = [(str(data_dir / "wav.scp"), "speech", "sound")]
-    if (data_dir / "enroll_embed.scp").is_file():
-        options.append((str(data_dir / "enroll_embed.scp"), "enroll_embed", "kaldi_ark"))
-    if (config.get("encoder_conf") or {}).get("enrollment", "none") != "none":
-        options.append((str(data_dir / "enroll.scp"), "enroll_speech", "sound"))
-    return options
 
 
 def main():
@@ -78,7 +70,7 @@ def main():
         row = {"epoch": epoch, "minutes": minutes.get(epoch)}
         for data_dir in args.sets:
             decode_dir = out / f"{epoch}epoch" / data_dir.name
-            inference(str(decode_dir), data_options(data_dir, config), str(args.exp / "config.yaml"),
+            inference(str(decode_dir), decode_inputs(data_dir, config), str(args.exp / "config.yaml"),
                       str(checkpoint), options=options, batch_size=args.batch_size)
             metrics = score(data_dir, decode_dir)
             row[f"{data_dir.name} WER"] = metrics.get("wer")

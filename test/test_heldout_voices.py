@@ -21,6 +21,18 @@ def speech():
     return synthesize(VOICES[0], SENTENCE)
 
 
+def _one_utterance(data, speech):
+    """A data dir of the sentence, its reference with one substitution."""
+    wav = data.parent / "spk1-0000.wav"
+    data.mkdir(parents=True)
+    sf.write(wav, speech, 16000, subtype="PCM_16")
+    write_kv(data / "wav.scp", {"spk1-0000": wav})
+    write_kv(data / "text", {"spk1-0000": SENTENCE.replace("KITCHEN", "GARDEN")})  # one substitution
+    write_kv(data / "utt2spk", {"spk1-0000": "spk1"})
+    write_spk2utt(data)
+    return data
+
+
 def test_zero_shot_whisper_writes_the_words_normalised(speech):
     assert ZeroShotWhisper(beam_size=1).transcribe(speech) == SENTENCE
     assert ZeroShotWhisper(beam_size=5).transcribe(speech) == SENTENCE
@@ -32,13 +44,7 @@ def test_zero_shot_whisper_refuses_more_than_its_window():
 
 
 def test_bench_scores_zero_shot_whisper_and_writes_the_table(speech, tmp_path):
-    data = tmp_path / "test_heldout"
-    wav = tmp_path / "spk1-0000.wav"
-    sf.write(wav, speech, 16000, subtype="PCM_16")
-    write_kv(data / "wav.scp", {"spk1-0000": wav})
-    write_kv(data / "text", {"spk1-0000": SENTENCE.replace("KITCHEN", "GARDEN")})  # one substitution
-    write_kv(data / "utt2spk", {"spk1-0000": "spk1"})
-    write_spk2utt(data)
+    data = _one_utterance(tmp_path / "test_heldout", speech)
     spec = importlib.util.spec_from_file_location("heldout_voices", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -56,13 +62,7 @@ def test_stage_6s_zero_shot_decode_is_scored_and_a_results_row(speech, tmp_path)
     scorer scores and make_results lists beside the trained systems."""
     from diffasr.bin import make_results, score, zero_shot_decode
 
-    data = tmp_path / "data/test_real"
-    wav = tmp_path / "spk1-0000.wav"
-    sf.write(wav, speech, 16000, subtype="PCM_16")
-    write_kv(data / "wav.scp", {"spk1-0000": wav})
-    write_kv(data / "text", {"spk1-0000": SENTENCE.replace("KITCHEN", "GARDEN")})  # one substitution
-    write_kv(data / "utt2spk", {"spk1-0000": "spk1"})
-    write_spk2utt(data)
+    data = _one_utterance(tmp_path / "data/test_real", speech)
     decode = tmp_path / "exp/whisper_tiny.en_zeroshot/decode_beam5/test_real"
     zero_shot_decode.main(["--data_dir", str(data), "--decode_dir", str(decode), "--beam_size", "1"])
     assert (decode / "text").read_text().split(maxsplit=1)[1].strip() == SENTENCE
