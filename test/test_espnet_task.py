@@ -373,6 +373,58 @@ def test_the_heads_on_the_encoder_learn_at_their_own_rate():
     assert len(rate_of) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def test_learning_rate_groups_hold_the_pretrained_weights_at_their_rate():
+    # --pretrained_lr_scale: Whisper's own weights (the encoder's trainable layers, the decoder)
+    # learn at their share of the base rate, the modules from scratch at theirs, through the
+    # scheduler's warm-up and decay, and the optimiser moves each by its own rate.
+    from espnet2.schedulers.warmup_lr import WarmupLR
+
+    args = parse(SYSTEMS["diffusion_whisper_tiny"] + ["--head_lr_scale", "20", "--pretrained_lr_scale", "0.1"])
+    args.token_list = token_list_of(args.token_type)
+    model = DiffASRTask.build_model(args)
+    [optimizer] = DiffASRTask.build_optimizers(args, model)
+    scheduler = WarmupLR(optimizer, warmup_steps=3)
+    share_of = {id(p): i for i, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    assert len(share_of) == sum(1 for p in model.parameters() if p.requires_grad)
+
+    def rates(module) -> set:
+        return {optimizer.param_groups[share_of[id(p)]]["lr"] for p in module.parameters() if p.requires_grad}
+
+    pretrained = [model.encoder.whisper, model.decoder.decoder]
+    from_scratch = [model.encoder.adapter, model.ctc]
+    for _ in range(6):  # warm-up, then 1/sqrt(step) decay
+        [whisper_rate] = set.union(*(rates(m) for m in pretrained))
+        [adapter_rate] = rates(model.encoder.adapter)
+        [head_rate] = rates(model.ctc)
+        assert whisper_rate == pytest.approx(0.1 * adapter_rate)
+        assert head_rate == pytest.approx(20 * adapter_rate)
+        optimizer.step()
+        scheduler.step()
+    # One Adam step moves a weight by about its rate: Whisper's a tenth as far as the adapter's.
+    optimizer.zero_grad()
+    before = {id(p): p.detach().clone() for m in pretrained + from_scratch for p in m.parameters() if p.requires_grad}
+    for m in pretrained + from_scratch:
+        for p in m.parameters():
+            if p.requires_grad:
+                p.grad = torch.ones_like(p)
+    optimizer.state.clear()  # a first Adam step moves every weight by its rate, whatever the gradient's size
+    lr_now = {pid: optimizer.param_groups[share_of[pid]]["lr"] for pid in before}
+    optimizer.step()
+    for m in pretrained + from_scratch:
+        for p in m.parameters():
+            if p.requires_grad:
+                moved = (before[id(p)] - p.detach()).abs().max().item()
+                assert moved == pytest.approx(lr_now[id(p)], rel=0.05, abs=1e-9), m.__class__.__name__
+
+
+def test_a_pretrained_rate_for_a_model_without_whisper_is_refused():
+    args = parse(SYSTEMS["diffusion_conformer_tiny"] + ["--pretrained_lr_scale", "0.1"])
+    args.token_list = token_list_of(args.token_type)
+    model = DiffASRTask.build_model(args)
+    with pytest.raises(ValueError, match="--pretrained_lr_scale is set but the model has no trainable encoder.whisper"):
+        DiffASRTask.build_optimizers(args, model)
+
+
 def test_a_head_rate_for_a_model_without_heads_is_refused():
     args = parse(SYSTEMS["ar_whisper_tiny"] + ["--head_lr_scale", "20"])
     args.token_list = token_list_of(args.token_type)
