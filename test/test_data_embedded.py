@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from diffasr.bin import prepare_target_speaker_data
-from diffasr.data.corpus import HELDOUT_SET, SourceUtt, plan_mixtures, set_names
+from diffasr.data.corpus import HELDOUT_SET, SourceUtt, other_utterance, plan_mixtures, set_names
 from diffasr.data.embedded import SCALES, heldout_voices
 from diffasr.data.mixing import MAX_AMP, MIX_SETTINGS, mix, power
 from diffasr.data.voices import VOICES, assign_splits
@@ -85,6 +85,28 @@ def test_enrollment_is_another_utterance_of_the_target_speaker(built):
         assert record["enroll"]["utt"] != record["target"]["utt"]
         assert sources[record["enroll"]["utt"]] == record["target"]["spk"]
         assert enroll[utt] == record["enroll"]["path"] != record["target"]["path"]
+
+
+def test_an_enrollment_too_short_to_decode_is_never_drawn_and_the_other_draws_stay():
+    # A 0.999-s enrollment (one in the demo's training set) made decoding that set refuse it:
+    # the longest other utterance replaces it, without a draw of its own, so the examples
+    # drawn after it are the same as before.
+    def sources(short: bool) -> dict:
+        lengths = {"a-1": 48000, "a-2": 15985 if short else 32000, "a-3": 40000, "b-1": 40000, "b-2": 20000}
+        return {u: SourceUtt(u, u[0], f"/{u}.wav", "x", n) for u, n in lengths.items()}
+
+    def draws(short: bool) -> list:
+        table = sources(short)
+        by_spk = {"a": ["a-1", "a-2", "a-3"], "b": ["b-1", "b-2"]}
+        rng = np.random.default_rng(3)
+        return [other_utterance(by_spk, table, spk, [avoid], rng, "test") for spk, avoid in
+                [("a", "a-1"), ("b", "b-1")] * 20]
+
+    long_only, with_short = draws(False), draws(True)
+    assert "a-2" in long_only and "a-2" not in with_short
+    for before, after in zip(long_only, with_short):
+        # a-1 is heard in the mixture: the longest other choice is a-3
+        assert after == ("a-3" if before == "a-2" else before)
 
 
 def test_text_is_normalised_and_test_sentences_unseen_in_training(built):

@@ -53,6 +53,10 @@ MEASURED_ONCE = {  # not run at the CI size
     "diffusion_whisper_memory": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_randinit": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_smalldec": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_arw0": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_arw1": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_distill05": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_plr01": (DiffusionASRModel, type(None), True),
 }
 # The CI size of each expected system: its config with the tiny overlay, its overrides kept.
 SYSTEMS.update({f"{system}_tiny": ["--config", str(tiny(Path(SYSTEMS[system][1]))), *SYSTEMS[system][2:]]
@@ -71,6 +75,10 @@ DEFINED_BY = {
                                  **PREVIOUS_DEFAULT},
     "diffusion_whisper_randinit": {"decoder_conf.pretrained": False, "decoder_conf.freeze_embeddings": False,
                                    **PREVIOUS_DEFAULT},
+    "diffusion_whisper_arw0": {"model_conf.ar_weight": 0.0},
+    "diffusion_whisper_arw1": {"model_conf.ar_weight": 1.0},
+    "diffusion_whisper_distill05": {"model_conf.distill_share": 0.5},
+    "diffusion_whisper_plr01": {"pretrained_lr_scale": 0.1},
 }
 
 
@@ -138,13 +146,14 @@ def test_system_builds_the_intended_model(system):
     assert args.token_list == token_list_of(args.token_type)  # the caller's token list is left alone
     assert args.grad_clip > 0
     # Its optimiser too: one group per learning-rate scale the system sets (--enrollment_lr_scale
-    # needs enrollment modules to scale, --head_lr_scale the CTC and length heads).
+    # needs enrollment modules to scale, --head_lr_scale the CTC and length heads,
+    # --pretrained_lr_scale Whisper's weights).
     [optimizer] = DiffASRTask.build_optimizers(args, model)
-    expected_groups = len({1.0, args.enrollment_lr_scale, args.head_lr_scale})
+    expected_groups = len({1.0, args.enrollment_lr_scale, args.head_lr_scale, args.pretrained_lr_scale})
     assert len(optimizer.param_groups) == expected_groups
     if "whisper" in system:
-        # Every default whisper system shares one frozen depth, so they share one cache.
-        frozen = 4 if system in MEASURED_ONCE and system != "diffusion_whisper_smalldec" else 2
+        # The default whisper systems share one frozen depth (one cache); the previous default's variants theirs.
+        frozen = DEFINED_BY.get(system, {}).get("encoder_conf.frozen_layers", 2)
         assert args.encoder == "whisper" and args.encoder_conf["frozen_layers"] == frozen
         whisper = model.encoder.whisper
         assert all(not p.requires_grad for p in whisper.blocks[:frozen].parameters())

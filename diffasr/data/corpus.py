@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from diffasr.audio import MIN_ENROLLMENT_SECONDS
 from diffasr.data import DataPrepError
 from diffasr.data.mixing import (SAMPLE_RATE, MixSetting, colored_noise, fit_length, gain_for_ratio,
                                  loudness_gain, mix, mixture_length, power, read_audio)
@@ -106,14 +107,24 @@ def group_by_speaker(sources: Dict[str, SourceUtt]) -> Dict[str, List[str]]:
     return by_spk
 
 
-def other_utterance(by_spk: Dict[str, List[str]], spk: str, avoid: Iterable[str],
+def long_enough(drawn: str, choices: Sequence[str], sources: Dict[str, SourceUtt]) -> str:
+    """The drawn enrollment, or, where it is shorter than a recogniser takes one
+    (``MIN_ENROLLMENT_SECONDS``: decoding would refuse the example), the longest of the choices.
+    No draw of ``rng``'s is spent on it, so every other example stays as it was drawn."""
+    if sources[drawn].num_samples >= MIN_ENROLLMENT_SECONDS * SAMPLE_RATE:
+        return drawn
+    return max(choices, key=lambda u: (sources[u].num_samples, u))
+
+
+def other_utterance(by_spk: Dict[str, List[str]], sources: Dict[str, SourceUtt], spk: str, avoid: Iterable[str],
                     rng: np.random.Generator, where: str) -> str:
-    """An utterance of ``spk`` not in ``avoid`` (an enrollment that is not heard in the mixture)."""
+    """An utterance of ``spk`` not in ``avoid`` (an enrollment that is not heard in the mixture),
+    long enough for one (``long_enough``)."""
     avoid = set(avoid)
     choices = [u for u in by_spk[spk] if u not in avoid]
     if not choices:
         raise DataPrepError(f"{where}: speaker {spk} has no other utterance for enrollment")
-    return choices[int(rng.integers(len(choices)))]
+    return long_enough(choices[int(rng.integers(len(choices)))], choices, sources)
 
 
 def talker_roles(plan: MixturePlan, sources: Dict[str, SourceUtt], by_spk: Dict[str, List[str]],
@@ -125,7 +136,7 @@ def talker_roles(plan: MixturePlan, sources: Dict[str, SourceUtt], by_spk: Dict[
     for utt in talkers[1:]:
         others = [u for u in talkers if u != utt]
         roles.append(TargetRole("_".join([utt] + others),
-                                other_utterance(by_spk, sources[utt].spk, talkers, rng, where), utt))
+                                other_utterance(by_spk, sources, sources[utt].spk, talkers, rng, where), utt))
     return roles
 
 
@@ -146,7 +157,7 @@ def add_absent_roles(plans: List[MixturePlan], sources: Dict[str, SourceUtt], sh
             raise DataPrepError(f"split '{split}': target-absent examples need a speaker who is not "
                                 f"in mixture {plan.utt}; the split has {len(by_spk)} speakers")
         spk = absent[int(rng.integers(len(absent)))]
-        enroll = by_spk[spk][int(rng.integers(len(by_spk[spk])))]
+        enroll = long_enough(by_spk[spk][int(rng.integers(len(by_spk[spk])))], by_spk[spk], sources)
         plan.roles = plan.examples() + [TargetRole(f"{spk}-absent_{plan.utt}", enroll, None)]
 
 
@@ -231,7 +242,7 @@ def plan_mixtures(sources: Dict[str, SourceUtt], n_mixtures: Optional[int], sett
             raise DataPrepError(f"split '{split}': cannot draw {len(targets)} distinct mixtures; "
                                 "the split has too few utterances")
         seen |= ids
-        enroll = other_utterance(by_spk, spk, [target], rng, f"split '{split}'")
+        enroll = other_utterance(by_spk, sources, spk, [target], rng, f"split '{split}'")
         snr = float(rng.uniform(*setting.snr_db))
         if noise_files:
             path, noise_len = noise_files[int(rng.integers(len(noise_files)))]
@@ -357,7 +368,7 @@ def plan_heldout(sources: Dict[str, SourceUtt], rng: np.random.Generator) -> Lis
     """``test_heldout``: each clean utterance an example of its own, enrolled with another
     utterance of its voice (drawn from ``rng``)."""
     by_spk = group_by_speaker(sources)
-    return [TargetRole(utt, other_utterance(by_spk, sources[utt].spk, [utt], rng, HELDOUT_SET), utt)
+    return [TargetRole(utt, other_utterance(by_spk, sources, sources[utt].spk, [utt], rng, HELDOUT_SET), utt)
             for utt in sorted(sources)]
 
 

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from diffasr.data import DataPrepError
 from diffasr.data.corpus import (SPLITS, InterfererPlan, MixturePlan, NoisePlan, SourceUtt, add_absent_roles,
-                                 group_by_speaker, plan_mixtures, talker_roles)
+                                 group_by_speaker, long_enough, plan_mixtures, talker_roles)
 from diffasr.data.mixing import SAMPLE_RATE, MixSetting
 from diffasr.data.text import normalize_transcript
 
@@ -155,7 +155,7 @@ def plan_from_metadata(csv_paths: Sequence[Path], sources: Dict[str, SourceUtt],
                 if not enroll_choices:
                     raise DataPrepError(f"{csv_path}:{lineno}: speaker {spk} has no other utterance "
                                         "for enrollment")
-                enroll = enroll_choices[int(rng.integers(len(enroll_choices)))]
+                enroll = long_enough(enroll_choices[int(rng.integers(len(enroll_choices)))], enroll_choices, sources)
                 if noise_root is not None and row.get("noise_path"):
                     noise = NoisePlan("file", gain=noise_gain,
                                       path=str(Path(noise_root).resolve() / row["noise_path"]))
