@@ -56,6 +56,7 @@ MEASURED_ONCE = {  # not run at the CI size
     "diffusion_whisper_arw0": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_arw1": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_distill05": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_distill10": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_plr01": (DiffusionASRModel, type(None), True),
 }
 # The CI size of each expected system: its config with the tiny overlay, its overrides kept.
@@ -78,6 +79,7 @@ DEFINED_BY = {
     "diffusion_whisper_arw0": {"model_conf.ar_weight": 0.0},
     "diffusion_whisper_arw1": {"model_conf.ar_weight": 1.0},
     "diffusion_whisper_distill05": {"model_conf.distill_share": 0.5},
+    "diffusion_whisper_distill10": {"model_conf.distill_share": 1.0},
     "diffusion_whisper_plr01": {"pretrained_lr_scale": 0.1},
 }
 
