@@ -41,3 +41,6 @@ for v in diffusion_whisper_distill05 diffusion_whisper_distill10 diffusion_whisp
 done
 # The distill05, distill10 and arw1 runs (after plr01 and initar) also had stage 1's enrollment fix: one of the
 # 2,200 training examples enrolled with a 4.8-s utterance instead of a 0.999-s one.
+# The second run of distill_share 0.5: the variant's line with --seed 2 added (exp/asr_diffusion_whisper_distill05s2),
+# decoded with 8 steps only.
+#   diffusion_whisper_distill05s2 conf/tuning/train_diffusion_whisper.yaml --model_conf distill_share=0.5 --seed 2
