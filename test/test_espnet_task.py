@@ -428,17 +428,13 @@ def test_learning_rate_groups_hold_the_pretrained_weights_at_their_rate():
                 assert moved == pytest.approx(lr_now[id(p)], rel=0.05, abs=1e-9), m.__class__.__name__
 
 
-def test_a_pretrained_rate_for_a_model_without_whisper_is_refused():
-    args = parse(SYSTEMS["diffusion_conformer_tiny"] + ["--pretrained_lr_scale", "0.1"])
+@pytest.mark.parametrize("system, option, missing", [
+    ("diffusion_conformer_tiny", "--pretrained_lr_scale", "encoder.whisper"),
+    ("ar_whisper_tiny", "--head_lr_scale", "ctc"),
+])
+def test_a_rate_for_modules_the_model_lacks_is_refused(system, option, missing):
+    args = parse(SYSTEMS[system] + [option, "0.1"])
     args.token_list = token_list_of(args.token_type)
     model = DiffASRTask.build_model(args)
-    with pytest.raises(ValueError, match="--pretrained_lr_scale is set but the model has no trainable encoder.whisper"):
-        DiffASRTask.build_optimizers(args, model)
-
-
-def test_a_head_rate_for_a_model_without_heads_is_refused():
-    args = parse(SYSTEMS["ar_whisper_tiny"] + ["--head_lr_scale", "20"])
-    args.token_list = token_list_of(args.token_type)
-    model = DiffASRTask.build_model(args)
-    with pytest.raises(ValueError, match="--head_lr_scale is set but the model has no trainable ctc"):
+    with pytest.raises(ValueError, match=f"{option} is set but the model has no trainable {missing}"):
         DiffASRTask.build_optimizers(args, model)
