@@ -166,10 +166,11 @@ def test_system_builds_the_intended_model(system):
         assert type(model.decoder) is expected_decoder
 
 
-def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = False) -> dict:
+def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = False, distill: bool = False) -> dict:
     """Two examples of every input; with ``activity``, stage 1's per-frame labels of where the
     target speaks (50 frames a second) that the activity loss trains on; with ``teacher``, the
-    clean-target teacher's frames (Whisper tiny's 384 features) and the interferers'."""
+    clean-target teacher's frames (Whisper tiny's 384 features) and the interferers'; with
+    ``distill``, the AR system's outputs (``text_distill``)."""
     labels = {}
     if activity:
         labels = dict(target_activity=torch.randint(0, 2, (2, 25)).float(), target_activity_lengths=torch.tensor([25, 19]))
@@ -180,6 +181,8 @@ def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = Fa
         text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
     else:
         text = torch.tensor([[2, 3, 4], [3, -1, -1]])
+    if distill:
+        labels.update(text_distill=torch.stack([text[0].flip(0), text[1]]), text_distill_lengths=torch.tensor([3, 1]))
     return dict(
         speech=torch.randn(2, 8000), speech_lengths=torch.tensor([8000, 6000]),
         text=text, text_lengths=torch.tensor([3, 1]),
@@ -190,12 +193,19 @@ def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = Fa
     )
 
 
+def _batch_for(args) -> dict:
+    """What a training batch of the config holds (_step_batch)."""
+    return _step_batch(args.token_type == "whisper_en", activity=args.model_conf.get("activity_weight", 0.0) > 0,
+                       teacher=args.model_conf.get("teacher_weight", 0.0) > 0,
+                       distill=args.model_conf.get("distill_share", 0.0) > 0)
+
+
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
 def test_tiny_system_trains_a_step_with_every_enrollment_input_present(system):
     model, args = build(system)
     activity = args.model_conf.get("activity_weight", 0.0) > 0
     teacher = args.model_conf.get("teacher_weight", 0.0) > 0
-    loss, stats, weight = model(**_step_batch(args.token_type == "whisper_en", activity, teacher))
+    loss, stats, weight = model(**_batch_for(args))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
     assert ("loss_activity" in stats) == activity and ("loss_teacher" in stats) == teacher
@@ -227,8 +237,7 @@ def test_phase_one_trains_the_encoder_on_the_teacher_alone_without_a_decoder_pas
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
 def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(system):
     model, args = build(system)
-    batch = _step_batch(args.token_type == "whisper_en", args.model_conf.get("activity_weight", 0.0) > 0,
-                        args.model_conf.get("teacher_weight", 0.0) > 0)
+    batch = _batch_for(args)
     needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
     needed += ["enroll_embed"] if model.spk_conditioner is not None else []
     for name in needed:
