@@ -55,7 +55,7 @@ MEASURED_ONCE = {  # not run at the CI size
     "diffusion_whisper_smalldec": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_arw0": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_arw1": (DiffusionASRModel, type(None), True),
-    "diffusion_whisper_nodistill": (DiffusionASRModel, type(None), True),
+    "diffusion_whisper_distill05": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_distill10": (DiffusionASRModel, type(None), True),
     "diffusion_whisper_plr01": (DiffusionASRModel, type(None), True),
 }
@@ -78,7 +78,7 @@ DEFINED_BY = {
                                    **PREVIOUS_DEFAULT},
     "diffusion_whisper_arw0": {"model_conf.ar_weight": 0.0},
     "diffusion_whisper_arw1": {"model_conf.ar_weight": 1.0},
-    "diffusion_whisper_nodistill": {"model_conf.distill_share": 0.0},
+    "diffusion_whisper_distill05": {"model_conf.distill_share": 0.5},
     "diffusion_whisper_distill10": {"model_conf.distill_share": 1.0},
     "diffusion_whisper_plr01": {"pretrained_lr_scale": 0.1},
 }

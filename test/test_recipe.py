@@ -259,18 +259,6 @@ def test_stages_5_to_8_train_decode_score_and_pack(recipe):
         log_text = (recipe / "exp" / exp / "train.log").read_text()
         assert "Loading pretrained params from exp/asr_teacher_phase_tiny/valid.loss.best.pth:encoder:encoder" in log_text
         assert validated.search(log_text)
-    # The diffusion system (model_conf distill_share 0.5) trains half its examples on the AR system's
-    # outputs for the training set, decoded once (on each target's clean source) and read by the
-    # variant too.
-    distilled = sorted((recipe / "dump/distill").iterdir())
-    assert len(distilled) == 1
-    train_text = distilled[0] / "train/text"
-    assert (sorted(read_kv(train_text, allow_empty_value=True))
-            == sorted(read_kv(recipe / "data/train/text", allow_empty_value=True)))
-    for exp in ("asr_diffusion_whisper_tiny", "asr_diffusion_whisper_nospk_tiny"):
-        trained = yaml.safe_load((recipe / "exp" / exp / "config.yaml").read_text())
-        assert trained["model_conf"]["distill_share"] == 0.5
-        assert [str(train_text.relative_to(recipe)), "text_distill", "text"] in trained["train_data_path_and_name_and_type"]
     # the variant alone (no --asr_configs entry to make phase 1 from) starts from Whisper
     assert "no --asr_configs entry has model_conf teacher_weight > 0: no phase 1" in variant_log
     assert not yaml.safe_load((recipe / "exp/asr_diffusion_whisper_nospk_tiny/config.yaml").read_text()).get("init_param")

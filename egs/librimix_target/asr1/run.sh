@@ -41,8 +41,8 @@ rotate_configs=${inference_configs}
 teacher_phase=true
 teacher_phase_args="--num_iters_per_epoch 46 --max_epoch 27"  # 1,242 updates, validated (feature follows) every 46
 swap_sets=test
-# The diffusion system (model_conf distill_share 0.5) trains half its examples on the AR system's
-# greedy outputs: beam 10's length bonus inserts on this AR system (recipe README section 8).
+# Configs with model_conf distill_share > 0 (the variants diffusion_whisper_distill*) train on the AR
+# system's greedy outputs: beam 10's length bonus inserts on this AR system (recipe README section 8).
 distill_config=conf/decode/decode_ar_beam1.yaml
 
 # test_heldout (clean speech of voices no split has) is the embedded corpus's only.

@@ -44,3 +44,13 @@ done
 # The second run of distill_share 0.5: the variant's line with --seed 2 added (exp/asr_diffusion_whisper_distill05s2),
 # decoded with 8 steps only.
 #   diffusion_whisper_distill05s2 conf/tuning/train_diffusion_whisper.yaml --model_conf distill_share=0.5 --seed 2
+
+# Distillation against its control (section 8): one fresh ./run.sh at commit e365267, where the diffusion
+# system had model_conf distill_share 0.5 (exp/asr_diffusion_whisper), then at the same commit the control
+# variant diffusion_whisper_nodistill (--model_conf distill_share=0) from the same phase 1, decoded with 8 steps:
+#   ./run.sh
+#   ./run.sh --stage 5 --stop-stage 5 --asr_variants diffusion_whisper_nodistill
+#   ./run.sh --stage 6 --stop-stage 7 --swap_sets "" --zero_shot_sets "" --calibrate false --rotate_configs "" \
+#     --asr_configs "" --asr_variants diffusion_whisper_nodistill \
+#     --inference_configs conf/decode/decode_diffusion_8step.yaml --test_sets "test test_clean test_real"
+# Both rows are in results/RESULTS.md.
