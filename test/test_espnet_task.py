@@ -166,11 +166,10 @@ def test_system_builds_the_intended_model(system):
         assert type(model.decoder) is expected_decoder
 
 
-def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = False, distill: bool = False) -> dict:
+def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = False) -> dict:
     """Two examples of every input; with ``activity``, stage 1's per-frame labels of where the
     target speaks (50 frames a second) that the activity loss trains on; with ``teacher``, the
-    clean-target teacher's frames (Whisper tiny's 384 features) and the interferers'; with
-    ``distill``, the AR system's outputs (``text_distill``)."""
+    clean-target teacher's frames (Whisper tiny's 384 features) and the interferers'."""
     labels = {}
     if activity:
         labels = dict(target_activity=torch.randint(0, 2, (2, 25)).float(), target_activity_lengths=torch.tensor([25, 19]))
@@ -181,8 +180,6 @@ def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = Fa
         text = torch.tensor([[1000, 2000, 3000], [4000, -1, -1]])
     else:
         text = torch.tensor([[2, 3, 4], [3, -1, -1]])
-    if distill:
-        labels.update(text_distill=torch.stack([text[0].flip(0), text[1]]), text_distill_lengths=torch.tensor([3, 1]))
     return dict(
         speech=torch.randn(2, 8000), speech_lengths=torch.tensor([8000, 6000]),
         text=text, text_lengths=torch.tensor([3, 1]),
@@ -196,8 +193,7 @@ def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = Fa
 def _batch_for(args) -> dict:
     """What a training batch of the config holds (_step_batch)."""
     return _step_batch(args.token_type == "whisper_en", activity=args.model_conf.get("activity_weight", 0.0) > 0,
-                       teacher=args.model_conf.get("teacher_weight", 0.0) > 0,
-                       distill=args.model_conf.get("distill_share", 0.0) > 0)
+                       teacher=args.model_conf.get("teacher_weight", 0.0) > 0)
 
 
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
