@@ -190,18 +190,12 @@ def _step_batch(whisper_tokens: bool, activity: bool = False, teacher: bool = Fa
     )
 
 
-def _batch_for(args) -> dict:
-    """What a training batch of the config holds (_step_batch)."""
-    return _step_batch(args.token_type == "whisper_en", activity=args.model_conf.get("activity_weight", 0.0) > 0,
-                       teacher=args.model_conf.get("teacher_weight", 0.0) > 0)
-
-
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
 def test_tiny_system_trains_a_step_with_every_enrollment_input_present(system):
     model, args = build(system)
     activity = args.model_conf.get("activity_weight", 0.0) > 0
     teacher = args.model_conf.get("teacher_weight", 0.0) > 0
-    loss, stats, weight = model(**_batch_for(args))
+    loss, stats, weight = model(**_step_batch(args.token_type == "whisper_en", activity, teacher))
     loss.backward()
     assert torch.isfinite(loss) and "loss" in stats
     assert ("loss_activity" in stats) == activity and ("loss_teacher" in stats) == teacher
@@ -233,7 +227,8 @@ def test_phase_one_trains_the_encoder_on_the_teacher_alone_without_a_decoder_pas
 @pytest.mark.parametrize("system", [s for s in sorted(SYSTEMS) if s.endswith("_tiny")])
 def test_a_conditioned_model_refuses_a_batch_without_its_enrollment(system):
     model, args = build(system)
-    batch = _batch_for(args)
+    batch = _step_batch(args.token_type == "whisper_en", args.model_conf.get("activity_weight", 0.0) > 0,
+                        args.model_conf.get("teacher_weight", 0.0) > 0)
     needed = ["enroll_speech"] if model.needs_enrollment_audio() else []
     needed += ["enroll_embed"] if model.spk_conditioner is not None else []
     for name in needed:
