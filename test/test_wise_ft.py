@@ -64,3 +64,22 @@ def test_an_experiment_is_interpolated_with_the_whisper_its_config_builds(tmp_pa
     assert torch.equal(merged[added], whisper[added] + 1.0)
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
         wise_ft_experiment(tmp_path, "missing.pth", 0.5, tmp_path / "x.pth")
+
+
+def test_one_part_alone_is_interpolated(tmp_path):
+    from test_espnet_task import build
+
+    model, args = build("ar_whisper_tiny")
+    whisper = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder, decoder = "encoder.whisper.blocks.2.mlp.0.weight", "decoder.decoder.ln.weight"
+    finetuned = {k: v + 1.0 if k in (encoder, decoder) else v for k, v in whisper.items()}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(finetuned, tmp_path / "model.pth")
+
+    wise_ft_experiment(tmp_path, "model.pth", 0.0, tmp_path / "wise.pth", parts=["encoder"])
+
+    merged = torch.load(tmp_path / "wise.pth", weights_only=True)
+    assert torch.equal(merged[encoder], whisper[encoder])
+    assert torch.equal(merged[decoder], whisper[decoder] + 1.0)
+    with pytest.raises(ValueError, match="parts must be some of"):
+        wise_ft_experiment(tmp_path, "model.pth", 0.5, tmp_path / "x.pth", parts=["adapter"])

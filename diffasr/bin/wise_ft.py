@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from diffasr.espnet2.wise_ft import wise_ft_experiment
+from diffasr.espnet2.wise_ft import PARTS, wise_ft_experiment
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="valid.loss.ave.pth", help="its model file, in --asr_exp")
     parser.add_argument("--finetuned_share", type=float, required=True,
                         help="weight of the trained system's Whisper weights (1: as trained, 0: Whisper's)")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=sorted(PARTS),
+                        help="Whisper's parts to interpolate (the others stay as trained)")
     parser.add_argument("--output", required=True, help="the interpolated model file to write")
     return parser
 
@@ -29,7 +31,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        wise_ft_experiment(args.asr_exp, args.model, args.finetuned_share, args.output)
+        wise_ft_experiment(args.asr_exp, args.model, args.finetuned_share, args.output, args.parts)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file
         sys.exit(str(e))
 

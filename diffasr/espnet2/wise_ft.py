@@ -21,6 +21,9 @@ import torch
 from diffasr.espnet2.builder import build_model_from_file
 from diffasr.espnet2.task import PRETRAINED_PARAMETERS
 
+# The Whisper parts a system may interpolate, by name (``PRETRAINED_PARAMETERS`` split).
+PARTS = {prefix.split(".")[0]: prefix for prefix in PRETRAINED_PARAMETERS}
+
 
 def wise_ft(finetuned: Dict[str, torch.Tensor], pretrained: Dict[str, torch.Tensor], finetuned_share: float,
             prefixes: Iterable[str] = PRETRAINED_PARAMETERS) -> Tuple[Dict[str, torch.Tensor], int]:
@@ -54,20 +57,24 @@ def wise_ft(finetuned: Dict[str, torch.Tensor], pretrained: Dict[str, torch.Tens
 
 
 def wise_ft_experiment(asr_exp: Union[str, Path], model_file: str, finetuned_share: float,
-                       output: Union[str, Path]) -> int:
+                       output: Union[str, Path], parts: Iterable[str] = tuple(PARTS)) -> int:
     """Write ``output``: ``<asr_exp>/<model_file>`` interpolated with the Whisper weights its
     ``config.yaml`` builds before training (``build_model`` loads Whisper's checkpoint; a
     phase-1 ``--init_param`` is not applied, so the start is Whisper as released).
 
-    Returns how many entries were interpolated. ``output`` decodes like any model file of
-    the experiment (``asr.sh --inference_model``)."""
+    ``parts``: which of Whisper's parts (``PARTS``) are interpolated; the others stay as
+    trained. Returns how many entries were interpolated. ``output`` decodes like any model
+    file of the experiment (``asr.sh --inference_model``)."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise ValueError(f"parts must be some of {sorted(PARTS)}, got {list(parts)}")
     asr_exp = Path(asr_exp)
     finetuned_file = asr_exp / model_file
     if not finetuned_file.is_file():
         raise FileNotFoundError(f"{finetuned_file} does not exist: train the system first (stage 5)")
     pretrained, _ = build_model_from_file(asr_exp / "config.yaml", None)
     finetuned = torch.load(finetuned_file, map_location="cpu", weights_only=True)
-    merged, n = wise_ft(finetuned, pretrained.state_dict(), finetuned_share)
+    merged, n = wise_ft(finetuned, pretrained.state_dict(), finetuned_share, [PARTS[p] for p in parts])
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     torch.save(merged, output)
     logging.info(f"{output}: {n} of Whisper's entries at {finetuned_share:g} x {finetuned_file} + "
