@@ -13,11 +13,12 @@ import argparse
 import importlib
 import logging
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Mapping, Optional, Tuple, Union
 
 import torch
 import yaml
 
+from diffasr.espnet2.wise_ft import wise_ft as interpolate_with_whisper
 from diffasr.whisper.tokenizer import END as WHISPER_END
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 
@@ -232,21 +233,34 @@ def read_config(config_file: Union[str, Path]) -> dict:
 
 
 def build_model_from_file(config_file: Union[str, Path, None], model_file: Union[str, Path, None] = None,
-                          device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
+                          device: str = "cpu", wise_ft: Optional[Mapping[str, float]] = None
+                          ) -> Tuple[torch.nn.Module, argparse.Namespace]:
     """The trained model of an experiment: its ``config.yaml`` (default: beside
     ``model_file``) built by ``build_model``, then the weights of ``model_file`` loaded, as
-    ESPnet's ``AbsTask.build_model_from_file`` does; a checkpoint missing parameters is refused."""
+    ESPnet's ``AbsTask.build_model_from_file`` does; a checkpoint missing parameters is refused.
+
+    ``wise_ft``: {Whisper part: trained share} (``diffasr.espnet2.wise_ft``): those parts of
+    the checkpoint are interpolated with the Whisper weights ``build_model`` loaded before it
+    (Whisper as released: a training run's ``--init_param`` is not applied here)."""
     if config_file is None:
         if model_file is None:
             raise ValueError("give a config file, a model file or both")
         config_file = Path(model_file).parent / "config.yaml"
     logging.info(f"config file: {config_file}, model file: {model_file}")
     args = argparse.Namespace(**read_config(config_file))
+    if wise_ft and model_file is None:
+        raise ValueError("WiSE-FT interpolates a trained model file with Whisper's weights: give the model file")
+    if wise_ft and "decoder" in wise_ft and not (getattr(args, "decoder_conf", None) or {}).get("pretrained", True):
+        raise ValueError(f"{config_file}: decoder_conf pretrained: false, the decoder never had Whisper's weights "
+                         "to interpolate with (WiSE-FT of the decoder)")
     if model_file is not None:
         args.init = None  # the checkpoint overwrites whatever an initialisation would set
     model = build_model(args, f"{config_file}: model_conf").to(device)
     if model_file is not None:
         state = torch.load(model_file, map_location=device, weights_only=True)
+        if wise_ft:
+            state, n = interpolate_with_whisper(state, model.state_dict(), wise_ft)
+            logging.info(f"WiSE-FT: {n} of Whisper's entries at {dict(wise_ft)} of {model_file}, the rest Whisper's")
         # Non-strict as ESPnet's (extra keys of older versions pass), but a checkpoint that
         # leaves parameters untrained is refused.
         missing = sorted(model.load_state_dict(state, strict=False).missing_keys)

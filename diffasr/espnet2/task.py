@@ -49,6 +49,7 @@ from diffasr.espnet2.enrollment import DATA_NAMES, ENROLL_SPEECH
 from diffasr.espnet2.empty_transcripts import build_streaming_iterator
 from diffasr.espnet2.teacher import DATA_NAMES as TEACHER_DATA_NAMES
 from diffasr.espnet2.teacher import check_teacher_cache
+from diffasr.espnet2.wise_ft import PRETRAINED_PARAMETERS  # Whisper's own weights (--pretrained_lr_scale)
 from diffasr.whisper.tokenizer import TOKEN_TYPE as WHISPER_TOKEN_TYPE
 from diffasr.whisper.tokenizer import WhisperTextTokenizer
 
@@ -60,9 +61,6 @@ DETECTOR_PARAMETERS = ("encoder.conditioning.detector.",)
 # The heads trained from scratch on the encoder output (--head_lr_scale): CTC's projection
 # and the length head, which at the pretrained weights' rate stay on CTC's blank plateau.
 HEAD_PARAMETERS = ("ctc.", "length_predictor.")
-# Whisper's own weights (--pretrained_lr_scale): the encoder's trainable layers and a Whisper
-# decoder's, which a narrow corpus pulls away from what Whisper read well (real speech).
-PRETRAINED_PARAMETERS = ("encoder.whisper.", "decoder.decoder.")
 
 
 def _own(kind: str) -> dict:

@@ -42,12 +42,26 @@ class RecognizerOptions:
     max_audio_seconds: Optional[float] = option(
         None, "refuse longer audio (default: max_audio_seconds of the training config)")
     seed: int = option(0, "random seed (random remasking and masking, sampling)")
+    wise_ft_encoder: Optional[float] = option(
+        None, "WiSE-FT: the trained share of Whisper's encoder weights, the rest Whisper's own "
+        "(diffasr.espnet2.wise_ft; none: as trained)")
+    wise_ft_decoder: Optional[float] = option(
+        None, "WiSE-FT: the same for a Whisper decoder's weights (none: as trained)")
+
+    def wise_ft(self) -> Dict[str, float]:
+        """{Whisper part: trained share} for ``build_model_from_file``."""
+        return {part: share for part, share in (("encoder", self.wise_ft_encoder), ("decoder", self.wise_ft_decoder))
+                if share is not None}
 
     def __post_init__(self):
         if self.decode_mode not in DECODE_MODES:
             raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {self.decode_mode!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("wise_ft_encoder", "wise_ft_decoder"):
+            share = getattr(self, name)
+            if share is not None and not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (the trained share), got {share}")
 
 
 @dataclass

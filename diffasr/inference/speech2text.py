@@ -43,7 +43,7 @@ from diffasr.inference.options import DecodeOptions
 
 # Recognizer options that shape the loaded model and tokenizer: set when a Speech2Text is
 # built, the same for every call.
-LOAD_OPTIONS = ("dtype", "bpemodel", "token_type", "max_audio_seconds")
+LOAD_OPTIONS = ("dtype", "bpemodel", "token_type", "max_audio_seconds", "wise_ft_encoder", "wise_ft_decoder")
 
 
 @dataclass
@@ -89,7 +89,8 @@ class Speech2Text:
         self.options = options or DecodeOptions.from_flat(flat_options)
         recognizer = self.options.recognizer
         try:
-            model, self.train_args = build_model_from_file(asr_train_config, asr_model_file, device)
+            model, self.train_args = build_model_from_file(asr_train_config, asr_model_file, device,
+                                                             wise_ft=recognizer.wise_ft())
         except RuntimeError as e:
             if "size mismatch" not in str(e):
                 raise
