@@ -60,6 +60,6 @@ def wise_ft(finetuned: Mapping[str, torch.Tensor], pretrained: Mapping[str, torc
         merged[name] = torch.lerp(start.to(value.dtype), value, shares[part])
         n_interpolated += 1
     if shares and n_interpolated == 0:
-        raise ValueError(f"no parameter of the fine-tuned system is in Whisper's {sorted(shares)}: "
-                         "nothing pretrained to interpolate")
+        raise ValueError(f"no parameter of the fine-tuned system is in Whisper's {sorted(shares)}: nothing "
+                         "pretrained to interpolate (a system not started from Whisper: decode it without wise_ft_*)")
     return merged, n_interpolated
