@@ -22,3 +22,13 @@ python ../../../bench/wise_ft_curve.py --exp exp/asr_diffusion_whisper_nodistill
 python ../../../bench/wise_ft_curve.py --exp exp/asr_diffusion_whisper_nodistill --model valid.loss.ave_2best.pth \
   --decode_config conf/decode/decode_diffusion_8step.yaml --shares 0.75 --parts encoder decoder \
   --output_dir exp/asr_diffusion_whisper_nodistill/wise_ft_both
+# wise_ft.md / .json / .png: those decode dirs' metrics.json side by side (share 1: the systems' own decodes,
+# decode_ar_beam1/ and decode_diffusion_8step/ of the run).
+#
+# Whisper's weights at a tenth of the rate in both phases (a new phase 1 and AR phase 2, data and caches of the
+# same run; the row "--pretrained_lr_scale 0.1, both phases" of README section 9):
+./run.sh --stage 5 --stop-stage 7 --asr_configs conf/tuning/train_ar_whisper.yaml \
+  --teacher_phase_args "--num_iters_per_epoch 46 --max_epoch 27 --pretrained_lr_scale 0.1" \
+  --asr_args "--pretrained_lr_scale 0.1" --inference_configs conf/decode/decode_ar_beam1.yaml \
+  --rotate_configs "" --swap_sets "" --zero_shot_sets "" --calibrate false --test_sets "test test_clean test_real"
+# (run before the AR decode config had wise_ft_encoder: decoded as trained)
