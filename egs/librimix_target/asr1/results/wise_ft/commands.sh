@@ -11,9 +11,9 @@ for s in 0.75 0.5 0.25 0.0; do
     --asr_configs conf/tuning/train_ar_whisper.yaml --inference_configs conf/decode/decode_ar_beam1.yaml \
     --test_sets "test_real test_clean test" --inference_args "--wise_ft_encoder $s" --inference_suffix "_wise$s"
 done
-# and 0.9 0.8 0.6 through the benchmark:
+# and 0.9 0.8 through the benchmark:
 python ../../../bench/wise_ft_curve.py --exp exp/asr_ar_whisper --model valid.loss.ave_2best.pth \
-  --decode_config conf/decode/decode_ar_beam1.yaml --shares 0.9 0.8 0.6 --parts encoder \
+  --decode_config conf/decode/decode_ar_beam1.yaml --shares 0.9 0.8 --parts encoder \
   --output_dir exp/asr_ar_whisper/wise_ft_fine
 # The diffusion system, 8 steps: the encoder alone, and the encoder and the decoder
 python ../../../bench/wise_ft_curve.py --exp exp/asr_diffusion_whisper_nodistill --model valid.loss.ave_2best.pth \
