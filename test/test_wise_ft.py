@@ -27,8 +27,8 @@ def _states():
 ])
 def test_each_part_of_whispers_weights_moves_toward_whisper_at_its_share(shares, query, bias):
     pretrained, finetuned = _states()
-    merged, n = wise_ft(finetuned, pretrained, shares)
-    assert n == len(shares)
+    merged, counts = wise_ft(finetuned, pretrained, shares)
+    assert counts == {part: 1 for part in shares}
     assert torch.allclose(merged[QUERY], torch.full((2, 2), query))
     assert torch.allclose(merged[BIAS], torch.full((3,), bias))
     assert torch.equal(merged[ADDED], finetuned[ADDED])
@@ -46,8 +46,9 @@ def test_another_architecture_part_or_share_is_refused():
     del pretrained[BIAS]
     with pytest.raises(ValueError, match="the pretrained weights lack decoder.decoder.ln.bias"):
         wise_ft(finetuned, pretrained, {"decoder": 0.5})
-    with pytest.raises(ValueError, match="nothing pretrained"):
-        wise_ft({"ctc.ctc_lo.weight": torch.ones(1)}, {}, {"encoder": 0.5})
+    # a system without Whisper's weights (a conformer) is left as it is, the part counted 0
+    merged, counts = wise_ft({"ctc.ctc_lo.weight": torch.ones(1)}, {}, {"encoder": 0.5})
+    assert counts == {"encoder": 0} and torch.equal(merged["ctc.ctc_lo.weight"], torch.ones(1))
     with pytest.raises(ValueError, match=r"wise_ft_encoder must be in \[0, 1\]"):
         DecodeOptions.from_flat({"wise_ft_encoder": -0.1})
 
@@ -97,3 +98,22 @@ def test_the_decode_options_reach_the_loaded_model(tmp_path):
     assert torch.allclose(speech2text.model.state_dict()[trained], whisper + 0.5)
     with pytest.raises(ValueError, match=r"\['wise_ft_encoder'\] are set when the model is loaded"):
         speech2text.call_options(DecodeOptions.from_flat({"wise_ft_encoder": 0.5, "beam_size": 1}))
+
+
+def test_a_decoder_that_never_was_whispers_stays_as_trained(tmp_path, caplog):
+    from test_espnet_task import build
+
+    model, args = build("diffusion_whisper_tiny")
+    args.decoder_conf = {**args.decoder_conf, "pretrained": False}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    name = "decoder.decoder.ln.weight"
+    state[name] += 3.0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(state, tmp_path / "model.pth")
+
+    with caplog.at_level("INFO"):
+        loaded, _ = build_model_from_file(tmp_path / "config.yaml", tmp_path / "model.pth",
+                                          wise_ft={"decoder": 0.0})
+
+    assert torch.equal(loaded.state_dict()[name], state[name])
+    assert "wise_ft_decoder ignored" in caplog.text

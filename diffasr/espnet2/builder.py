@@ -250,17 +250,24 @@ def build_model_from_file(config_file: Union[str, Path, None], model_file: Union
     args = argparse.Namespace(**read_config(config_file))
     if wise_ft and model_file is None:
         raise ValueError("WiSE-FT interpolates a trained model file with Whisper's weights: give the model file")
-    if wise_ft and "decoder" in wise_ft and not (getattr(args, "decoder_conf", None) or {}).get("pretrained", True):
-        raise ValueError(f"{config_file}: decoder_conf pretrained: false, the decoder never had Whisper's weights "
-                         "to interpolate with (WiSE-FT of the decoder)")
+    wise_ft = dict(wise_ft or {})
+    if "decoder" in wise_ft and not (getattr(args, "decoder_conf", None) or {}).get("pretrained", True):
+        # Its parameters have Whisper's names but were never Whisper's: nothing to go back to.
+        logging.info(f"wise_ft_decoder ignored: {config_file} has decoder_conf pretrained: false")
+        del wise_ft["decoder"]
     if model_file is not None:
         args.init = None  # the checkpoint overwrites whatever an initialisation would set
     model = build_model(args, f"{config_file}: model_conf").to(device)
     if model_file is not None:
         state = torch.load(model_file, map_location=device, weights_only=True)
         if wise_ft:
-            state, n = interpolate_with_whisper(state, model.state_dict(), wise_ft)
-            logging.info(f"WiSE-FT: {n} of Whisper's entries at {dict(wise_ft)} of {model_file}, the rest Whisper's")
+            state, counts = interpolate_with_whisper(state, model.state_dict(), wise_ft)
+            for part, n in counts.items():
+                if n:
+                    logging.info(f"WiSE-FT: {n} entries of Whisper's {part} at {wise_ft[part]:g} x {model_file} "
+                                 f"+ {1 - wise_ft[part]:g} x Whisper's")
+                else:  # as ctc_weight for a model without a CTC head (e.g. a conformer system: no Whisper)
+                    logging.info(f"wise_ft_{part} ignored: {model_file} has no Whisper {part} weights")
         # Non-strict as ESPnet's (extra keys of older versions pass), but a checkpoint that
         # leaves parameters untrained is refused.
         missing = sorted(model.load_state_dict(state, strict=False).missing_keys)

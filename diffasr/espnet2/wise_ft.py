@@ -32,12 +32,13 @@ def pretrained_part(name: str):
 
 
 def wise_ft(finetuned: Mapping[str, torch.Tensor], pretrained: Mapping[str, torch.Tensor],
-            shares: Mapping[str, float]) -> Tuple[Dict[str, torch.Tensor], int]:
+            shares: Mapping[str, float]) -> Tuple[Dict[str, torch.Tensor], Dict[str, int]]:
     """``finetuned`` with each floating-point entry of a part in ``shares`` replaced by
     ``share * finetuned + (1 - share) * pretrained`` (share 1: as trained, 0: Whisper's).
 
-    Returns the new state dict and how many entries were interpolated. An entry that
-    ``pretrained`` lacks or has in another shape is refused: not the same model.
+    Returns the new state dict and how many entries of each part were interpolated (0: the
+    system has no such Whisper part, e.g. a conformer). An entry that ``pretrained`` lacks
+    or has in another shape is refused: not the same model.
     """
     unknown = sorted(set(shares) - set(PARTS))
     if unknown:
@@ -45,7 +46,7 @@ def wise_ft(finetuned: Mapping[str, torch.Tensor], pretrained: Mapping[str, torc
     for part, share in shares.items():
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"the trained share of Whisper's {part} must be in [0, 1], got {share}")
-    merged, n_interpolated = {}, 0
+    merged, counts = {}, {part: 0 for part in shares}
     for name, value in finetuned.items():
         part = pretrained_part(name)
         if part not in shares or not torch.is_floating_point(value):
@@ -58,8 +59,5 @@ def wise_ft(finetuned: Mapping[str, torch.Tensor], pretrained: Mapping[str, torc
             raise ValueError(f"{name} is {tuple(value.shape)} in the fine-tuned system and "
                              f"{tuple(start.shape)} in the pretrained one: not the same model")
         merged[name] = torch.lerp(start.to(value.dtype), value, shares[part])
-        n_interpolated += 1
-    if shares and n_interpolated == 0:
-        raise ValueError(f"no parameter of the fine-tuned system is in Whisper's {sorted(shares)}: nothing "
-                         "pretrained to interpolate (a system not started from Whisper: decode it without wise_ft_*)")
-    return merged, n_interpolated
+        counts[part] += 1
+    return merged, counts
