@@ -32,3 +32,8 @@ python ../../../bench/wise_ft_curve.py --exp exp/asr_diffusion_whisper_nodistill
   --asr_args "--pretrained_lr_scale 0.1" --inference_configs conf/decode/decode_ar_beam1.yaml \
   --rotate_configs "" --swap_sets "" --zero_shot_sets "" --calibrate false --test_sets "test test_clean test_real"
 # (run before the AR decode config had wise_ft_encoder: decoded as trained)
+# The same AR system without the teacher (no phase 1), decoded as trained (the last row of section 9's AR table):
+./run.sh --stage 5 --stop-stage 7 --teacher_phase false --asr_configs conf/tuning/train_ar_whisper.yaml \
+  --asr_tag ar_whisper_noteacher --asr_args "--model_conf teacher_weight=0" \
+  --inference_configs conf/decode/decode_ar_beam1.yaml --rotate_configs "" --swap_sets "" --zero_shot_sets "" \
+  --calibrate false --test_sets "test test_clean test_real"
